@@ -1,0 +1,136 @@
+"""The engine seam: launch, poll, cancel, drain, snapshot, messages and metrics.
+
+An engine runs one job per ``Handle``. The scheduler calls these methods from its own
+thread; an engine must not block for long in any of them (start work in a process or
+thread and answer). An engine never touches the store: it reports what it sees and
+the scheduler turns that into lifecycle edges.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from tidegate.model import MessageImportance
+
+__all__ = [
+    "Engine",
+    "EngineState",
+    "Handle",
+    "LaunchRequest",
+    "MetricValue",
+    "RunStatus",
+    "StageDetails",
+    "WorkerMessage",
+]
+
+
+class EngineState(enum.Enum):
+    """What an engine can say of a run; the scheduler maps it onto ``JobState``."""
+
+    STARTING = "starting"  # workers being provisioned (the job is PENDING)
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped on request, nothing more will be written
+    DRAINED = "drained"  # sources stopped, in-flight data written
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """Everything an engine needs to start a job."""
+
+    job_id: str
+    job_name: str
+    streaming: bool
+    workdir: Path
+    """A folder that belongs to this run alone (logs, staged files, outputs of the engine)."""
+    pipeline: bytes = b""
+    """For Beam: a serialized ``beam_runner_api_pb2.Pipeline``."""
+    program: str = ""
+    """For Flink: the path of a PyFlink program or a Flink SQL script."""
+    options: Mapping[str, object] = field(default_factory=dict)
+    """Pipeline options as the client sent them (ints already converted from floats)."""
+    args: Sequence[str] = ()
+    num_workers: int = 1
+    restore_from: str = ""
+    """A savepoint or snapshot location to start from (update, or a job created from a snapshot)."""
+
+
+@dataclass(frozen=True)
+class Handle:
+    """An engine's reference to a run; ``ref`` is engine-specific and kept in the store."""
+
+    engine: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: EngineState
+    error: str = ""
+    """For FAILED: the error and its traceback, shown as a JOB_MESSAGE_ERROR."""
+
+
+@dataclass(frozen=True)
+class WorkerMessage:
+    time: datetime
+    importance: MessageImportance
+    text: str
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One metric: an element count of a PCollection, or a user counter of a step."""
+
+    name: str
+    step: str
+    value: int | float
+    origin: str = "user"  # "user" or "dataflow/v1b3"
+    pcollection: str = ""
+
+
+@dataclass(frozen=True)
+class StageDetails:
+    stage_id: str
+    state: str
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    steps: Sequence[str] = ()
+
+
+class Engine(Protocol):
+    """What the scheduler needs of an engine."""
+
+    name: str
+
+    def launch(self, request: LaunchRequest) -> Handle:
+        """Start the run and return at once; the run is STARTING until ``poll`` says otherwise."""
+
+    def poll(self, handle: Handle) -> RunStatus:
+        """The run's state now."""
+
+    def cancel(self, handle: Handle) -> None:
+        """Stop the run and every process of it; nothing more is written. Idempotent."""
+
+    def drain(self, handle: Handle) -> None:
+        """Stop pulling from sources and finish in-flight data (streaming runs only)."""
+
+    def snapshot(self, handle: Handle, target: Path) -> str:
+        """Capture the run's state (a savepoint) into ``target``; returns its location."""
+
+    def messages(self, handle: Handle, after: int) -> tuple[list[WorkerMessage], int]:
+        """Messages the run wrote since cursor ``after``, and the new cursor."""
+
+    def metrics(self, handle: Handle) -> list[MetricValue]:
+        """The run's metrics as they are now (final once the run has ended)."""
+
+    def stages(self, handle: Handle) -> list[StageDetails]:
+        """Execution details per stage."""
+
+    def release(self, handle: Handle) -> None:
+        """Delete the run's temporary files and reap its processes (RESOURCE_CLEANING_UP)."""

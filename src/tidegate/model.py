@@ -1,0 +1,146 @@
+"""Domain values: what the store keeps and the service hands out.
+
+These are plain frozen dataclasses; the API adapters turn them into Dataflow's wire
+messages. Times are timezone-aware UTC ``datetime`` values.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+from datetime import datetime
+from types import MappingProxyType
+
+from tidegate.lifecycle import Actor, JobState, JobType
+
+__all__ = [
+    "Job",
+    "JobMessage",
+    "ListFilter",
+    "MessageImportance",
+    "NewJob",
+    "Page",
+    "StateChange",
+]
+
+
+T = TypeVar("T")
+
+
+def _frozen(labels: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(labels))
+
+
+class MessageImportance(enum.IntEnum):
+    """``google.dataflow.v1beta3.JobMessageImportance``."""
+
+    JOB_MESSAGE_IMPORTANCE_UNKNOWN = 0
+    JOB_MESSAGE_DEBUG = 1
+    JOB_MESSAGE_DETAILED = 2
+    JOB_MESSAGE_WARNING = 3
+    JOB_MESSAGE_ERROR = 4
+    JOB_MESSAGE_BASIC = 5
+
+    @property
+    def rank(self) -> int:
+        """Order by severity (BASIC sits between DETAILED and WARNING)."""
+        return _RANK[self]
+
+
+_RANK = {
+    MessageImportance.JOB_MESSAGE_IMPORTANCE_UNKNOWN: 0,
+    MessageImportance.JOB_MESSAGE_DEBUG: 1,
+    MessageImportance.JOB_MESSAGE_DETAILED: 2,
+    MessageImportance.JOB_MESSAGE_BASIC: 3,
+    MessageImportance.JOB_MESSAGE_WARNING: 4,
+    MessageImportance.JOB_MESSAGE_ERROR: 5,
+}
+
+
+class ListFilter(enum.IntEnum):
+    """``ListJobsRequest.Filter``."""
+
+    UNKNOWN = 0
+    ALL = 1
+    TERMINATED = 2
+    ACTIVE = 3
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job as a client asked for it, before the store gives it an id."""
+
+    project_id: str
+    location: str
+    name: str
+    type: JobType
+    spec: bytes
+    """The submitted ``google.dataflow.v1beta3.Job``, serialized, without the fields below."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    client_request_id: str = ""
+    requested_state: JobState = JobState.JOB_STATE_RUNNING
+    replace_job_id: str = ""
+    created_from_snapshot_id: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", _frozen(self.labels))
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the store holds it."""
+
+    id: str
+    project_id: str
+    location: str
+    name: str
+    type: JobType
+    current_state: JobState
+    current_state_time: datetime
+    requested_state: JobState
+    create_time: datetime
+    start_time: datetime
+    spec: bytes
+    labels: Mapping[str, str]
+    client_request_id: str
+    replace_job_id: str
+    replaced_by_job_id: str
+    created_from_snapshot_id: str
+    version: int
+    """Bumped by every change; the store's compare-and-set checks it."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", _frozen(self.labels))
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """One row of a job's state history."""
+
+    job_id: str
+    source: JobState | None
+    target: JobState
+    actor: Actor
+    time: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class JobMessage:
+    """A ``google.dataflow.v1beta3.JobMessage``."""
+
+    id: str
+    job_id: str
+    time: datetime
+    importance: MessageImportance
+    text: str
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing and the token of the next (empty on the last page)."""
+
+    items: tuple[T, ...]
+    next_page_token: str = ""

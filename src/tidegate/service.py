@@ -1,0 +1,264 @@
+"""The use cases, shared by every API surface.
+
+No HTTP or gRPC types here: the adapters in ``tidegate.api`` parse requests into
+these calls and turn the results and ``TidegateError``\\ s into their wire forms.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from tidegate.lifecycle import Actor, JobState, JobType, PlanKind, plan_request
+from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJob, Page, StateChange
+from tidegate.store import Change, Store
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "JobService", "new_job_id"]
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+_JOB_NAME = re.compile(r"[a-z]([-a-z0-9]{0,1022}[a-z0-9])?")
+_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]{0,127}")
+_LOCATION = re.compile(r"[a-z][a-z0-9-]{0,62}")
+
+
+def new_job_id(now: datetime) -> str:
+    """A job id in Dataflow's form: ``2026-11-28_12_00_00-1234567890123456789``."""
+    return f"{now:%Y-%m-%d_%H_%M_%S}-{secrets.randbelow(9 * 10**18) + 10**18}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_labels(labels: Mapping[str, str]) -> None:
+    """Dataflow's label rules: at most 64; lowercase keys and values of at most 63 characters."""
+    if len(labels) > 64:
+        raise InvalidArgument(f"a job has at most 64 labels, not {len(labels)}", reason="INVALID_LABELS")
+    for key, value in labels.items():
+        if not _LABEL_KEY.fullmatch(key):
+            raise InvalidArgument(
+                f"invalid label key {key!r}: it must start with a lowercase letter and hold at most 63"
+                " lowercase letters, digits, '_' or '-'",
+                reason="INVALID_LABELS",
+            )
+        if not _LABEL_VALUE.fullmatch(value):
+            raise InvalidArgument(
+                f"invalid value {value!r} for label {key!r}: at most 63 lowercase letters, digits, '_' or '-'",
+                reason="INVALID_LABELS",
+            )
+
+
+def check_scope(project_id: str, location: str | None) -> None:
+    if not _PROJECT.fullmatch(project_id):
+        raise InvalidArgument(f"invalid project id {project_id!r}", reason="INVALID_PROJECT")
+    if location is not None and not _LOCATION.fullmatch(location):
+        raise InvalidArgument(f"invalid location {location!r}", reason="INVALID_LOCATION")
+
+
+class JobService:
+    """Create, read, list and update jobs; take service-side edges for the scheduler."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        default_location: str = "us-central1",
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.store = store
+        self.default_location = default_location
+        self.clock = clock
+        self._listeners: list[Callable[[Job], None]] = []
+
+    def subscribe(self, listener: Callable[[Job], None]) -> None:
+        """Call ``listener(job)`` after every create and every change (the scheduler wakes on it)."""
+        self._listeners.append(listener)
+
+    def _notify(self, job: Job) -> Job:
+        for listener in self._listeners:
+            listener(job)
+        return job
+
+    # -- create and read -------------------------------------------------------------
+
+    def create_job(self, new: NewJob) -> Job:
+        """Create a job in STOPPED (held when it asks for ``JOB_STATE_STOPPED``); idempotent per request id."""
+        check_scope(new.project_id, new.location)
+        if not _JOB_NAME.fullmatch(new.name):
+            raise InvalidArgument(
+                f"invalid job name {new.name!r}: it must match [a-z]([-a-z0-9]{{0,1022}}[a-z0-9])?",
+                reason="INVALID_JOB_NAME",
+            )
+        check_labels(new.labels)
+        if new.requested_state in (JobState.JOB_STATE_UNKNOWN, JobState.JOB_STATE_RUNNING):
+            new = replace(new, requested_state=JobState.JOB_STATE_RUNNING)
+        elif new.requested_state is not JobState.JOB_STATE_STOPPED:
+            raise InvalidArgument(
+                f"a job can be created only running or held (JOB_STATE_STOPPED), not {new.requested_state.name}",
+                reason="INVALID_REQUESTED_STATE",
+            )
+        if new.type is JobType.JOB_TYPE_UNKNOWN:
+            new = replace(new, type=JobType.JOB_TYPE_BATCH)
+        if new.replace_job_id:
+            raise Unimplemented(
+                "updating a job (replaceJobId) needs a streaming engine; this server has none yet",
+                reason="UPDATE_UNSUPPORTED",
+            )
+        if new.created_from_snapshot_id:
+            raise Unimplemented(
+                "creating a job from a snapshot needs a streaming engine; this server has none yet",
+                reason="SNAPSHOT_UNSUPPORTED",
+            )
+        now = self.clock()
+        held = new.requested_state is JobState.JOB_STATE_STOPPED
+        hint = "held in JOB_STATE_STOPPED until it is started (requestedState JOB_STATE_RUNNING)" if held else ""
+        job, created = self.store.create_job(new, new_job_id(now), now, hint)
+        return self._notify(job) if created else job
+
+    def get_job(self, project_id: str, location: str | None, job_id: str) -> Job:
+        """The job, if it lives in this project and location (the default one when None)."""
+        check_scope(project_id, location)
+        job = self.store.get_job(job_id, project_id)
+        wanted = location or self.default_location
+        if job.location != wanted:
+            raise NotFound(f"No job with id {job_id} in project {project_id}, location {wanted}", reason="JOB_NOT_FOUND")
+        return job
+
+    def list_jobs(
+        self,
+        project_id: str,
+        location: str | None,
+        list_filter: ListFilter = ListFilter.UNKNOWN,
+        page_size: int = 0,
+        page_token: str = "",
+        name: str = "",
+        *,
+        aggregated: bool = False,
+    ) -> Page[Job]:
+        """A page of jobs in a location (the default one when None), or in every location."""
+        check_scope(project_id, location)
+        size = self._page_size(page_size)
+        where = None if aggregated else (location or self.default_location)
+        return self.store.list_jobs(project_id, where, list_filter, size, page_token, name)
+
+    @staticmethod
+    def _page_size(page_size: int) -> int:
+        if page_size < 0:
+            raise InvalidArgument(f"pageSize must not be negative, not {page_size}", reason="INVALID_PAGE_SIZE")
+        return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+    def list_messages(
+        self,
+        project_id: str,
+        location: str | None,
+        job_id: str,
+        minimum_importance: MessageImportance = MessageImportance.JOB_MESSAGE_IMPORTANCE_UNKNOWN,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> Page[JobMessage]:
+        job = self.get_job(project_id, location, job_id)
+        size = self._page_size(page_size)
+        return self.store.list_messages(job.id, minimum_importance, start, end, size, page_token)
+
+    def history(self, project_id: str, location: str | None, job_id: str) -> list[StateChange]:
+        job = self.get_job(project_id, location, job_id)
+        return self.store.history(job.id)
+
+    # -- update ----------------------------------------------------------------------
+
+    def update_job(
+        self,
+        project_id: str,
+        location: str | None,
+        job_id: str,
+        *,
+        requested_state: JobState = JobState.JOB_STATE_UNKNOWN,
+        labels: Mapping[str, str] | None = None,
+        update_mask: Sequence[str] = (),
+    ) -> Job:
+        """UpdateJob: a ``requestedState`` per the lifecycle, or new labels under ``updateMask=labels``."""
+        self.get_job(project_id, location, job_id)
+        mask = {path.strip() for path in update_mask if path.strip()}
+        unknown = mask - {"labels", "requested_state", "requestedState"}
+        if unknown:
+            raise InvalidArgument(
+                f"updateMask names fields that cannot be updated: {', '.join(sorted(unknown))}; use labels",
+                reason="INVALID_UPDATE_MASK",
+            )
+        if "labels" in mask:
+            new_labels = dict(labels or {})
+            check_labels(new_labels)
+        elif mask:
+            new_labels = None
+        else:
+            new_labels = None
+            if requested_state is JobState.JOB_STATE_UNKNOWN:
+                raise InvalidArgument(
+                    "UpdateJob needs a requestedState (or updateMask=labels with new labels)",
+                    reason="MISSING_REQUESTED_STATE",
+                )
+        wants_state = requested_state is not JobState.JOB_STATE_UNKNOWN and (not mask or mask & {"requested_state", "requestedState"})
+
+        def decide(job: Job) -> Change | None:
+            change = Change(labels=new_labels)
+            if not wants_state:
+                return change if new_labels is not None and new_labels != dict(job.labels) else None
+            plan = plan_request(job.current_state, job.requested_state, requested_state, job.type)
+            if plan.kind is PlanKind.INVALID:
+                raise InvalidArgument(plan.reason, reason="INVALID_REQUESTED_STATE")
+            if plan.kind is PlanKind.REJECT:
+                reason = "JOB_TERMINAL" if job.current_state.terminal else "REQUEST_NOT_ALLOWED"
+                raise FailedPrecondition(
+                    f"Job {job.id} is in {job.current_state.name}: {plan.reason}",
+                    reason=reason,
+                    metadata={"currentState": job.current_state.name, "requestedState": requested_state.name},
+                )
+            if plan.kind is PlanKind.NOOP:
+                return change if new_labels is not None and new_labels != dict(job.labels) else None
+            target, actor = plan.step if plan.step else (None, Actor.USER)
+            text = f"{plan.requested.name} requested"
+            return replace(
+                change,
+                requested=plan.requested,
+                target=target,
+                actor=actor,
+                reason=text,
+                message=(MessageImportance.JOB_MESSAGE_BASIC, f"Job {job.id}: {text}"
+                         + (f"; now {target.name}" if target else "")),
+            )
+
+        job, changed = self.store.change_job(job_id, decide, self.clock())
+        return self._notify(job) if changed else job
+
+    # -- the service's own edges ---------------------------------------------------------
+
+    def advance(
+        self,
+        job_id: str,
+        target: JobState,
+        reason: str = "",
+        *,
+        message: tuple[MessageImportance, str] | None = None,
+        expect: frozenset[JobState] | None = None,
+        actor: Actor = Actor.SERVICE,
+    ) -> Job | None:
+        """Take an edge for the scheduler or an engine; ``None`` when the job is no longer in ``expect``."""
+        def decide(job: Job) -> Change | None:
+            if expect is not None and job.current_state not in expect:
+                return None
+            return Change(target=target, actor=actor, reason=reason, message=message)
+
+        job, changed = self.store.change_job(job_id, decide, self.clock())
+        return self._notify(job) if changed else None
+
+    def add_message(self, job_id: str, importance: MessageImportance, text: str) -> None:
+        self.store.add_message(job_id, importance, text, self.clock())

@@ -1,0 +1,9 @@
+"""The job store: the only part of tidegate that speaks SQL.
+
+``Store.open(url)`` takes ``sqlite:///path/to/tidegate.db`` (the embedded default,
+in WAL mode) or ``postgresql://user@host:port/db``. Both hold the same schema.
+"""
+
+from tidegate.store.sql import Change, Store, schema_statements
+
+__all__ = ["Change", "Store", "schema_statements"]

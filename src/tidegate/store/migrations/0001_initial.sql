@@ -1,0 +1,56 @@
+-- 0001: jobs, their state history and their messages.
+CREATE TABLE jobs (
+    seq {serial_pk},
+    id TEXT NOT NULL UNIQUE,
+    project_id TEXT NOT NULL,
+    location TEXT NOT NULL,
+    name TEXT NOT NULL,
+    job_type INTEGER NOT NULL,
+    current_state INTEGER NOT NULL,
+    current_state_time BIGINT NOT NULL,
+    requested_state INTEGER NOT NULL,
+    create_time BIGINT NOT NULL,
+    start_time BIGINT NOT NULL,
+    spec {blob} NOT NULL,
+    labels TEXT NOT NULL,
+    client_request_id TEXT NOT NULL,
+    replace_job_id TEXT NOT NULL,
+    replaced_by_job_id TEXT NOT NULL,
+    created_from_snapshot_id TEXT NOT NULL,
+    version BIGINT NOT NULL
+);
+-- One active job per name in a project and location (Dataflow's rule).
+CREATE UNIQUE INDEX jobs_active_name ON jobs (project_id, location, name)
+    WHERE current_state NOT IN (3, 4, 5, 6, 8);
+CREATE INDEX jobs_by_request ON jobs (project_id, location, name, client_request_id);
+-- Keyset pages: newest first, per location and across locations.
+CREATE INDEX jobs_all ON jobs (project_id, location, seq);
+CREATE INDEX jobs_all_agg ON jobs (project_id, seq);
+CREATE INDEX jobs_active ON jobs (project_id, location, seq)
+    WHERE current_state NOT IN (3, 4, 5, 6, 8);
+CREATE INDEX jobs_active_agg ON jobs (project_id, seq)
+    WHERE current_state NOT IN (3, 4, 5, 6, 8);
+CREATE INDEX jobs_terminated ON jobs (project_id, location, current_state_time, seq)
+    WHERE current_state IN (3, 4, 5, 6, 8);
+CREATE INDEX jobs_terminated_agg ON jobs (project_id, current_state_time, seq)
+    WHERE current_state IN (3, 4, 5, 6, 8);
+
+CREATE TABLE job_state_history (
+    seq {serial_pk},
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    source_state INTEGER,
+    target_state INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    time BIGINT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX job_state_history_job ON job_state_history (job_id, seq);
+
+CREATE TABLE job_messages (
+    seq {serial_pk},
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    time BIGINT NOT NULL,
+    importance INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX job_messages_job ON job_messages (job_id, seq);
