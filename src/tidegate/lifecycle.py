@@ -76,7 +76,9 @@ TERMINAL_STATES: frozenset[JobState] = frozenset(
 )
 """States that never change again."""
 
-ACTIVE_STATES: frozenset[JobState] = frozenset(s for s in JobState if s not in TERMINAL_STATES and s is not S.JOB_STATE_UNKNOWN)
+ACTIVE_STATES: frozenset[JobState] = frozenset(
+    s for s in JobState if s not in TERMINAL_STATES and s is not S.JOB_STATE_UNKNOWN
+)
 """States a job can be in while it is not finished (PAUSING/PAUSED included: the API lists them)."""
 
 _SVC = Actor.SERVICE
@@ -117,7 +119,14 @@ def is_legal(source: JobState, target: JobState, actor: Actor) -> bool:
 
 
 REQUESTABLE: frozenset[JobState] = frozenset(
-    {S.JOB_STATE_CANCELLED, S.JOB_STATE_DRAINED, S.JOB_STATE_DRAINING, S.JOB_STATE_DONE, S.JOB_STATE_RUNNING, S.JOB_STATE_STOPPED}
+    {
+        S.JOB_STATE_CANCELLED,
+        S.JOB_STATE_DRAINED,
+        S.JOB_STATE_DRAINING,
+        S.JOB_STATE_DONE,
+        S.JOB_STATE_RUNNING,
+        S.JOB_STATE_STOPPED,
+    }
 )
 """States an UpdateJob may name in ``requestedState`` (STOPPED only as the one a held job carries)."""
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 from datetime import datetime
 from types import MappingProxyType
+from typing import Generic, TypeVar
 
 from tidegate.lifecycle import Actor, JobState, JobType
 

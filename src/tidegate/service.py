@@ -128,7 +128,9 @@ class JobService:
         job = self.store.get_job(job_id, project_id)
         wanted = location or self.default_location
         if job.location != wanted:
-            raise NotFound(f"No job with id {job_id} in project {project_id}, location {wanted}", reason="JOB_NOT_FOUND")
+            raise NotFound(
+                f"No job with id {job_id} in project {project_id}, location {wanted}", reason="JOB_NOT_FOUND"
+            )
         return job
 
     def list_jobs(
@@ -206,7 +208,9 @@ class JobService:
                     "UpdateJob needs a requestedState (or updateMask=labels with new labels)",
                     reason="MISSING_REQUESTED_STATE",
                 )
-        wants_state = requested_state is not JobState.JOB_STATE_UNKNOWN and (not mask or mask & {"requested_state", "requestedState"})
+        wants_state = requested_state is not JobState.JOB_STATE_UNKNOWN and (
+            not mask or mask & {"requested_state", "requestedState"}
+        )
 
         def decide(job: Job) -> Change | None:
             change = Change(labels=new_labels)
@@ -232,8 +236,10 @@ class JobService:
                 target=target,
                 actor=actor,
                 reason=text,
-                message=(MessageImportance.JOB_MESSAGE_BASIC, f"Job {job.id}: {text}"
-                         + (f"; now {target.name}" if target else "")),
+                message=(
+                    MessageImportance.JOB_MESSAGE_BASIC,
+                    f"Job {job.id}: {text}" + (f"; now {target.name}" if target else ""),
+                ),
             )
 
         job, changed = self.store.change_job(job_id, decide, self.clock())
@@ -252,6 +258,7 @@ class JobService:
         actor: Actor = Actor.SERVICE,
     ) -> Job | None:
         """Take an edge for the scheduler or an engine; ``None`` when the job is no longer in ``expect``."""
+
         def decide(job: Job) -> Change | None:
             if expect is not None and job.current_state not in expect:
                 return None

@@ -247,7 +247,8 @@ class Store:
         """Tables, columns and indexes, for comparing two databases."""
         if self.dialect == "sqlite":
             rows = self._execute(
-                "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%%' ORDER BY type, name"
+                "SELECT type, name, tbl_name, sql FROM sqlite_master"
+                " WHERE name NOT LIKE 'sqlite_%%' ORDER BY type, name"
             ).fetchall()
             return [tuple(str(c) for c in r) for r in rows]
         columns = self._execute(
@@ -467,7 +468,9 @@ class Store:
 
     # -- history and messages ------------------------------------------------------
 
-    def _history(self, job_id: str, source: JobState | None, target: JobState, actor: Actor, t: int, reason: str) -> None:
+    def _history(
+        self, job_id: str, source: JobState | None, target: JobState, actor: Actor, t: int, reason: str
+    ) -> None:
         self._execute(
             "INSERT INTO job_state_history (job_id, source_state, target_state, actor, time, reason)"
             " VALUES (%s, %s, %s, %s, %s, %s)",
@@ -531,8 +534,6 @@ class Store:
             " ORDER BY seq LIMIT %s",
             (*values, page_size + 1),
         ).fetchall()
-        items = tuple(
-            JobMessage(str(r[0]), r[1], _time(r[2]), MessageImportance(r[3]), r[4]) for r in rows[:page_size]
-        )
+        items = tuple(JobMessage(str(r[0]), r[1], _time(r[2]), MessageImportance(r[3]), r[4]) for r in rows[:page_size])
         token = _token("m", rows[page_size - 1][0]) if len(rows) > page_size else ""
         return Page(items, token)

@@ -1,0 +1,295 @@
+"""Dataflow's REST API, v1b3, over the service layer.
+
+Paths, JSON and error bodies are the ones the official client (``transport="rest"``),
+``google-api-python-client`` and Beam's DataflowRunner send and read. Every path that
+names a location has a location-less legacy twin meaning the server's default
+location. tidegate's own additions live under ``/tidegate/v1``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from google.cloud import dataflow_v1beta3 as dataflow
+from google.protobuf import timestamp_pb2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tidegate.api import wire
+from tidegate.errors import InvalidArgument, TidegateError
+from tidegate.lifecycle import JobState
+from tidegate.model import ListFilter, MessageImportance
+from tidegate.service import JobService
+
+__all__ = ["MAX_BODY_BYTES", "create_app", "error_body"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 20 * 1024 * 1024
+"""Dataflow's own limit on a request."""
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class JsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_body(error: TidegateError) -> dict[str, Any]:
+    """Google's JSON error body, with a ``google.rpc.ErrorInfo`` detail."""
+    return {
+        "error": {
+            "code": error.http_status,
+            "message": error.message,
+            "status": error.status,
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": error.reason,
+                    "domain": "dataflow.googleapis.com",
+                    "metadata": error.metadata,
+                }
+            ],
+        }
+    }
+
+
+def _error(error: TidegateError) -> Response:
+    return JsonResponse(error_body(error), status_code=error.http_status)
+
+
+def _ints(request: Request) -> bool:
+    """Whether the client asked for enums as numbers (``$alt=json;enum-encoding=int``)."""
+    return "enum-encoding=int" in request.query_params.get("$alt", "")
+
+
+def _int_param(request: Request, name: str) -> int:
+    raw = request.query_params.get(name, "")
+    if not raw:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidArgument(
+            f"invalid value {raw!r} for {name}: expected an integer", reason="INVALID_PARAMETER"
+        ) from None
+
+
+def _time_param(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name, "")
+    if not raw:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    try:
+        stamp.FromJsonString(raw)
+    except ValueError:
+        raise InvalidArgument(
+            f"invalid value {raw!r} for {name}: expected an RFC 3339 time", reason="INVALID_PARAMETER"
+        ) from None
+    when: datetime = stamp.ToDatetime(tzinfo=UTC)
+    return when
+
+
+def _view(request: Request) -> int:
+    raw = request.query_params.get("view", "")
+    return wire.enum_value(dataflow.JobView, raw, "view") if raw else wire.JobView.SUMMARY
+
+
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> InvalidArgument:
+    return InvalidArgument(
+        f"Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes.", reason="REQUEST_TOO_LARGE"
+    )
+
+
+class RestApi:
+    """The handlers; one instance per app, holding the service."""
+
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+
+    def _where(self, request: Request) -> tuple[str, str | None]:
+        params = request.path_params
+        return params["project_id"], params.get("location") or request.query_params.get("location") or None
+
+    def _job(self, request: Request, job: Any, view: int) -> Response:
+        return JsonResponse(wire.to_json_dict(wire.job_to_pb(job, view), ints=_ints(request)))
+
+    async def create_job(self, request: Request) -> Response:
+        project_id, location = self._where(request)
+        body = await _body(request)
+        pb = wire.parse_json(body or b"{}", wire.JobPb(), "google.dataflow.v1beta3.Job")
+        replace_id = request.query_params.get("replaceJobId", "")
+        if replace_id and not pb.replace_job_id:
+            pb.replace_job_id = replace_id
+        new = wire.job_from_pb(pb, project_id, location or self.service.default_location)
+        job = self.service.create_job(new)
+        return self._job(request, job, _view(request))
+
+    async def get_job(self, request: Request) -> Response:
+        project_id, location = self._where(request)
+        job = self.service.get_job(project_id, location, request.path_params["job_id"])
+        return self._job(request, job, _view(request))
+
+    async def update_job(self, request: Request) -> Response:
+        project_id, location = self._where(request)
+        body = await _body(request)
+        pb = wire.parse_json(body or b"{}", wire.JobPb(), "google.dataflow.v1beta3.Job")
+        mask = [p for p in request.query_params.get("updateMask", "").split(",") if p]
+        try:
+            requested = JobState(pb.requested_state)
+        except ValueError:
+            raise InvalidArgument(f"unknown requestedState {pb.requested_state}", reason="INVALID_ENUM_VALUE") from None
+        job = self.service.update_job(
+            project_id,
+            location,
+            request.path_params["job_id"],
+            requested_state=requested,
+            labels=dict(pb.labels),
+            update_mask=mask,
+        )
+        return self._job(request, job, wire.JobView.SUMMARY)
+
+    async def list_jobs(self, request: Request) -> Response:
+        return self._list(request, aggregated=False)
+
+    async def aggregated_list_jobs(self, request: Request) -> Response:
+        return self._list(request, aggregated=True)
+
+    def _list(self, request: Request, *, aggregated: bool) -> Response:
+        project_id, location = self._where(request)
+        raw_filter = request.query_params.get("filter", "")
+        list_filter = (
+            ListFilter(wire.enum_value(dataflow.ListJobsRequest.Filter, raw_filter, "filter"))
+            if raw_filter
+            else ListFilter.UNKNOWN
+        )
+        page = self.service.list_jobs(
+            project_id,
+            location,
+            list_filter,
+            _int_param(request, "pageSize"),
+            request.query_params.get("pageToken", ""),
+            request.query_params.get("name", ""),
+            aggregated=aggregated,
+        )
+        view = _view(request)
+        ints = _ints(request)
+        body: dict[str, Any] = {"jobs": [wire.to_json_dict(wire.job_to_pb(j, view), ints=ints) for j in page.items]}
+        if page.next_page_token:
+            body["nextPageToken"] = page.next_page_token
+        return JsonResponse(body)
+
+    async def list_messages(self, request: Request) -> Response:
+        project_id, location = self._where(request)
+        raw = request.query_params.get("minimumImportance", "")
+        importance = (
+            MessageImportance(wire.enum_value(dataflow.JobMessageImportance, raw, "minimumImportance"))
+            if raw
+            else MessageImportance.JOB_MESSAGE_IMPORTANCE_UNKNOWN
+        )
+        page = self.service.list_messages(
+            project_id,
+            location,
+            request.path_params["job_id"],
+            importance,
+            _time_param(request, "startTime"),
+            _time_param(request, "endTime"),
+            _int_param(request, "pageSize"),
+            request.query_params.get("pageToken", ""),
+        )
+        ints = _ints(request)
+        body: dict[str, Any] = {
+            "jobMessages": [wire.to_json_dict(wire.message_to_pb(m), ints=ints) for m in page.items]
+        }
+        if page.next_page_token:
+            body["nextPageToken"] = page.next_page_token
+        return JsonResponse(body)
+
+    async def history(self, request: Request) -> Response:
+        project_id, location = self._where(request)
+        changes = self.service.history(project_id, location, request.path_params["job_id"])
+        return JsonResponse({"stateHistory": [wire.state_change_to_dict(c) for c in changes]})
+
+    async def healthz(self, request: Request) -> Response:
+        return JsonResponse({"status": "ok"})
+
+
+def _guard(handler: Handler) -> Handler:
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except TidegateError as error:
+            return _error(error)
+
+    guarded.__name__ = handler.__name__
+    return guarded
+
+
+def _routes(api: RestApi) -> list[BaseRoute]:
+    routes: list[BaseRoute] = []
+
+    def both(path: str, handler: Handler, methods: list[str]) -> None:
+        for prefix in ("/v1b3/projects/{project_id}/locations/{location}", "/v1b3/projects/{project_id}"):
+            routes.append(Route(prefix + path, _guard(handler), methods=methods))
+
+    routes.append(
+        Route("/v1b3/projects/{project_id}/jobs:aggregated", _guard(api.aggregated_list_jobs), methods=["GET"])
+    )
+    both("/jobs", api.create_job, ["POST"])
+    both("/jobs", api.list_jobs, ["GET"])
+    both("/jobs/{job_id}", api.get_job, ["GET"])
+    both("/jobs/{job_id}", api.update_job, ["PUT"])
+    both("/jobs/{job_id}/messages", api.list_messages, ["GET"])
+    for prefix in ("/tidegate/v1/projects/{project_id}/locations/{location}", "/tidegate/v1/projects/{project_id}"):
+        routes.append(Route(prefix + "/jobs/{job_id}/history", _guard(api.history), methods=["GET"]))
+    routes.append(Route("/healthz", api.healthz, methods=["GET"]))
+    return routes
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INVALID_ARGUMENT")
+    message = {404: f"The requested URL {request.url.path} was not found on this server."}.get(
+        exc.status_code, str(exc.detail)
+    )
+    code = 404 if exc.status_code == 404 else exc.status_code
+    return JsonResponse({"error": {"code": code, "message": message, "status": status}}, status_code=code)
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = {"error": {"code": 500, "message": f"internal error: {type(exc).__name__}", "status": "INTERNAL"}}
+    return JsonResponse(body, status_code=500)
+
+
+def create_app(service: JobService) -> Starlette:
+    """The REST application over ``service``."""
+    api = RestApi(service)
+    return Starlette(
+        routes=_routes(api),
+        exception_handlers={HTTPException: _http_error, Exception: _internal},
+    )

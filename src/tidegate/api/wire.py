@@ -1,0 +1,195 @@
+"""Dataflow's wire messages (``google.cloud.dataflow_v1beta3``) to and from domain values.
+
+Shared by the REST and gRPC adapters. Uses the raw protobuf classes behind the
+client's proto-plus types: they parse and print Dataflow's JSON exactly (camelCase,
+enums as names or numbers, int64 as strings, RFC 3339 times).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from google.cloud import dataflow_v1beta3 as dataflow
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+
+from tidegate.errors import InvalidArgument
+from tidegate.lifecycle import JobState, JobType
+from tidegate.model import Job, JobMessage, NewJob, StateChange
+
+__all__ = [
+    "JobPb",
+    "JobView",
+    "enum_value",
+    "job_from_pb",
+    "job_to_pb",
+    "message_to_pb",
+    "parse_json",
+    "to_json_dict",
+]
+
+JobPb: Any = dataflow.Job.pb()
+JobMessagePb: Any = dataflow.JobMessage.pb()
+M = TypeVar("M", bound=Message)
+
+# Fields the store keeps in columns; everything else of a submitted job is its spec.
+_COLUMN_FIELDS = (
+    "id",
+    "project_id",
+    "name",
+    "type_",
+    "current_state",
+    "current_state_time",
+    "requested_state",
+    "create_time",
+    "start_time",
+    "labels",
+    "location",
+    "client_request_id",
+    "replace_job_id",
+    "replaced_by_job_id",
+    "created_from_snapshot_id",
+)
+# What a JOB_VIEW_SUMMARY answer keeps of the spec.
+_SUMMARY_SPEC_FIELDS = ("job_metadata",)
+
+
+class JobView:
+    UNKNOWN = 0
+    SUMMARY = 1
+    ALL = 2
+    DESCRIPTION = 3
+
+
+def parse_json(payload: bytes | str, message: M, what: str) -> M:
+    """Parse Dataflow JSON into ``message``; a wrong name or type is INVALID_ARGUMENT."""
+    try:
+        json_format.Parse(payload, message)
+    except json_format.ParseError as exc:
+        raise InvalidArgument(f"Invalid JSON payload received for {what}: {exc}", reason="INVALID_JSON") from exc
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidArgument(f"Invalid JSON payload received for {what}: {exc}", reason="INVALID_JSON") from exc
+    return message
+
+
+def enum_value(enum_type: Any, value: str | int, what: str) -> int:
+    """An enum given by name or number (as query parameters carry them)."""
+    text = str(value).strip()
+    members = {member.name: int(member) for member in enum_type}
+    if text.lstrip("-").isdigit():
+        if int(text) in members.values():
+            return int(text)
+    elif text in members:
+        return members[text]
+    raise InvalidArgument(f"invalid value {value!r} for {what}", reason="INVALID_ENUM_VALUE")
+
+
+def job_from_pb(pb: Any, project_id: str, location: str) -> NewJob:
+    """A create request's job as a ``NewJob``: the columns, and the rest as its spec."""
+    if pb.project_id and pb.project_id != project_id:
+        raise InvalidArgument(
+            f"the job's projectId {pb.project_id!r} differs from the project in the path ({project_id!r})",
+            reason="PROJECT_MISMATCH",
+        )
+    if pb.location and pb.location != location:
+        raise InvalidArgument(
+            f"the job's location {pb.location!r} differs from the location in the path ({location!r})",
+            reason="LOCATION_MISMATCH",
+        )
+    try:
+        job_type = JobType(pb.type_)
+        requested = JobState(pb.requested_state)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid enum value in the job: {exc}", reason="INVALID_ENUM_VALUE") from exc
+    new = NewJob(
+        project_id=project_id,
+        location=location,
+        name=pb.name,
+        type=job_type,
+        spec=b"",
+        labels=dict(pb.labels),
+        client_request_id=pb.client_request_id,
+        requested_state=requested,
+        replace_job_id=pb.replace_job_id,
+        created_from_snapshot_id=pb.created_from_snapshot_id,
+    )
+    spec = JobPb()
+    spec.CopyFrom(pb)
+    for name in _COLUMN_FIELDS:
+        spec.ClearField(name)
+    return NewJob(**{**new.__dict__, "spec": spec.SerializeToString(deterministic=True)})
+
+
+def spec_of(job: Job) -> Any:
+    """The job's stored spec as a ``google.dataflow.v1beta3.Job`` message."""
+    pb = JobPb()
+    try:
+        pb.ParseFromString(job.spec)
+    except DecodeError:  # never written by us; keep the job readable all the same
+        pb.Clear()
+    return pb
+
+
+def _stamp(field: Any, value: datetime) -> None:
+    field.FromDatetime(value)
+
+
+def job_to_pb(job: Job, view: int = JobView.SUMMARY) -> Any:
+    """The job as a ``google.dataflow.v1beta3.Job`` message, in the given view."""
+    spec = spec_of(job) if job.spec else JobPb()
+    if view in (JobView.SUMMARY, JobView.UNKNOWN):
+        pb = JobPb()
+        for name in _SUMMARY_SPEC_FIELDS:
+            if spec.HasField(name):
+                getattr(pb, name).CopyFrom(getattr(spec, name))
+    else:
+        pb = spec
+    pb.id = job.id
+    pb.project_id = job.project_id
+    pb.name = job.name
+    pb.type_ = int(job.type)
+    pb.location = job.location
+    pb.current_state = int(job.current_state)
+    _stamp(pb.current_state_time, job.current_state_time)
+    pb.requested_state = int(job.requested_state)
+    _stamp(pb.create_time, job.create_time)
+    _stamp(pb.start_time, job.start_time)
+    pb.labels.update(job.labels)
+    pb.client_request_id = job.client_request_id
+    pb.replace_job_id = job.replace_job_id
+    pb.replaced_by_job_id = job.replaced_by_job_id
+    pb.created_from_snapshot_id = job.created_from_snapshot_id
+    return pb
+
+
+def message_to_pb(message: JobMessage) -> Any:
+    pb = JobMessagePb()
+    pb.id = message.id
+    _stamp(pb.time, message.time)
+    pb.message_text = message.text
+    pb.message_importance = int(message.importance)
+    return pb
+
+
+def state_change_to_dict(change: StateChange) -> dict[str, Any]:
+    """A history row as JSON (tidegate's own endpoint; not part of Dataflow's API)."""
+    return {
+        "jobId": change.job_id,
+        "fromState": change.source.name if change.source is not None else None,
+        "toState": change.target.name,
+        "actor": change.actor.value,
+        "time": change.time.isoformat().replace("+00:00", "Z"),
+        "reason": change.reason,
+    }
+
+
+def to_json_dict(message: Any, *, ints: bool) -> dict[str, Any]:
+    """A message as Dataflow JSON; enums as numbers when the client asked for ``enum-encoding=int``."""
+    result: dict[str, Any] = json_format.MessageToDict(message, use_integers_for_enums=ints)
+    return result
+
+
+def labels_of(mapping: Mapping[str, str]) -> dict[str, str]:
+    return dict(mapping)

@@ -1,0 +1,255 @@
+"""The ``tidegate`` command line, modelled on ``gcloud dataflow jobs``.
+
+Exit codes: 0 success; 2 bad usage; 3 no such job; 4 the server refused the request
+(an illegal request, bad input, a name already taken); 5 the server cannot be
+reached; 1 anything else. Errors are one line on standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+
+from tidegate import __version__
+
+__all__ = ["EXIT_NOT_FOUND", "EXIT_REJECTED", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_REJECTED = 4
+EXIT_UNREACHABLE = 5
+
+_STATUS_FILTERS = {"all": "ALL", "active": "ACTIVE", "terminated": "TERMINATED"}
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Client:
+    """A small client of tidegate's REST API (enums as names, as a person reads them)."""
+
+    def __init__(self, server: str, timeout: float = 30.0) -> None:
+        self.server = server.rstrip("/")
+        self.http = httpx.Client(base_url=self.server, timeout=timeout)
+
+    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+        try:
+            response = self.http.request(method, path, params=params, json=body)
+        except httpx.TransportError as exc:
+            raise CliError(f"cannot reach the tidegate server at {self.server}: {exc}", EXIT_UNREACHABLE) from exc
+        if response.status_code < 400:
+            return response.json()
+        try:
+            error = response.json().get("error", {})
+            message = error.get("message") or response.text
+        except ValueError:
+            message = response.text.strip() or response.reason_phrase
+        code = {404: EXIT_NOT_FOUND, 400: EXIT_REJECTED, 409: EXIT_REJECTED}.get(response.status_code, EXIT_ERROR)
+        raise CliError(f"{message} (HTTP {response.status_code})", code)
+
+
+def _job_path(args: argparse.Namespace, job_id: str = "") -> str:
+    base = f"/v1b3/projects/{args.project}/locations/{args.region}/jobs"
+    return f"{base}/{job_id}" if job_id else base
+
+
+def _short(state: str | None) -> str:
+    return (state or "").removeprefix("JOB_STATE_").title()
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = (
+        [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+        if rows
+        else [len(h) for h in headers]
+    )
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2) if args.format == "json" else text)
+
+
+def cmd_list(args: argparse.Namespace, client: Client) -> None:
+    params: dict[str, Any] = {"filter": _STATUS_FILTERS[args.status], "pageSize": min(args.limit, 1000)}
+    path = f"/v1b3/projects/{args.project}/jobs:aggregated" if args.region is None else _job_path(args)
+    jobs: list[dict[str, Any]] = []
+    while len(jobs) < args.limit:
+        page = client.call("GET", path, params=params)
+        jobs.extend(page.get("jobs", []))
+        if not page.get("nextPageToken"):
+            break
+        params["pageToken"] = page["nextPageToken"]
+    jobs = jobs[: args.limit]
+    rows = [
+        [
+            j["id"],
+            j.get("name", ""),
+            j.get("type", "").removeprefix("JOB_TYPE_").title(),
+            j.get("createTime", ""),
+            _short(j.get("currentState")),
+            j.get("location", ""),
+        ]
+        for j in jobs
+    ]
+    _emit(
+        args,
+        jobs,
+        _table(rows, ["JOB_ID", "NAME", "TYPE", "CREATION_TIME", "STATE", "REGION"]) if rows else "Listed 0 items.",
+    )
+
+
+def cmd_describe(args: argparse.Namespace, client: Client) -> None:
+    job = client.call("GET", _job_path(args, args.job_id), params={"view": "JOB_VIEW_ALL"} if args.full else None)
+    text = "\n".join(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}" for k, v in job.items())
+    _emit(args, job, text)
+
+
+def _request_state(args: argparse.Namespace, client: Client, state: str, verb: str) -> None:
+    results = []
+    for job_id in args.job_ids:
+        job = client.call("PUT", _job_path(args, job_id), body={"requestedState": state})
+        results.append(job)
+        if args.format != "json":
+            print(f"{verb} job [{job_id}]: now {_short(job.get('currentState'))}.")
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
+
+
+def cmd_cancel(args: argparse.Namespace, client: Client) -> None:
+    _request_state(args, client, "JOB_STATE_CANCELLED", "Cancelled")
+
+
+def cmd_drain(args: argparse.Namespace, client: Client) -> None:
+    _request_state(args, client, "JOB_STATE_DRAINED", "Started draining")
+
+
+def cmd_messages(args: argparse.Namespace, client: Client) -> None:
+    params: dict[str, Any] = {"minimumImportance": f"JOB_MESSAGE_{args.importance.upper()}", "pageSize": 1000}
+    messages: list[dict[str, Any]] = []
+    while True:
+        page = client.call("GET", _job_path(args, args.job_id) + "/messages", params=params)
+        messages.extend(page.get("jobMessages", []))
+        if not page.get("nextPageToken"):
+            break
+        params["pageToken"] = page["nextPageToken"]
+    rows = [
+        [m.get("time", ""), m.get("messageImportance", "").removeprefix("JOB_MESSAGE_"), m.get("messageText", "")]
+        for m in messages
+    ]
+    _emit(args, messages, _table(rows, ["TIME", "IMPORTANCE", "TEXT"]) if rows else "Listed 0 items.")
+
+
+def cmd_history(args: argparse.Namespace, client: Client) -> None:
+    path = f"/tidegate/v1/projects/{args.project}/locations/{args.region}/jobs/{args.job_id}/history"
+    history = client.call("GET", path)["stateHistory"]
+    rows = [[h["time"], _short(h["fromState"]) or "-", _short(h["toState"]), h["actor"], h["reason"]] for h in history]
+    _emit(args, history, _table(rows, ["TIME", "FROM", "TO", "BY", "REASON"]))
+
+
+def cmd_server(args: argparse.Namespace) -> None:
+    from tidegate.config import Settings, default_data_dir
+    from tidegate.server import serve
+
+    settings = Settings(
+        host=args.host,
+        port=args.port,
+        data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
+        database_url=args.database_url or "",
+        default_location=args.location,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(settings)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tidegate", description="A self-hosted job service with Dataflow's job model."
+    )
+    parser.add_argument("--version", action="version", version=f"tidegate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    server = commands.add_parser("server", help="run the tidegate server")
+    server.add_argument("--host", default=os.environ.get("TIDEGATE_HOST", "127.0.0.1"))
+    server.add_argument("--port", type=int, default=int(os.environ.get("TIDEGATE_PORT", "8080")))
+    server.add_argument("--data-dir", default=None, help="where the SQLite database and job files live")
+    server.add_argument(
+        "--database-url",
+        default=os.environ.get("TIDEGATE_DATABASE_URL"),
+        help="postgresql://… to keep state in PostgreSQL instead of SQLite",
+    )
+    server.add_argument(
+        "--location",
+        default=os.environ.get("TIDEGATE_LOCATION", "us-central1"),
+        help="the default location (what location-less paths mean)",
+    )
+
+    jobs = commands.add_parser("jobs", help="list, describe, cancel and drain jobs")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--server", default=os.environ.get("TIDEGATE_SERVER", "http://127.0.0.1:8080"))
+    common.add_argument("--project", default=os.environ.get("TIDEGATE_PROJECT", "local"))
+    common.add_argument("--region", default=os.environ.get("TIDEGATE_REGION", "us-central1"))
+    common.add_argument("--format", choices=["table", "json"], default="table")
+    actions = jobs.add_subparsers(dest="action", required=True)
+
+    listing = actions.add_parser("list", parents=[common], help="list jobs")
+    listing.add_argument("--status", choices=sorted(_STATUS_FILTERS), default="all")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--all-regions", action="store_true", help="list jobs of every region")
+    listing.set_defaults(run=cmd_list)
+    describe = actions.add_parser("describe", parents=[common], help="show one job")
+    describe.add_argument("job_id")
+    describe.add_argument("--full", action="store_true", help="the whole job (JOB_VIEW_ALL)")
+    describe.set_defaults(run=cmd_describe)
+    for name, run, text in (("cancel", cmd_cancel, "cancel jobs"), ("drain", cmd_drain, "drain streaming jobs")):
+        action = actions.add_parser(name, parents=[common], help=text)
+        action.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+        action.set_defaults(run=run)
+    messages = actions.add_parser("messages", parents=[common], help="show a job's messages")
+    messages.add_argument("job_id")
+    messages.add_argument(
+        "--importance", choices=["debug", "detailed", "basic", "warning", "error"], default="detailed"
+    )
+    messages.set_defaults(run=cmd_messages)
+    history = actions.add_parser("history", parents=[common], help="show a job's state changes")
+    history.add_argument("job_id")
+    history.set_defaults(run=cmd_history)
+    return parser
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"ERROR: (tidegate) {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "server":
+        cmd_server(args)
+        return
+    if args.action == "list" and args.all_regions:
+        args.region = None
+    if getattr(args, "limit", 1) < 1:
+        _fail("--limit must be at least 1", EXIT_USAGE)
+    client = Client(args.server)
+    try:
+        args.run(args, client)
+    except CliError as error:
+        _fail(str(error), error.code)
+
+
+if __name__ == "__main__":
+    main()

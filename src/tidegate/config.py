@@ -1,0 +1,35 @@
+"""Server settings, from command-line flags and ``TIDEGATE_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Settings", "default_data_dir"]
+
+
+def default_data_dir() -> Path:
+    """``$TIDEGATE_DATA_DIR``, else ``$XDG_DATA_HOME/tidegate``, else ``~/.local/share/tidegate``."""
+    if env := os.environ.get("TIDEGATE_DATA_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tidegate"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``tidegate server`` runs with."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path()
+    database_url: str = ""
+    """``postgresql://…`` for PostgreSQL; empty means SQLite in ``data_dir``."""
+    default_location: str = "us-central1"
+
+    @property
+    def store_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'tidegate.db').resolve()}"
