@@ -260,7 +260,8 @@ class Store:
             "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
             " ORDER BY tablename, indexname"
         ).fetchall()
-        return [tuple(str(c) for c in r) for r in [*columns, *indexes]]
+        schema = str(self._execute("SELECT current_schema()").fetchone()[0])
+        return [tuple(str(c).replace(f"{schema}.", "") for c in r) for r in [*columns, *indexes]]
 
     # -- jobs --------------------------------------------------------------------
 
@@ -270,7 +271,22 @@ class Store:
         Returns the job and whether it was created. A create whose
         ``client_request_id`` and name match an existing job answers that job; a
         different create with the name of an active job raises ``AlreadyExists``.
+        Two racing creates of one name: the unique index lets one in; the other is
+        decided again after it, and so answers that job or ``AlreadyExists``.
         """
+        try:
+            return self._create_job(new, job_id, now, hold_reason)
+        except (sqlite3.IntegrityError, *self._integrity_errors()):
+            return self._create_job(new, job_id, now, hold_reason)
+
+    def _integrity_errors(self) -> tuple[type[Exception], ...]:
+        if self.dialect != "postgresql":
+            return ()
+        import psycopg
+
+        return (psycopg.errors.UniqueViolation,)
+
+    def _create_job(self, new: NewJob, job_id: str, now: datetime, hold_reason: str) -> tuple[Job, bool]:
         with self._transaction():
             if new.client_request_id:
                 row = self._execute(

@@ -1,0 +1,254 @@
+"""The store on real SQLite and PostgreSQL: atomic changes, idempotent creates, keyset pages."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import Clock
+from tidegate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from tidegate.lifecycle import Actor, JobState, JobType, PlanKind, is_legal, plan_request
+from tidegate.model import ListFilter, MessageImportance, NewJob
+from tidegate.service import JobService
+from tidegate.store import Store
+
+S = JobState
+
+
+def run_to(service: JobService, job_id: str, *states: JobState) -> None:
+    for target in states:
+        assert service.advance(job_id, target, "test") is not None
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_fresh_schema_equals_migrated_schema(make_store: Callable[..., Store], dialect: str) -> None:
+    fresh = make_store(dialect)
+    migrated = make_store(dialect, migrate=False)
+    migrated.apply_migrations_only()
+    assert fresh.describe_schema() == migrated.describe_schema()
+    assert migrated.migrate() == fresh.migrate()  # nothing left to apply
+
+
+def test_migrate_twice_is_harmless(store: Store) -> None:
+    assert store.migrate() == store.migrate()
+
+
+def test_create_and_get(service: JobService, new_job: Callable[..., NewJob]) -> None:
+    job = service.create_job(new_job(name="wordcount", labels={"team": "data"}, spec=b"\x01\x02"))
+    assert job.current_state is S.JOB_STATE_STOPPED
+    assert job.requested_state is S.JOB_STATE_RUNNING
+    assert service.get_job("proj", "us-central1", job.id) == job
+    assert job.labels == {"team": "data"} and job.spec == b"\x01\x02"
+    history = service.history("proj", None, job.id)
+    assert [(c.source, c.target) for c in history] == [(None, S.JOB_STATE_STOPPED)]
+
+
+def test_get_in_another_project_or_location_is_not_found(service: JobService, new_job: Callable[..., NewJob]) -> None:
+    job = service.create_job(new_job())
+    with pytest.raises(NotFound):
+        service.get_job("other", "us-central1", job.id)
+    with pytest.raises(NotFound):
+        service.get_job("proj", "europe-west1", job.id)
+
+
+def test_create_is_idempotent_per_request_id(service: JobService, new_job: Callable[..., NewJob]) -> None:
+    first = service.create_job(new_job(name="a", client_request_id="req-1"))
+    again = service.create_job(new_job(name="a", client_request_id="req-1"))
+    assert again == first
+    with pytest.raises(AlreadyExists) as caught:
+        service.create_job(new_job(name="a", client_request_id="req-2"))
+    assert first.id in caught.value.message
+    assert caught.value.metadata["jobId"] == first.id
+    assert service.store.count_jobs() == 1
+
+
+def test_a_name_is_free_again_once_its_job_ended(service: JobService, new_job: Callable[..., NewJob]) -> None:
+    first = service.create_job(new_job(name="a"))
+    service.update_job("proj", None, first.id, requested_state=S.JOB_STATE_CANCELLED)
+    second = service.create_job(new_job(name="a"))
+    assert second.id != first.id
+    other_location = service.create_job(new_job(name="a", location="europe-west1"))
+    assert other_location.id != second.id
+
+
+def test_racing_creates_of_one_name_make_one_job(service: JobService, new_job: Callable[..., NewJob]) -> None:
+    outcomes: list[Any] = []
+    barrier = threading.Barrier(4)
+
+    def create(n: int) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(service.create_job(new_job(name="race", client_request_id=f"r{n}")))
+        except AlreadyExists as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    created = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(created) == 1
+    assert sum(isinstance(o, AlreadyExists) for o in outcomes) == 3
+    assert service.store.count_jobs() == 1
+
+
+def test_an_illegal_edge_writes_nothing(service: JobService, new_job: Callable[..., NewJob]) -> None:
+    job = service.create_job(new_job())
+    with pytest.raises(FailedPrecondition):
+        service.advance(job.id, S.JOB_STATE_DRAINED, "nope")
+    assert service.store.get_job(job.id) == job
+    assert len(service.history("proj", None, job.id)) == 1
+    assert len(service.list_messages("proj", None, job.id).items) == 1
+
+
+def test_a_change_writes_history_and_message_together(
+    service: JobService, new_job: Callable[..., NewJob], clock: Clock
+) -> None:
+    job = service.create_job(new_job(type=JobType.JOB_TYPE_STREAMING))
+    run_to(service, job.id, S.JOB_STATE_PENDING, S.JOB_STATE_RUNNING)
+    drained = service.update_job("proj", None, job.id, requested_state=S.JOB_STATE_DRAINING)
+    assert drained.current_state is S.JOB_STATE_DRAINING
+    assert drained.requested_state is S.JOB_STATE_DRAINED
+    assert drained.current_state_time > job.current_state_time
+    history = service.history("proj", None, job.id)
+    assert [c.target for c in history] == [S.JOB_STATE_STOPPED, S.JOB_STATE_PENDING, S.JOB_STATE_RUNNING, S.JOB_STATE_DRAINING]
+    assert history[-1].actor is Actor.USER
+    texts = [m.text for m in service.list_messages("proj", None, job.id).items]
+    assert any("DRAINING" in t for t in texts)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (S.JOB_STATE_CANCELLED, S.JOB_STATE_DRAINED),
+        (S.JOB_STATE_DONE, S.JOB_STATE_CANCELLED),
+        (S.JOB_STATE_DRAINED, S.JOB_STATE_DONE),
+    ],
+)
+def test_racing_requests_are_serialised(
+    service: JobService, new_job: Callable[..., NewJob], first: JobState, second: JobState
+) -> None:
+    for attempt in range(5):
+        job = service.create_job(new_job(type=JobType.JOB_TYPE_STREAMING, name=f"race-{attempt}"))
+        run_to(service, job.id, S.JOB_STATE_PENDING, S.JOB_STATE_RUNNING)
+        barrier = threading.Barrier(2)
+        results: dict[JobState, Any] = {}
+
+        def request(wanted: JobState, job_id: str = job.id) -> None:
+            barrier.wait()
+            try:
+                results[wanted] = service.update_job("proj", None, job_id, requested_state=wanted)
+            except FailedPrecondition as error:
+                results[wanted] = error
+
+        threads = [threading.Thread(target=request, args=(s,)) for s in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        final = service.store.get_job(job.id)
+        wins = {s for s, r in results.items() if not isinstance(r, Exception)}
+        # The outcome is that of the two requests applied one after the other, in some order.
+        assert (final.current_state, final.requested_state, wins) in [serially(order) for order in ((first, second), (second, first))]
+        history = service.history("proj", None, job.id)
+        for change in history[1:]:
+            assert change.source is not None and is_legal(change.source, change.target, change.actor)
+
+
+def serially(order: tuple[JobState, JobState]) -> tuple[JobState, JobState, set[JobState]]:
+    current, carried, wins = S.JOB_STATE_RUNNING, S.JOB_STATE_RUNNING, set()
+    for wanted in order:
+        plan = plan_request(current, carried, wanted, JobType.JOB_TYPE_STREAMING)
+        if plan.kind in (PlanKind.ACCEPT, PlanKind.NOOP):
+            wins.add(wanted)
+            carried = plan.requested
+            current = plan.step[0] if plan.step else current
+    return current, carried, wins
+
+
+def make_jobs(service: JobService, new_job: Callable[..., NewJob], clock: Clock, count: int, **fields: Any) -> list[str]:
+    ids = []
+    for _ in range(count):
+        clock.advance(1)
+        ids.append(service.create_job(new_job(**fields)).id)
+    return ids
+
+
+def all_pages(service: JobService, list_filter: ListFilter, page_size: int, **kwargs: Any) -> list[str]:
+    ids: list[str] = []
+    token = ""
+    while True:
+        page = service.list_jobs("proj", kwargs.pop("location", None), list_filter, page_size, token, **kwargs)
+        ids.extend(j.id for j in page.items)
+        assert len(page.items) <= page_size
+        if not page.next_page_token:
+            return ids
+        token = page.next_page_token
+
+
+def test_list_orders_and_pages(service: JobService, new_job: Callable[..., NewJob], clock: Clock) -> None:
+    ids = make_jobs(service, new_job, clock, 7)
+    # End jobs 1, 5, 3 in that order: TERMINATED is newest termination first.
+    for index in (1, 5, 3):
+        clock.advance(1)
+        service.update_job("proj", None, ids[index], requested_state=S.JOB_STATE_CANCELLED)
+    active = [ids[i] for i in (6, 4, 2, 0)]
+    terminated = [ids[i] for i in (3, 5, 1)]
+    for size in (1, 2, 3, 4, 100):
+        assert all_pages(service, ListFilter.ACTIVE, size) == active
+        assert all_pages(service, ListFilter.TERMINATED, size) == terminated
+        assert all_pages(service, ListFilter.ALL, size) == active + terminated
+        assert all_pages(service, ListFilter.UNKNOWN, size) == list(reversed(ids))
+
+
+def test_list_by_name_location_and_project(service: JobService, new_job: Callable[..., NewJob], clock: Clock) -> None:
+    here = make_jobs(service, new_job, clock, 2)
+    there = make_jobs(service, new_job, clock, 2, location="europe-west1")
+    make_jobs(service, new_job, clock, 2, project_id="someone-else")
+    assert set(all_pages(service, ListFilter.ALL, 10)) == set(here)
+    assert set(all_pages(service, ListFilter.ALL, 10, location="europe-west1")) == set(there)
+    aggregated = service.list_jobs("proj", None, ListFilter.ALL, 1, aggregated=True)
+    assert aggregated.next_page_token
+    assert len(service.list_jobs("proj", None, ListFilter.ALL, 10, aggregated=True).items) == 4
+    named = service.store.get_job(here[0]).name
+    assert [j.id for j in service.list_jobs("proj", None, ListFilter.ALL, 10, name=named).items] == [here[0]]
+
+
+@pytest.mark.parametrize("token", ["garbage!", "WyJ6IiwgMV0", "WyJhIiwgInglIl0", "bnVsbA"])
+def test_bad_page_tokens_are_invalid_arguments(service: JobService, token: str) -> None:
+    with pytest.raises(InvalidArgument):
+        service.list_jobs("proj", None, ListFilter.ALL, 10, token)
+
+
+def test_messages_filter_and_page(service: JobService, new_job: Callable[..., NewJob], clock: Clock) -> None:
+    job = service.create_job(new_job())
+    for n, importance in enumerate([MessageImportance.JOB_MESSAGE_DEBUG, MessageImportance.JOB_MESSAGE_WARNING] * 5):
+        service.add_message(job.id, importance, f"m{n}")
+    every = []
+    token = ""
+    while True:
+        page = service.list_messages("proj", None, job.id, page_size=3, page_token=token)
+        every.extend(page.items)
+        if not page.next_page_token:
+            break
+        token = page.next_page_token
+    assert [m.text for m in every][1:] == [f"m{n}" for n in range(10)]
+    warnings = service.list_messages("proj", None, job.id, MessageImportance.JOB_MESSAGE_WARNING).items
+    assert [m.text for m in warnings] == [f"m{n}" for n in range(1, 10, 2)]
+    basic_and_up = service.list_messages("proj", None, job.id, MessageImportance.JOB_MESSAGE_BASIC).items
+    assert len(basic_and_up) == 6  # "created" is BASIC
+
+
+def test_labels_update(service: JobService, new_job: Callable[..., NewJob]) -> None:
+    job = service.create_job(new_job(labels={"a": "1"}))
+    updated = service.update_job("proj", None, job.id, labels={"b": "2"}, update_mask=["labels"])
+    assert updated.labels == {"b": "2"} and updated.current_state is S.JOB_STATE_STOPPED
+    with pytest.raises(InvalidArgument):
+        service.update_job("proj", None, job.id, labels={"Bad Key": "x"}, update_mask=["labels"])
+    with pytest.raises(InvalidArgument):
+        service.update_job("proj", None, job.id, update_mask=["name"])
+    assert service.store.get_job(job.id) == updated
