@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -31,7 +32,10 @@ class JobLifecycle(RuleBasedStateMachine):
         self.store.close()
         self.folder.cleanup()
 
-    @initialize(types=st.lists(st.sampled_from([JobType.JOB_TYPE_BATCH, JobType.JOB_TYPE_STREAMING]), min_size=1, max_size=3), held=st.booleans())
+    @initialize(
+        types=st.lists(st.sampled_from([JobType.JOB_TYPE_BATCH, JobType.JOB_TYPE_STREAMING]), min_size=1, max_size=3),
+        held=st.booleans(),
+    )
     def create(self, types: list[JobType], held: bool) -> None:
         for i, job_type in enumerate(types):
             requested = JobState.JOB_STATE_STOPPED if held else JobState.JOB_STATE_RUNNING
@@ -70,7 +74,7 @@ class JobLifecycle(RuleBasedStateMachine):
             for change in history[1:]:
                 assert change.source is not None and is_legal(change.source, change.target, change.actor)
                 assert change.source not in TERMINAL_STATES
-            for previous, change in zip(history, history[1:], strict=False):
+            for previous, change in itertools.pairwise(history):
                 assert change.source is previous.target
             assert self.store.get_job(job_id).current_state is history[-1].target
 

@@ -115,7 +115,12 @@ def test_a_change_writes_history_and_message_together(
     assert drained.requested_state is S.JOB_STATE_DRAINED
     assert drained.current_state_time > job.current_state_time
     history = service.history("proj", None, job.id)
-    assert [c.target for c in history] == [S.JOB_STATE_STOPPED, S.JOB_STATE_PENDING, S.JOB_STATE_RUNNING, S.JOB_STATE_DRAINING]
+    assert [c.target for c in history] == [
+        S.JOB_STATE_STOPPED,
+        S.JOB_STATE_PENDING,
+        S.JOB_STATE_RUNNING,
+        S.JOB_STATE_DRAINING,
+    ]
     assert history[-1].actor is Actor.USER
     texts = [m.text for m in service.list_messages("proj", None, job.id).items]
     assert any("DRAINING" in t for t in texts)
@@ -138,7 +143,12 @@ def test_racing_requests_are_serialised(
         barrier = threading.Barrier(2)
         results: dict[JobState, Any] = {}
 
-        def request(wanted: JobState, job_id: str = job.id) -> None:
+        def request(
+            wanted: JobState,
+            job_id: str = job.id,
+            barrier: threading.Barrier = barrier,
+            results: dict[JobState, Any] = results,
+        ) -> None:
             barrier.wait()
             try:
                 results[wanted] = service.update_job("proj", None, job_id, requested_state=wanted)
@@ -153,7 +163,9 @@ def test_racing_requests_are_serialised(
         final = service.store.get_job(job.id)
         wins = {s for s, r in results.items() if not isinstance(r, Exception)}
         # The outcome is that of the two requests applied one after the other, in some order.
-        assert (final.current_state, final.requested_state, wins) in [serially(order) for order in ((first, second), (second, first))]
+        assert (final.current_state, final.requested_state, wins) in [
+            serially(order) for order in ((first, second), (second, first))
+        ]
         history = service.history("proj", None, job.id)
         for change in history[1:]:
             assert change.source is not None and is_legal(change.source, change.target, change.actor)
@@ -170,7 +182,9 @@ def serially(order: tuple[JobState, JobState]) -> tuple[JobState, JobState, set[
     return current, carried, wins
 
 
-def make_jobs(service: JobService, new_job: Callable[..., NewJob], clock: Clock, count: int, **fields: Any) -> list[str]:
+def make_jobs(
+    service: JobService, new_job: Callable[..., NewJob], clock: Clock, count: int, **fields: Any
+) -> list[str]:
     ids = []
     for _ in range(count):
         clock.advance(1)

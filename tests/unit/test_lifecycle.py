@@ -68,7 +68,9 @@ def test_wire_numbers_match_the_official_client() -> None:
 
 
 def test_terminal_states() -> None:
-    assert {s.name for s in TERMINAL_STATES} == {f"JOB_STATE_{n}" for n in ("DONE", "FAILED", "CANCELLED", "UPDATED", "DRAINED")}
+    assert {s.name for s in TERMINAL_STATES} == {
+        f"JOB_STATE_{n}" for n in ("DONE", "FAILED", "CANCELLED", "UPDATED", "DRAINED")
+    }
 
 
 @pytest.mark.parametrize(("source", "target", "actor"), list(itertools.product(JobState, JobState, Actor)))
@@ -96,7 +98,17 @@ ACCEPTED = {
     ("RUNNING", "DONE"): None,
     ("STOPPED", "RUNNING"): None,
 }
-SERVICE_ONLY = ["FAILED", "UPDATED", "PENDING", "QUEUED", "CANCELLING", "RESOURCE_CLEANING_UP", "UNKNOWN", "PAUSING", "PAUSED"]
+SERVICE_ONLY = [
+    "FAILED",
+    "UPDATED",
+    "PENDING",
+    "QUEUED",
+    "CANCELLING",
+    "RESOURCE_CLEANING_UP",
+    "UNKNOWN",
+    "PAUSING",
+    "PAUSED",
+]
 
 
 @pytest.mark.parametrize("current", list(JobState))
@@ -122,7 +134,11 @@ def test_every_request_in_every_state(current: JobState, requested: JobState, jo
             assert plan.kind is PlanKind.REJECT
             assert "batch" in plan.reason
         elif cur == "RUNNING":
-            assert (plan.kind, plan.step, plan.requested) == (PlanKind.ACCEPT, (S.JOB_STATE_DRAINING, USR), S.JOB_STATE_DRAINED)
+            assert (plan.kind, plan.step, plan.requested) == (
+                PlanKind.ACCEPT,
+                (S.JOB_STATE_DRAINING, USR),
+                S.JOB_STATE_DRAINED,
+            )
         elif cur == "DRAINING":
             assert (plan.kind, plan.step) == (PlanKind.ACCEPT, None)
         else:

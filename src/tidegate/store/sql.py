@@ -101,20 +101,24 @@ class _Connection(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ...) -> _Cursor: ...
 
 
+_STATES = {int(s): s for s in JobState}
+_TYPES = {int(t): t for t in JobType}
+
+
 def _job(row: Sequence[Any]) -> Job:
     return Job(
         id=row[0],
         project_id=row[1],
         location=row[2],
         name=row[3],
-        type=JobType(row[4]),
-        current_state=JobState(row[5]),
+        type=_TYPES[row[4]],
+        current_state=_STATES[row[5]],
         current_state_time=_time(row[6]),
-        requested_state=JobState(row[7]),
+        requested_state=_STATES[row[7]],
         create_time=_time(row[8]),
         start_time=_time(row[9]),
         spec=bytes(row[10]),
-        labels=json.loads(row[11]),
+        labels=json.loads(row[11]) if row[11] != "{}" else {},
         client_request_id=row[12],
         replace_job_id=row[13],
         replaced_by_job_id=row[14],
@@ -276,15 +280,19 @@ class Store:
         """
         try:
             return self._create_job(new, job_id, now, hold_reason)
-        except (sqlite3.IntegrityError, *self._integrity_errors()):
+        except Exception as error:
+            if not self._is_unique_violation(error):
+                raise
             return self._create_job(new, job_id, now, hold_reason)
 
-    def _integrity_errors(self) -> tuple[type[Exception], ...]:
-        if self.dialect != "postgresql":
-            return ()
-        import psycopg
+    def _is_unique_violation(self, error: Exception) -> bool:
+        if isinstance(error, sqlite3.IntegrityError):
+            return True
+        if self.dialect == "postgresql":
+            import psycopg
 
-        return (psycopg.errors.UniqueViolation,)
+            return isinstance(error, psycopg.errors.UniqueViolation)
+        return False
 
     def _create_job(self, new: NewJob, job_id: str, now: datetime, hold_reason: str) -> tuple[Job, bool]:
         with self._transaction():
