@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from tidegate.lifecycle import Actor, JobState, JobType
 
 __all__ = [
+    "EngineRun",
     "Job",
     "JobMessage",
     "ListFilter",
@@ -144,3 +145,19 @@ class Page(Generic[T]):
 
     items: tuple[T, ...]
     next_page_token: str = ""
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """Which engine runs a job, under whose lease, and what has been asked of it."""
+
+    job_id: str
+    engine: str
+    ref: str
+    """The engine's handle of the run ('' until it is launched)."""
+    worker: str
+    """The scheduler holding the lease ('' once the run is over)."""
+    lease_until: datetime
+    message_cursor: int
+    actions: frozenset[str]
+    """Requests already sent to the engine ("cancel", "drain"), so each is sent once."""

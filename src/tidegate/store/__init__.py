@@ -4,6 +4,7 @@
 in WAL mode) or ``postgresql://user@host:port/db``. Both hold the same schema.
 """
 
-from tidegate.store.sql import Change, Store, schema_statements
+from tidegate.store.db import schema_statements
+from tidegate.store.sql import Change, Store
 
 __all__ = ["Change", "Store", "schema_statements"]
