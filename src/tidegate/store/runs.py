@@ -103,3 +103,12 @@ class Runs(Database):
             (limit,),
         ).fetchall()
         return [r[0] for r in rows]
+
+    def count_jobs_by_project(self, states: Sequence[JobState]) -> dict[str, int]:
+        """How many jobs each project has in these states (the scheduler's capacity check)."""
+        marks = ", ".join(str(int(s)) for s in states)
+        rows = self._execute(
+            f"SELECT project_id, count(*) FROM jobs WHERE current_state IN ({marks})"
+            " AND current_state NOT IN (3, 4, 5, 6, 8) GROUP BY project_id"
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}

@@ -1,0 +1,73 @@
+"""What the scheduler reads of a submitted job: its engine, its options, how it wants to start.
+
+The spec is the submitted ``google.dataflow.v1beta3.Job`` (as the store keeps it).
+tidegate's own settings ride in the pipeline options under the key ``tidegate``
+(``{"engine": "flink", "program": "job.py", "args": [...]}``), which Dataflow's
+clients carry through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+
+from tidegate.api.wire import spec_of
+from tidegate.lifecycle import JobType
+from tidegate.model import Job
+
+__all__ = ["CLEANUP_OPTION", "JobSpec", "read_spec"]
+
+CLEANUP_OPTION = "tidegate_resource_cleanup"
+"""The per-job switch for RESOURCE_CLEANING_UP, as a Dataflow service option or an experiment."""
+
+_FLEXRS_COST_OPTIMIZED = 2
+
+
+def _ints(value: Any) -> Any:
+    """Struct numbers arrive as floats: give whole ones back as ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    engine: str
+    streaming: bool
+    flexible: bool
+    cleanup: bool
+    num_workers: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The pipeline options (``sdkPipelineOptions.options``), numbers fixed."""
+    tidegate: Mapping[str, Any] = field(default_factory=dict)
+
+
+def read_spec(job: Job, default_engine: str = "beam") -> JobSpec:
+    """The parts of a job's spec that decide how it runs."""
+    pb = spec_of(job)
+    environment = pb.environment
+    pipeline_options: dict[str, Any] = {}
+    if environment.HasField("sdk_pipeline_options"):
+        pipeline_options = _ints(json_format.MessageToDict(environment.sdk_pipeline_options))
+    options = pipeline_options.get("options", {}) if isinstance(pipeline_options.get("options"), dict) else {}
+    own = options.get("tidegate", {}) if isinstance(options.get("tidegate"), dict) else {}
+    switches = set(environment.service_options) | set(environment.experiments) | set(options.get("experiments") or [])
+    workers = own.get("num_workers") or options.get("num_workers") or options.get("numWorkers") or 1
+    if environment.worker_pools and environment.worker_pools[0].num_workers:
+        workers = environment.worker_pools[0].num_workers
+    return JobSpec(
+        engine=str(own.get("engine") or default_engine),
+        streaming=job.type is JobType.JOB_TYPE_STREAMING,
+        flexible=environment.flex_resource_scheduling_goal == _FLEXRS_COST_OPTIMIZED,
+        cleanup=CLEANUP_OPTION in switches,
+        num_workers=max(1, int(workers)),
+        options=options,
+        tidegate=own,
+    )

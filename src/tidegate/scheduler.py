@@ -1,0 +1,328 @@
+"""The scheduler: admits jobs, hands them to engines, and walks them along legal edges.
+
+One loop (``tick``), run by a thread in ``tidegate server`` and woken by every job
+change. Each tick:
+
+1. renews the leases this worker holds, and fails the jobs whose worker's lease
+   expired (the worker died);
+2. starts jobs (STOPPED → PENDING) while capacity lasts, fairly, and queues the rest
+   (STOPPED → QUEUED); QUEUED jobs leave the queue the same way;
+3. launches PENDING jobs on their engine, and reconciles every run it holds: the
+   engine's state becomes lifecycle edges; requests recorded on the job (cancel,
+   drain, done) are sent to the engine once each; engine messages become job messages.
+
+It never imports an engine's libraries: engines sit behind ``tidegate.engines.base``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from tidegate.admission import Capacity, Waiting, admit
+from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest
+from tidegate.errors import TidegateError
+from tidegate.jobspec import JobSpec, read_spec
+from tidegate.lifecycle import Actor, JobState
+from tidegate.model import EngineRun, Job, MessageImportance
+from tidegate.service import JobService
+
+__all__ = ["Prepare", "Scheduler", "SchedulerSettings", "default_prepare"]
+
+log = logging.getLogger(__name__)
+S = JobState
+_RUNNING_STATES = (
+    S.JOB_STATE_PENDING,
+    S.JOB_STATE_RUNNING,
+    S.JOB_STATE_DRAINING,
+    S.JOB_STATE_CANCELLING,
+    S.JOB_STATE_RESOURCE_CLEANING_UP,
+)
+_ENDED = (EngineState.SUCCEEDED, EngineState.FAILED, EngineState.CANCELLED, EngineState.DRAINED)
+
+Prepare = Callable[[Job, JobSpec, Path], LaunchRequest]
+"""Builds an engine's launch request from a job (reads its staged pipeline or program)."""
+
+
+def default_prepare(job: Job, spec: JobSpec, workdir: Path) -> LaunchRequest:
+    return LaunchRequest(
+        job_id=job.id,
+        job_name=job.name,
+        streaming=spec.streaming,
+        workdir=workdir,
+        program=str(spec.tidegate.get("program", "")),
+        options=spec.options,
+        args=tuple(str(a) for a in spec.tidegate.get("args", ())),
+        num_workers=spec.num_workers,
+    )
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    work_dir: Path
+    """Runs get a folder each under it."""
+    capacity: Capacity = field(default_factory=Capacity)
+    cleanup: bool = False
+    """RESOURCE_CLEANING_UP for every batch job (otherwise only for jobs that ask for it)."""
+    lease: timedelta = timedelta(seconds=30)
+    tick: float = 0.25
+    worker_id: str = ""
+
+
+class Scheduler:
+    """Moves jobs through the lifecycle with engines behind one seam."""
+
+    def __init__(
+        self,
+        service: JobService,
+        engines: Mapping[str, Engine],
+        settings: SchedulerSettings,
+        prepare: Prepare = default_prepare,
+    ) -> None:
+        self.service = service
+        self.store = service.store
+        self.engines = dict(engines)
+        self.settings = settings
+        self.prepare = prepare
+        self.worker = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_renewal: datetime | None = None
+        service.subscribe(lambda job: self._wake.set())
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="tidegate-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a bad tick must not stop the scheduler
+                log.exception("scheduler tick failed")
+            self._wake.wait(self.settings.tick)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        """One pass over everything the scheduler looks after."""
+        now = self.service.clock()
+        self._renew(now)
+        self._expire(now)
+        self._admit(now)
+        for job_id in self.store.job_ids_in_states(_RUNNING_STATES):
+            self._reconcile(job_id)
+
+    # -- leases ------------------------------------------------------------------------
+
+    def _renew(self, now: datetime) -> None:
+        if self._last_renewal is None or now - self._last_renewal > self.settings.lease / 3:
+            self.store.renew_leases(self.worker, now + self.settings.lease)
+            self._last_renewal = now
+
+    def _expire(self, now: datetime) -> None:
+        for run in self.store.expired_runs(now):
+            if run.worker == self.worker or not self.store.take_over_run(
+                run.job_id, run.worker, self.worker, now + self.settings.lease
+            ):
+                continue
+            job = self.store.get_job(run.job_id)
+            text = f"the worker {run.worker} running this job stopped renewing its lease; the job cannot be recovered"
+            if job.current_state is S.JOB_STATE_CANCELLING:
+                self._to(job, S.JOB_STATE_CANCELLED, "its worker is gone")
+            elif job.current_state is S.JOB_STATE_RESOURCE_CLEANING_UP:
+                self._to(job, S.JOB_STATE_DONE, "its worker is gone; the job had succeeded")
+            elif not job.current_state.terminal:
+                self._fail(job, text)
+            self.store.update_run(run.job_id, self.worker, release=True)
+
+    # -- admission -----------------------------------------------------------------------
+
+    def _admit(self, now: datetime) -> None:
+        waiting: list[Waiting] = []
+        stopped: list[Job] = []
+        for job_id in self.store.job_ids_in_states((S.JOB_STATE_STOPPED, S.JOB_STATE_QUEUED)):
+            job = self.store.get_job(job_id)
+            if job.current_state is S.JOB_STATE_STOPPED and job.requested_state is not S.JOB_STATE_RUNNING:
+                continue  # held
+            spec = read_spec(job)
+            waiting.append(Waiting(job.id, job.project_id, job.create_time, spec.flexible))
+            if job.current_state is S.JOB_STATE_STOPPED:
+                stopped.append(job)
+        if not waiting:
+            return
+        running = self.store.count_jobs_by_project(_RUNNING_STATES)
+        chosen = set(admit(waiting, running, self.settings.capacity, now))
+        for item in waiting:
+            if item.job_id in chosen:
+                self.service.advance(
+                    item.job_id,
+                    S.JOB_STATE_PENDING,
+                    "starting workers",
+                    expect=frozenset({S.JOB_STATE_STOPPED, S.JOB_STATE_QUEUED}),
+                )
+        for job in stopped:
+            if job.id not in chosen:
+                why = (
+                    "a flexible (FlexRS) start: waiting for a quiet moment"
+                    if read_spec(job).flexible
+                    else "waiting for capacity"
+                )
+                self.service.advance(job.id, S.JOB_STATE_QUEUED, why, expect=frozenset({S.JOB_STATE_STOPPED}))
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def _reconcile(self, job_id: str) -> None:
+        job = self.store.get_job(job_id)
+        run = self.store.get_run(job_id)
+        if run is None:
+            if job.current_state is not S.JOB_STATE_PENDING:
+                return
+            spec = read_spec(job)
+            if not self.store.claim_run(job.id, spec.engine, self.worker, self.service.clock() + self.settings.lease):
+                return
+            run = self.store.get_run(job_id)
+            assert run is not None
+        if run.worker != self.worker:
+            return
+        engine = self.engines.get(run.engine)
+        if engine is None:
+            self._fail(
+                job, f"this server has no {run.engine!r} engine (it has: {', '.join(sorted(self.engines)) or 'none'})"
+            )
+            return
+        try:
+            self._step(job, run, engine)
+        except TidegateError as error:
+            self._fail(job, error.message)
+        except Exception as error:
+            log.exception("engine %s failed on job %s", run.engine, job.id)
+            self.service.add_message(job.id, MessageImportance.JOB_MESSAGE_WARNING, f"engine error: {error}")
+
+    def _step(self, job: Job, run: EngineRun, engine: Engine) -> None:
+        state, wanted = job.current_state, job.requested_state
+        if state.terminal:
+            self.store.update_run(job.id, self.worker, release=True)
+            return
+        if state is S.JOB_STATE_PENDING and not run.ref:
+            if wanted is S.JOB_STATE_CANCELLED:
+                self._abort_launch(job)
+                return
+            self._launch(job, run, engine)
+            return
+        handle = Handle(run.engine, run.ref)
+        status = engine.poll(handle)
+        run = self._pull_messages(job, run, engine, handle)
+        if state is S.JOB_STATE_PENDING:
+            if wanted is S.JOB_STATE_CANCELLED:
+                engine.cancel(handle)
+                self._abort_launch(job)
+            elif status.state is EngineState.FAILED:
+                self._fail(job, status.error or "the run failed while starting")
+            elif status.state is not EngineState.STARTING:
+                self._to(job, S.JOB_STATE_RUNNING, "workers are running")
+                if status.state in _ENDED:
+                    self._wake.set()
+        elif state is S.JOB_STATE_RUNNING:
+            if wanted is S.JOB_STATE_DONE:
+                self._once(run, "cancel", lambda: engine.cancel(handle))
+                self._to(job, S.JOB_STATE_DONE, "ended as successful on request; workers stopped", Actor.USER)
+            elif status.state is EngineState.SUCCEEDED:
+                self._succeed(job, engine, handle)
+            elif status.state is EngineState.FAILED:
+                self._fail(job, status.error or "the run failed")
+            elif status.state in (EngineState.CANCELLED, EngineState.DRAINED):
+                self._fail(job, f"the engine ended the run by itself ({status.state.value})")
+        elif state is S.JOB_STATE_CANCELLING:
+            self._once(run, "cancel", lambda: engine.cancel(handle))
+            if engine.poll(handle).state in _ENDED:
+                self._to(job, S.JOB_STATE_CANCELLED, "workers stopped")
+        elif state is S.JOB_STATE_DRAINING:
+            if wanted is S.JOB_STATE_CANCELLED:
+                self._once(run, "cancel", lambda: engine.cancel(handle))
+                if engine.poll(handle).state in _ENDED:
+                    self._to(job, S.JOB_STATE_CANCELLED, "cancelled while draining; workers stopped", Actor.USER)
+                return
+            self._once(run, "drain", lambda: engine.drain(handle))
+            status = engine.poll(handle)
+            if status.state in (EngineState.DRAINED, EngineState.SUCCEEDED):
+                self._to(job, S.JOB_STATE_DRAINED, "in-flight data written")
+            elif status.state is EngineState.FAILED:
+                self._fail(job, status.error or "the run failed while draining")
+            elif status.state is EngineState.CANCELLED:
+                self._fail(job, "the engine cancelled the run while it was draining")
+        elif state is S.JOB_STATE_RESOURCE_CLEANING_UP:
+            engine.release(handle)
+            self._to(job, S.JOB_STATE_DONE, "resources cleaned up")
+
+    def _launch(self, job: Job, run: EngineRun, engine: Engine) -> None:
+        workdir = self.settings.work_dir / job.id
+        workdir.mkdir(parents=True, exist_ok=True)
+        request = self.prepare(job, read_spec(job), workdir)
+        handle = engine.launch(request)
+        self.store.update_run(job.id, self.worker, ref=handle.ref)
+        self.service.add_message(
+            job.id, MessageImportance.JOB_MESSAGE_DETAILED, f"launched on the {engine.name} engine"
+        )
+
+    def _abort_launch(self, job: Job) -> None:
+        """Cancel of a PENDING job: it passes RUNNING → CANCELLING → CANCELLED without reading input."""
+        self._to(job, S.JOB_STATE_RUNNING, "launch aborted by a cancel request")
+        self._to(job, S.JOB_STATE_CANCELLING, "cancel requested before the job read any input")
+        self._to(job, S.JOB_STATE_CANCELLED, "workers stopped")
+
+    def _succeed(self, job: Job, engine: Engine, handle: Handle) -> None:
+        if self.settings.cleanup or read_spec(job).cleanup:
+            self._to(job, S.JOB_STATE_RESOURCE_CLEANING_UP, "cleaning up temporary files and processes")
+            engine.release(handle)
+            shutil.rmtree(self.settings.work_dir / job.id, ignore_errors=True)
+            self._to(job, S.JOB_STATE_DONE, "resources cleaned up")
+        else:
+            self._to(job, S.JOB_STATE_DONE, "the run succeeded")
+
+    def _pull_messages(self, job: Job, run: EngineRun, engine: Engine, handle: Handle) -> EngineRun:
+        messages, cursor = engine.messages(handle, run.message_cursor)
+        for message in messages:
+            self.service.add_message(job.id, message.importance, message.text)
+        if cursor != run.message_cursor:
+            self.store.update_run(job.id, self.worker, message_cursor=cursor)
+            run = EngineRun(run.job_id, run.engine, run.ref, run.worker, run.lease_until, cursor, run.actions)
+        return run
+
+    def _once(self, run: EngineRun, action: str, send: Callable[[], None]) -> None:
+        if action not in run.actions:
+            send()
+            self.store.update_run(run.job_id, self.worker, actions=run.actions | {action})
+
+    def _to(self, job: Job, target: JobState, reason: str, actor: Actor = Actor.SERVICE) -> None:
+        self.service.advance(job.id, target, reason, actor=actor)
+        if target.terminal:
+            self.store.update_run(job.id, self.worker, release=True)
+
+    def _fail(self, job: Job, error: str) -> None:
+        current = self.store.get_job(job.id)
+        if current.current_state.terminal:
+            return
+        self.service.add_message(job.id, MessageImportance.JOB_MESSAGE_ERROR, error)
+        if current.current_state is S.JOB_STATE_RESOURCE_CLEANING_UP:  # it already succeeded
+            self._to(current, S.JOB_STATE_DONE, "finished; cleaning up failed")
+            return
+        if current.current_state in (S.JOB_STATE_STOPPED, S.JOB_STATE_QUEUED):
+            self._to(current, S.JOB_STATE_PENDING, "starting workers")
+        self._to(current, S.JOB_STATE_FAILED, error.splitlines()[0] if error else "failed")

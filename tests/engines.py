@@ -1,0 +1,83 @@
+"""A scripted engine for scheduler tests: runs do what the test says, at once.
+
+It stands in for Beam and Flink only where the scheduler's own logic is under test;
+the real engines have real-run tests of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tidegate.engines.base import (
+    EngineState,
+    Handle,
+    LaunchRequest,
+    MetricValue,
+    RunStatus,
+    StageDetails,
+    WorkerMessage,
+)
+from tidegate.errors import FailedPrecondition
+from tidegate.model import MessageImportance
+
+
+@dataclass
+class ScriptedRun:
+    request: LaunchRequest
+    state: EngineState = EngineState.STARTING
+    error: str = ""
+    messages: list[WorkerMessage] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    drain_to: EngineState = EngineState.DRAINED
+
+
+class ScriptedEngine:
+    name = "beam"
+
+    def __init__(self) -> None:
+        self.runs: dict[str, ScriptedRun] = {}
+
+    def run_of(self, job_id: str) -> ScriptedRun:
+        return self.runs[job_id]
+
+    def launch(self, request: LaunchRequest) -> Handle:
+        self.runs[request.job_id] = ScriptedRun(request)
+        return Handle(self.name, request.job_id)
+
+    def poll(self, handle: Handle) -> RunStatus:
+        run = self.runs[handle.ref]
+        return RunStatus(run.state, run.error)
+
+    def cancel(self, handle: Handle) -> None:
+        run = self.runs[handle.ref]
+        run.calls.append("cancel")
+        if run.state not in (EngineState.SUCCEEDED, EngineState.FAILED):
+            run.state = EngineState.CANCELLED
+
+    def drain(self, handle: Handle) -> None:
+        run = self.runs[handle.ref]
+        if not run.request.streaming:
+            raise FailedPrecondition("batch runs cannot be drained")
+        run.calls.append("drain")
+        run.state = run.drain_to
+
+    def snapshot(self, handle: Handle, target: Path) -> str:
+        raise NotImplementedError
+
+    def messages(self, handle: Handle, after: int) -> tuple[list[WorkerMessage], int]:
+        run = self.runs[handle.ref]
+        return run.messages[after:], len(run.messages)
+
+    def metrics(self, handle: Handle) -> list[MetricValue]:
+        return []
+
+    def stages(self, handle: Handle) -> list[StageDetails]:
+        return []
+
+    def release(self, handle: Handle) -> None:
+        self.runs[handle.ref].calls.append("release")
+
+    def say(self, job_id: str, text: str, importance: MessageImportance = MessageImportance.JOB_MESSAGE_BASIC) -> None:
+        self.runs[job_id].messages.append(WorkerMessage(datetime.now(UTC), importance, text))

@@ -1,0 +1,282 @@
+"""The scheduler over a real store, with a scripted engine: every batch and streaming path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Clock
+from tests.engines import ScriptedEngine
+from tidegate.admission import Capacity
+from tidegate.engines.base import EngineState
+from tidegate.jobspec import CLEANUP_OPTION
+from tidegate.lifecycle import JobState, JobType, is_legal
+from tidegate.model import MessageImportance, NewJob
+from tidegate.scheduler import Scheduler, SchedulerSettings
+from tidegate.service import JobService
+
+S = JobState
+
+
+@pytest.fixture
+def engine() -> ScriptedEngine:
+    return ScriptedEngine()
+
+
+@pytest.fixture
+def make_scheduler(service: JobService, engine: ScriptedEngine, tmp_path: Path) -> Callable[..., Scheduler]:
+    def make(**settings: object) -> Scheduler:
+        values: dict[str, object] = {"work_dir": tmp_path / "runs", "capacity": Capacity(max_jobs=2)}
+        values.update(settings)
+        return Scheduler(service, {"beam": engine}, SchedulerSettings(**values))  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def scheduler(make_scheduler: Callable[..., Scheduler]) -> Scheduler:
+    return make_scheduler()
+
+
+def states(service: JobService, job_id: str) -> list[JobState]:
+    history = service.store.history(job_id)
+    for change in history[1:]:
+        assert change.source is not None and is_legal(change.source, change.target, change.actor)
+    return [c.target for c in history]
+
+
+def state(service: JobService, job_id: str) -> JobState:
+    return service.store.get_job(job_id).current_state
+
+
+def test_a_batch_job_runs_to_done(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    job = service.create_job(new_job())
+    scheduler.tick()
+    assert state(service, job.id) is S.JOB_STATE_PENDING
+    assert engine.run_of(job.id).request.job_id == job.id
+    scheduler.tick()
+    assert state(service, job.id) is S.JOB_STATE_PENDING  # workers still starting
+    engine.run_of(job.id).state = EngineState.RUNNING
+    engine.say(job.id, "reading input")
+    scheduler.tick()
+    assert state(service, job.id) is S.JOB_STATE_RUNNING
+    engine.run_of(job.id).state = EngineState.SUCCEEDED
+    scheduler.tick()
+    assert states(service, job.id) == [S.JOB_STATE_STOPPED, S.JOB_STATE_PENDING, S.JOB_STATE_RUNNING, S.JOB_STATE_DONE]
+    texts = [m.text for m in service.list_messages("proj", None, job.id).items]
+    assert "reading input" in texts
+    scheduler.tick()
+    assert service.store.get_run(job.id).worker == ""  # type: ignore[union-attr]
+
+
+def test_a_failed_run_fails_the_job_with_an_error_message(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    job = service.create_job(new_job())
+    scheduler.tick()
+    engine.run_of(job.id).state = EngineState.RUNNING
+    scheduler.tick()
+    engine.run_of(job.id).state = EngineState.FAILED
+    engine.run_of(job.id).error = "ZeroDivisionError: division by zero\nTraceback ..."
+    scheduler.tick()
+    assert state(service, job.id) is S.JOB_STATE_FAILED
+    errors = service.list_messages("proj", None, job.id, MessageImportance.JOB_MESSAGE_ERROR).items
+    assert any("ZeroDivisionError" in m.text and "Traceback" in m.text for m in errors)
+
+
+def test_a_held_job_waits_until_started(
+    service: JobService, scheduler: Scheduler, new_job: Callable[..., NewJob]
+) -> None:
+    job = service.create_job(new_job(requested_state=S.JOB_STATE_STOPPED))
+    scheduler.tick()
+    assert state(service, job.id) is S.JOB_STATE_STOPPED
+    service.update_job("proj", None, job.id, requested_state=S.JOB_STATE_RUNNING)
+    scheduler.tick()
+    assert state(service, job.id) is S.JOB_STATE_PENDING
+
+
+def test_capacity_queues_and_releases_fairly(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob], clock: Clock
+) -> None:
+    ids = []
+    for project in ("a", "a", "a", "b"):
+        clock.advance(1)
+        ids.append(service.create_job(new_job(project_id=project)).id)
+    scheduler.tick()  # two slots: one each for a and b, not two for a
+    assert [state(service, i) for i in ids] == [
+        S.JOB_STATE_PENDING,
+        S.JOB_STATE_QUEUED,
+        S.JOB_STATE_QUEUED,
+        S.JOB_STATE_PENDING,
+    ]
+    engine.run_of(ids[0]).state = EngineState.SUCCEEDED
+    scheduler.tick()  # PENDING -> RUNNING
+    scheduler.tick()  # RUNNING -> DONE
+    scheduler.tick()  # the free slot goes to a's next job, first come first served
+    assert state(service, ids[1]) is S.JOB_STATE_PENDING
+    assert state(service, ids[2]) is S.JOB_STATE_QUEUED
+    service.update_job("a", None, ids[2], requested_state=S.JOB_STATE_CANCELLED)
+    assert states(service, ids[2]) == [S.JOB_STATE_STOPPED, S.JOB_STATE_QUEUED, S.JOB_STATE_CANCELLED]
+
+
+def test_cancel_while_running(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    job = service.create_job(new_job())
+    scheduler.tick()
+    engine.run_of(job.id).state = EngineState.RUNNING
+    scheduler.tick()
+    assert (
+        service.update_job("proj", None, job.id, requested_state=S.JOB_STATE_CANCELLED).current_state
+        is S.JOB_STATE_CANCELLING
+    )
+    scheduler.tick()
+    assert engine.run_of(job.id).calls == ["cancel"]
+    assert states(service, job.id)[-2:] == [S.JOB_STATE_CANCELLING, S.JOB_STATE_CANCELLED]
+
+
+def test_cancel_while_pending_never_reads_input(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    job = service.create_job(new_job())
+    scheduler.tick()
+    service.update_job("proj", None, job.id, requested_state=S.JOB_STATE_CANCELLED)
+    scheduler.tick()
+    assert engine.run_of(job.id).calls == ["cancel"]
+    assert states(service, job.id) == [
+        S.JOB_STATE_STOPPED, S.JOB_STATE_PENDING, S.JOB_STATE_RUNNING, S.JOB_STATE_CANCELLING, S.JOB_STATE_CANCELLED,
+    ]  # fmt: skip
+
+
+def test_done_on_request_stops_workers(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    job = service.create_job(new_job())
+    scheduler.tick()
+    engine.run_of(job.id).state = EngineState.RUNNING
+    scheduler.tick()
+    service.update_job("proj", None, job.id, requested_state=S.JOB_STATE_DONE)
+    scheduler.tick()
+    assert engine.run_of(job.id).calls == ["cancel"]
+    assert state(service, job.id) is S.JOB_STATE_DONE
+
+
+def test_drain_then_cancel_of_a_streaming_job(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    drained = service.create_job(new_job(type=JobType.JOB_TYPE_STREAMING))
+    scheduler.tick()
+    engine.run_of(drained.id).state = EngineState.RUNNING
+    scheduler.tick()
+    service.update_job("proj", None, drained.id, requested_state=S.JOB_STATE_DRAINED)
+    scheduler.tick()
+    assert states(service, drained.id)[-2:] == [S.JOB_STATE_DRAINING, S.JOB_STATE_DRAINED]
+
+    cancelled = service.create_job(new_job(type=JobType.JOB_TYPE_STREAMING))
+    scheduler.tick()
+    engine.run_of(cancelled.id).state = EngineState.RUNNING
+    engine.run_of(cancelled.id).drain_to = EngineState.RUNNING  # a drain that takes its time
+    scheduler.tick()
+    service.update_job("proj", None, cancelled.id, requested_state=S.JOB_STATE_DRAINED)
+    scheduler.tick()
+    assert state(service, cancelled.id) is S.JOB_STATE_DRAINING
+    service.update_job("proj", None, cancelled.id, requested_state=S.JOB_STATE_CANCELLED)
+    scheduler.tick()
+    assert engine.run_of(cancelled.id).calls == ["drain", "cancel"]
+    assert states(service, cancelled.id)[-2:] == [S.JOB_STATE_DRAINING, S.JOB_STATE_CANCELLED]
+
+
+@pytest.mark.parametrize("server_wide", [True, False])
+def test_resource_cleanup_is_opt_in(
+    service: JobService,
+    make_scheduler: Callable[..., Scheduler],
+    engine: ScriptedEngine,
+    new_job: Callable[..., NewJob],
+    server_wide: bool,
+) -> None:
+    from tidegate.api.wire import JobPb
+
+    spec = JobPb()
+    if not server_wide:
+        spec.environment.service_options.append(CLEANUP_OPTION)
+    scheduler = make_scheduler(cleanup=server_wide)
+    plain = service.create_job(new_job()) if not server_wide else None
+    job = service.create_job(new_job(spec=spec.SerializeToString()))
+    scheduler.tick()
+    for j in (job, plain):
+        if j:
+            engine.run_of(j.id).state = EngineState.SUCCEEDED
+    scheduler.tick()
+    scheduler.tick()
+    assert states(service, job.id)[-3:] == [S.JOB_STATE_RUNNING, S.JOB_STATE_RESOURCE_CLEANING_UP, S.JOB_STATE_DONE]
+    assert "release" in engine.run_of(job.id).calls
+    if plain:
+        assert states(service, plain.id)[-2:] == [S.JOB_STATE_RUNNING, S.JOB_STATE_DONE]
+
+
+def test_a_dead_workers_jobs_fail_after_the_lease(
+    service: JobService,
+    make_scheduler: Callable[..., Scheduler],
+    engine: ScriptedEngine,
+    new_job: Callable[..., NewJob],
+    clock: Clock,
+) -> None:
+    dead = make_scheduler(worker_id="dead")
+    job = service.create_job(new_job())
+    dead.tick()
+    engine.run_of(job.id).state = EngineState.RUNNING
+    dead.tick()
+    alive = make_scheduler(worker_id="alive")
+    alive.tick()
+    assert state(service, job.id) is S.JOB_STATE_RUNNING  # the lease still holds
+    clock.advance(31)
+    alive.tick()
+    assert state(service, job.id) is S.JOB_STATE_FAILED
+    errors = service.list_messages("proj", None, job.id, MessageImportance.JOB_MESSAGE_ERROR).items
+    assert any("dead" in m.text and "lease" in m.text for m in errors)
+
+
+def test_an_unknown_engine_fails_the_job(
+    service: JobService, scheduler: Scheduler, new_job: Callable[..., NewJob]
+) -> None:
+    from google.protobuf import struct_pb2
+
+    from tidegate.api.wire import JobPb
+
+    spec = JobPb()
+    options = struct_pb2.Struct()
+    options.update({"options": {"tidegate": {"engine": "spark"}}})
+    spec.environment.sdk_pipeline_options.CopyFrom(options)
+    job = service.create_job(new_job(spec=spec.SerializeToString()))
+    scheduler.tick()
+    assert state(service, job.id) is S.JOB_STATE_FAILED
+    assert "spark" in service.list_messages("proj", None, job.id, MessageImportance.JOB_MESSAGE_ERROR).items[0].text
+
+
+def test_flexrs_waits_for_an_idle_service(
+    service: JobService,
+    make_scheduler: Callable[..., Scheduler],
+    engine: ScriptedEngine,
+    new_job: Callable[..., NewJob],
+    clock: Clock,
+) -> None:
+    from tidegate.api.wire import JobPb
+
+    scheduler = make_scheduler(capacity=Capacity(max_jobs=4, flex_window=timedelta(minutes=5)))
+    busy = service.create_job(new_job())
+    scheduler.tick()
+    spec = JobPb()
+    spec.environment.flex_resource_scheduling_goal = 2
+    flex = service.create_job(new_job(spec=spec.SerializeToString()))
+    scheduler.tick()
+    assert state(service, flex.id) is S.JOB_STATE_QUEUED
+    engine.run_of(busy.id).state = EngineState.SUCCEEDED
+    scheduler.tick()
+    scheduler.tick()
+    scheduler.tick()
+    assert state(service, flex.id) is S.JOB_STATE_PENDING
