@@ -12,13 +12,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.cloud import dataflow_v1beta3 as dataflow
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
-from tidegate.api.wire import spec_of
 from tidegate.lifecycle import JobType
 from tidegate.model import Job
 
-__all__ = ["CLEANUP_OPTION", "JobSpec", "read_spec"]
+__all__ = [
+    "CLEANUP_OPTION",
+    "PIPELINE_ARTIFACT",
+    "JobPb",
+    "JobSpec",
+    "decode_spec",
+    "parse_spec",
+    "read_spec",
+    "spec_of",
+]
+
+JobPb: Any = dataflow.Job.pb()
+"""The raw protobuf class of ``google.dataflow.v1beta3.Job``: what a job's spec holds."""
+
+PIPELINE_ARTIFACT = "pipeline.pb"
+"""The artifact name of a Beam job's runner-API pipeline."""
 
 CLEANUP_OPTION = "tidegate_resource_cleanup"
 """The per-job switch for RESOURCE_CLEANING_UP, as a Dataflow service option or an experiment."""
@@ -48,10 +64,35 @@ class JobSpec:
     """The pipeline options (``sdkPipelineOptions.options``), numbers fixed."""
     tidegate: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def pipeline_url(self) -> str:
+        """Where Beam's DataflowRunner staged the pipeline (``pipelineUrl``), if it did."""
+        return str(self.options.get("pipelineUrl") or self.options.get("pipeline_url") or "")
+
+
+def decode_spec(spec: bytes) -> Any:
+    """A stored spec as a ``google.dataflow.v1beta3.Job`` message (empty if unreadable)."""
+    pb = JobPb()
+    try:
+        pb.ParseFromString(spec)
+    except DecodeError:  # never written by tidegate; keep the job readable all the same
+        pb.Clear()
+    return pb
+
+
+def spec_of(job: Job) -> Any:
+    """The job's stored spec as a ``google.dataflow.v1beta3.Job`` message."""
+    return decode_spec(job.spec)
+
 
 def read_spec(job: Job, default_engine: str = "beam") -> JobSpec:
     """The parts of a job's spec that decide how it runs."""
-    pb = spec_of(job)
+    return parse_spec(job.spec, job.type, default_engine)
+
+
+def parse_spec(spec: bytes, job_type: JobType, default_engine: str = "beam") -> JobSpec:
+    """``read_spec`` for a job not stored yet."""
+    pb = decode_spec(spec)
     environment = pb.environment
     pipeline_options: dict[str, Any] = {}
     if environment.HasField("sdk_pipeline_options"):
@@ -64,7 +105,7 @@ def read_spec(job: Job, default_engine: str = "beam") -> JobSpec:
         workers = environment.worker_pools[0].num_workers
     return JobSpec(
         engine=str(own.get("engine") or default_engine),
-        streaming=job.type is JobType.JOB_TYPE_STREAMING,
+        streaming=job_type is JobType.JOB_TYPE_STREAMING,
         flexible=environment.flex_resource_scheduling_goal == _FLEXRS_COST_OPTIMIZED,
         cleanup=CLEANUP_OPTION in switches,
         num_workers=max(1, int(workers)),

@@ -84,9 +84,12 @@ class NewJob:
     requested_state: JobState = JobState.JOB_STATE_RUNNING
     replace_job_id: str = ""
     created_from_snapshot_id: str = ""
+    artifacts: Mapping[str, bytes] = field(default_factory=dict)
+    """Files the job brings (``pipeline.pb``, a program), stored with it in the same transaction."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", _frozen(self.labels))
+        object.__setattr__(self, "artifacts", MappingProxyType(dict(self.artifacts)))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from tidegate.jobspec import PIPELINE_ARTIFACT, parse_spec
 from tidegate.lifecycle import Actor, JobState, JobType, PlanKind, plan_request
 from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJob, Page, StateChange
+from tidegate.staging import read_staged
 from tidegate.store import Change, Store
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "JobService", "new_job_id"]
@@ -116,11 +118,27 @@ class JobService:
                 "creating a job from a snapshot needs a streaming engine; this server has none yet",
                 reason="SNAPSHOT_UNSUPPORTED",
             )
+        new = self._with_staged_pipeline(new)
         now = self.clock()
         held = new.requested_state is JobState.JOB_STATE_STOPPED
         hint = "held in JOB_STATE_STOPPED until it is started (requestedState JOB_STATE_RUNNING)" if held else ""
         job, created = self.store.create_job(new, new_job_id(now), now, hint)
         return self._notify(job) if created else job
+
+    @staticmethod
+    def _with_staged_pipeline(new: NewJob) -> NewJob:
+        """Read a Beam submission's staged pipeline now (the client overwrites it with the next one)."""
+        spec = parse_spec(new.spec, new.type)
+        if not spec.pipeline_url or PIPELINE_ARTIFACT in new.artifacts:
+            return new
+        if spec.streaming and spec.engine == "beam":
+            raise InvalidArgument(
+                "tidegate cannot run Beam streaming pipelines: no Python local runner can run an unbounded"
+                " source or drain. Run streaming jobs on tidegate's Flink engine (a PyFlink program or Flink"
+                " SQL script: `tidegate run --engine flink PROGRAM`), or submit this pipeline as a batch job.",
+                reason="STREAMING_BEAM_UNSUPPORTED",
+            )
+        return replace(new, artifacts={**new.artifacts, PIPELINE_ARTIFACT: read_staged(spec.pipeline_url)})
 
     def get_job(self, project_id: str, location: str | None, job_id: str) -> Job:
         """The job, if it lives in this project and location (the default one when None)."""

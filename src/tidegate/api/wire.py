@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 from google.cloud import dataflow_v1beta3 as dataflow
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from tidegate.errors import InvalidArgument
+from tidegate.jobspec import JobPb, spec_of
 from tidegate.lifecycle import JobState, JobType
 from tidegate.model import Job, JobMessage, NewJob, StateChange
 
@@ -33,7 +34,6 @@ __all__ = [
     "to_json_dict",
 ]
 
-JobPb: Any = dataflow.Job.pb()
 JobMessagePb: Any = dataflow.JobMessage.pb()
 M = TypeVar("M", bound=Message)
 
@@ -123,16 +123,6 @@ def job_from_pb(pb: Any, project_id: str, location: str) -> NewJob:
     for name in _COLUMN_FIELDS:
         spec.ClearField(name)
     return NewJob(**{**new.__dict__, "spec": spec.SerializeToString(deterministic=True)})
-
-
-def spec_of(job: Job) -> Any:
-    """The job's stored spec as a ``google.dataflow.v1beta3.Job`` message."""
-    pb = JobPb()
-    try:
-        pb.ParseFromString(job.spec)
-    except DecodeError:  # never written by us; keep the job readable all the same
-        pb.Clear()
-    return pb
 
 
 def _stamp(field: Any, value: datetime) -> None:

@@ -67,3 +67,9 @@ CREATE TABLE job_runs (
 CREATE INDEX job_runs_lease ON job_runs (lease_until);
 CREATE INDEX jobs_by_state ON jobs (current_state, seq)
     WHERE current_state NOT IN (3, 4, 5, 6, 8);
+CREATE TABLE job_artifacts (
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    name TEXT NOT NULL,
+    data {blob} NOT NULL,
+    PRIMARY KEY (job_id, name)
+);

@@ -168,11 +168,20 @@ class Store(Runs):
                     1,
                 ),
             )
+            for name, data in new.artifacts.items():
+                self._execute(
+                    "INSERT INTO job_artifacts (job_id, name, data) VALUES (%s, %s, %s)", (job_id, name, data)
+                )
             self._history(job_id, None, JobState.JOB_STATE_STOPPED, Actor.SERVICE, t, "created")
             text = f"Job {job_id} created" + (f"; {hold_reason}" if hold_reason else "")
             self._message(job_id, t, MessageImportance.JOB_MESSAGE_BASIC, text)
             row = self._execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
         return _job(row), True
+
+    def get_artifact(self, job_id: str, name: str) -> bytes | None:
+        """A file the job was created with, or None."""
+        row = self._execute("SELECT data FROM job_artifacts WHERE job_id = %s AND name = %s", (job_id, name)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def get_job(self, job_id: str, project_id: str | None = None) -> Job:
         """The job with this id (in this project, when one is named), or ``NotFound``."""
