@@ -31,6 +31,8 @@ class ScriptedRun:
     messages: list[WorkerMessage] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     drain_to: EngineState = EngineState.DRAINED
+    metrics: list[MetricValue] = field(default_factory=list)
+    stages: list[StageDetails] = field(default_factory=list)
 
 
 class ScriptedEngine:
@@ -71,10 +73,10 @@ class ScriptedEngine:
         return run.messages[after:], len(run.messages)
 
     def metrics(self, handle: Handle) -> list[MetricValue]:
-        return []
+        return list(self.runs[handle.ref].metrics)
 
     def stages(self, handle: Handle) -> list[StageDetails]:
-        return []
+        return list(self.runs[handle.ref].stages)
 
     def release(self, handle: Handle) -> None:
         self.runs[handle.ref].calls.append("release")

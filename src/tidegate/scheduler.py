@@ -16,6 +16,8 @@ It never imports an engine's libraries: engines sit behind ``tidegate.engines.ba
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -26,9 +28,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from tidegate.admission import Capacity, Waiting, admit
-from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest
+from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, MetricValue, StageDetails
 from tidegate.errors import TidegateError
 from tidegate.jobspec import JobSpec, read_spec
 from tidegate.lifecycle import Actor, JobState
@@ -47,6 +50,30 @@ _RUNNING_STATES = (
     S.JOB_STATE_RESOURCE_CLEANING_UP,
 )
 _ENDED = (EngineState.SUCCEEDED, EngineState.FAILED, EngineState.CANCELLED, EngineState.DRAINED)
+
+_FINAL_OBSERVATIONS = "final-observations.json"
+
+
+def _stage_to_json(stage: StageDetails) -> dict[str, object]:
+    return {
+        "stage_id": stage.stage_id,
+        "state": stage.state,
+        "start_time": stage.start_time.isoformat() if stage.start_time else None,
+        "end_time": stage.end_time.isoformat() if stage.end_time else None,
+        "steps": list(stage.steps),
+    }
+
+
+def _stage_from_json(data: dict[str, Any]) -> StageDetails:
+    start, end = data.get("start_time"), data.get("end_time")
+    return StageDetails(
+        stage_id=data["stage_id"],
+        state=data["state"],
+        start_time=datetime.fromisoformat(start) if start else None,
+        end_time=datetime.fromisoformat(end) if end else None,
+        steps=tuple(data.get("steps", ())),
+    )
+
 
 Prepare = Callable[[Job, JobSpec, Path], LaunchRequest]
 """Builds an engine's launch request from a job (reads its staged pipeline or program)."""
@@ -98,6 +125,47 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._last_renewal: datetime | None = None
         service.subscribe(lambda job: self._wake.set())
+        service.observer = self
+
+    # -- what the service asks -------------------------------------------------------------
+
+    def metrics(self, job: Job) -> list[MetricValue]:
+        """The job's metrics: live from its engine while it runs, the kept final ones after."""
+        final = self.store.get_artifact(job.id, _FINAL_OBSERVATIONS)
+        if final is not None:
+            return [MetricValue(**m) for m in json.loads(final)["metrics"]]
+        found = self._handle(job)
+        return found[0].metrics(found[1]) if found else []
+
+    def stages(self, job: Job) -> list[StageDetails]:
+        """The job's execution details per stage."""
+        final = self.store.get_artifact(job.id, _FINAL_OBSERVATIONS)
+        if final is not None:
+            return [_stage_from_json(s) for s in json.loads(final)["stages"]]
+        found = self._handle(job)
+        return found[0].stages(found[1]) if found else []
+
+    def _handle(self, job: Job) -> tuple[Engine, Handle] | None:
+        run = self.store.get_run(job.id)
+        if run is None or not run.ref or run.engine not in self.engines:
+            return None
+        return self.engines[run.engine], Handle(run.engine, run.ref)
+
+    def _keep_observations(self, job: Job) -> None:
+        """Keep a run's final metrics and stages with the job, before its files may go."""
+        found = self._handle(job)
+        if found is None:
+            return
+        engine, handle = found
+        try:
+            data = {
+                "metrics": [dataclasses.asdict(m) for m in engine.metrics(handle)],
+                "stages": [_stage_to_json(s) for s in engine.stages(handle)],
+            }
+        except Exception:  # observations are a courtesy: never block a job's end on them
+            log.exception("could not read the final metrics of job %s", job.id)
+            return
+        self.store.put_artifact(job.id, _FINAL_OBSERVATIONS, json.dumps(data).encode())
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -311,6 +379,8 @@ class Scheduler:
             self.store.update_run(run.job_id, self.worker, actions=run.actions | {action})
 
     def _to(self, job: Job, target: JobState, reason: str, actor: Actor = Actor.SERVICE) -> None:
+        if target.terminal or target is S.JOB_STATE_RESOURCE_CLEANING_UP:
+            self._keep_observations(job)
         self.service.advance(job.id, target, reason, actor=actor)
         if target.terminal:
             self.store.update_run(job.id, self.worker, release=True)

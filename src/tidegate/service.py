@@ -11,7 +11,9 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Protocol
 
+from tidegate.engines.base import MetricValue, StageDetails
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from tidegate.jobspec import PIPELINE_ARTIFACT, parse_spec
 from tidegate.lifecycle import Actor, JobState, JobType, PlanKind, plan_request
@@ -19,7 +21,7 @@ from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJo
 from tidegate.staging import read_staged
 from tidegate.store import Change, Store
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "JobService", "new_job_id"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "JobService", "RunObserver", "new_job_id"]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -64,6 +66,14 @@ def check_scope(project_id: str, location: str | None) -> None:
         raise InvalidArgument(f"invalid location {location!r}", reason="INVALID_LOCATION")
 
 
+class RunObserver(Protocol):
+    """What the service asks of the scheduler about a job's runs (metrics, stages)."""
+
+    def metrics(self, job: Job) -> list[MetricValue]: ...
+
+    def stages(self, job: Job) -> list[StageDetails]: ...
+
+
 class JobService:
     """Create, read, list and update jobs; take service-side edges for the scheduler."""
 
@@ -78,6 +88,8 @@ class JobService:
         self.default_location = default_location
         self.clock = clock
         self._listeners: list[Callable[[Job], None]] = []
+        self.observer: RunObserver | None = None
+        """Set by the scheduler when one runs in this process."""
 
     def subscribe(self, listener: Callable[[Job], None]) -> None:
         """Call ``listener(job)`` after every create and every change (the scheduler wakes on it)."""
@@ -188,6 +200,16 @@ class JobService:
         job = self.get_job(project_id, location, job_id)
         size = self._page_size(page_size)
         return self.store.list_messages(job.id, minimum_importance, start, end, size, page_token)
+
+    def metrics(self, project_id: str, location: str | None, job_id: str) -> tuple[Job, list[MetricValue]]:
+        """The job and its metrics (none before it runs, final ones once it has ended)."""
+        job = self.get_job(project_id, location, job_id)
+        return job, (self.observer.metrics(job) if self.observer else [])
+
+    def stages(self, project_id: str, location: str | None, job_id: str) -> tuple[Job, list[StageDetails]]:
+        """The job and its execution details per stage."""
+        job = self.get_job(project_id, location, job_id)
+        return job, (self.observer.stages(job) if self.observer else [])
 
     def history(self, project_id: str, location: str | None, job_id: str) -> list[StateChange]:
         job = self.get_job(project_id, location, job_id)

@@ -280,3 +280,30 @@ def test_flexrs_waits_for_an_idle_service(
     scheduler.tick()
     scheduler.tick()
     assert state(service, flex.id) is S.JOB_STATE_PENDING
+
+
+def test_metrics_are_live_while_running_and_kept_after_the_end(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    from datetime import UTC, datetime
+
+    from tidegate.engines.base import MetricValue, StageDetails
+
+    job = service.create_job(new_job())
+    assert service.metrics("proj", None, job.id)[1] == []
+    scheduler.tick()
+    run = engine.run_of(job.id)
+    run.state = EngineState.RUNNING
+    run.metrics = [MetricValue("ElementCount", "ref_AppliedPTransform_Split", 7, "dataflow/v1b3", "pc1")]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    run.stages = [StageDetails("stage-1", "running", start, None, ("Split",))]
+    scheduler.tick()
+    assert service.metrics("proj", None, job.id)[1][0].value == 7
+    run.metrics = [MetricValue("ElementCount", "ref_AppliedPTransform_Split", 9, "dataflow/v1b3", "pc1")]
+    run.state = EngineState.SUCCEEDED
+    scheduler.tick()
+    assert state(service, job.id) is S.JOB_STATE_DONE
+    run.metrics = []  # the engine forgot: the service still has the final figures
+    run.stages = []
+    assert service.metrics("proj", None, job.id)[1][0].value == 9
+    assert service.stages("proj", None, job.id)[1] == [StageDetails("stage-1", "running", start, None, ("Split",))]

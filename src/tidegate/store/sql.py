@@ -183,6 +183,12 @@ class Store(Runs):
         row = self._execute("SELECT data FROM job_artifacts WHERE job_id = %s AND name = %s", (job_id, name)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def put_artifact(self, job_id: str, name: str, data: bytes) -> None:
+        """Keep (or replace) a file with the job, such as its final metrics."""
+        with self._transaction():
+            self._execute("DELETE FROM job_artifacts WHERE job_id = %s AND name = %s", (job_id, name))
+            self._execute("INSERT INTO job_artifacts (job_id, name, data) VALUES (%s, %s, %s)", (job_id, name, data))
+
     def get_job(self, job_id: str, project_id: str | None = None) -> Job:
         """The job with this id (in this project, when one is named), or ``NotFound``."""
         row = self._execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
