@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 
@@ -31,6 +32,13 @@ EXIT_UNREACHABLE = 5
 _STATUS_FILTERS = {"all": "ALL", "active": "ACTIVE", "terminated": "TERMINATED"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with bad usage reported like every other error: one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
+
+
 class CliError(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
@@ -42,15 +50,27 @@ class Client:
 
     def __init__(self, server: str, timeout: float = 30.0) -> None:
         self.server = server.rstrip("/")
-        self.http = httpx.Client(base_url=self.server, timeout=timeout)
+        try:
+            self.http = httpx.Client(base_url=self.server, timeout=timeout)
+        except httpx.InvalidURL as exc:
+            raise CliError(f"invalid --server {server!r}: {exc}", EXIT_USAGE) from exc
 
     def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
         try:
             response = self.http.request(method, path, params=params, json=body)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise CliError(f"invalid --server {self.server!r}: {exc}", EXIT_USAGE) from exc
         except httpx.TransportError as exc:
             raise CliError(f"cannot reach the tidegate server at {self.server}: {exc}", EXIT_UNREACHABLE) from exc
         if response.status_code < 400:
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:
+                raise CliError(
+                    f"the server at {self.server} answered {method} {path} with something other than JSON"
+                    f" (HTTP {response.status_code}); is it a tidegate server?",
+                    EXIT_ERROR,
+                ) from None
         try:
             error = response.json().get("error", {})
             message = error.get("message") or response.text
@@ -60,9 +80,14 @@ class Client:
         raise CliError(f"{message} (HTTP {response.status_code})", code)
 
 
-def _job_path(args: argparse.Namespace, job_id: str = "") -> str:
-    base = f"/v1b3/projects/{args.project}/locations/{args.region}/jobs"
-    return f"{base}/{job_id}" if job_id else base
+def _segment(value: str) -> str:
+    """One path segment: a '/', '?' or '#' in an id must not change which URL is asked."""
+    return quote(value, safe="")
+
+
+def _job_path(args: argparse.Namespace, job_id: str = "", *, prefix: str = "/v1b3") -> str:
+    base = f"{prefix}/projects/{_segment(args.project)}/locations/{_segment(args.region)}/jobs"
+    return f"{base}/{_segment(job_id)}" if job_id else base
 
 
 def _short(state: str | None) -> str:
@@ -85,7 +110,7 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def cmd_list(args: argparse.Namespace, client: Client) -> None:
     params: dict[str, Any] = {"filter": _STATUS_FILTERS[args.status], "pageSize": min(args.limit, 1000)}
-    path = f"/v1b3/projects/{args.project}/jobs:aggregated" if args.region is None else _job_path(args)
+    path = f"/v1b3/projects/{_segment(args.project)}/jobs:aggregated" if args.region is None else _job_path(args)
     jobs: list[dict[str, Any]] = []
     while len(jobs) < args.limit:
         page = client.call("GET", path, params=params)
@@ -154,7 +179,7 @@ def cmd_messages(args: argparse.Namespace, client: Client) -> None:
 
 
 def cmd_history(args: argparse.Namespace, client: Client) -> None:
-    path = f"/tidegate/v1/projects/{args.project}/locations/{args.region}/jobs/{args.job_id}/history"
+    path = _job_path(args, args.job_id, prefix="/tidegate/v1") + "/history"
     history = client.call("GET", path)["stateHistory"]
     rows = [[h["time"], _short(h["fromState"]) or "-", _short(h["toState"]), h["actor"], h["reason"]] for h in history]
     _emit(args, history, _table(rows, ["TIME", "FROM", "TO", "BY", "REASON"]))
@@ -167,6 +192,7 @@ def cmd_server(args: argparse.Namespace) -> None:
     settings = Settings(
         host=args.host,
         port=args.port,
+        grpc_port=args.grpc_port,
         data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
         database_url=args.database_url or "",
         default_location=args.location,
@@ -176,15 +202,19 @@ def cmd_server(args: argparse.Namespace) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tidegate", description="A self-hosted job service with Dataflow's job model."
-    )
+    parser = _Parser(prog="tidegate", description="A self-hosted job service with Dataflow's job model.")
     parser.add_argument("--version", action="version", version=f"tidegate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     server = commands.add_parser("server", help="run the tidegate server")
     server.add_argument("--host", default=os.environ.get("TIDEGATE_HOST", "127.0.0.1"))
     server.add_argument("--port", type=int, default=int(os.environ.get("TIDEGATE_PORT", "8080")))
+    server.add_argument(
+        "--grpc-port",
+        type=int,
+        default=int(os.environ.get("TIDEGATE_GRPC_PORT", "8093")),
+        help="the gRPC API's port (0: no gRPC API)",
+    )
     server.add_argument("--data-dir", default=None, help="where the SQLite database and job files live")
     server.add_argument(
         "--database-url",
@@ -198,7 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     jobs = commands.add_parser("jobs", help="list, describe, cancel and drain jobs")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--server", default=os.environ.get("TIDEGATE_SERVER", "http://127.0.0.1:8080"))
     common.add_argument("--project", default=os.environ.get("TIDEGATE_PROJECT", "local"))
     common.add_argument("--region", default=os.environ.get("TIDEGATE_REGION", "us-central1"))
@@ -231,7 +261,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    print(f"ERROR: (tidegate) {message}", file=sys.stderr)
+    one_line = " ".join(message.split())
+    print(f"ERROR: (tidegate) {one_line}", file=sys.stderr)
     raise SystemExit(code)
 
 
@@ -244,9 +275,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.region = None
     if getattr(args, "limit", 1) < 1:
         _fail("--limit must be at least 1", EXIT_USAGE)
-    client = Client(args.server)
     try:
-        args.run(args, client)
+        args.run(args, Client(args.server))
     except CliError as error:
         _fail(str(error), error.code)
 

@@ -23,6 +23,8 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    grpc_port: int = 8093
+    """The gRPC API's port (8093: clear of Flink's REST 8081 and Beam's job server 8097-8099); 0 for none."""
     data_dir: Path = Path()
     database_url: str = ""
     """``postgresql://…`` for PostgreSQL; empty means SQLite in ``data_dir``."""

@@ -16,6 +16,7 @@ from google.cloud import dataflow_v1beta3 as dataflow
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from tidegate.errors import InvalidArgument
 from tidegate.lifecycle import JobType
 from tidegate.model import Job
 
@@ -96,7 +97,12 @@ def parse_spec(spec: bytes, job_type: JobType, default_engine: str = "beam") -> 
     environment = pb.environment
     pipeline_options: dict[str, Any] = {}
     if environment.HasField("sdk_pipeline_options"):
-        pipeline_options = _ints(json_format.MessageToDict(environment.sdk_pipeline_options))
+        try:
+            pipeline_options = _ints(json_format.MessageToDict(environment.sdk_pipeline_options))
+        except ValueError as error:  # NaN or Infinity in a Struct: JSON has no such numbers
+            raise InvalidArgument(
+                f"invalid environment.sdkPipelineOptions: {error}", reason="INVALID_PIPELINE_OPTIONS"
+            ) from error
     options = pipeline_options.get("options", {}) if isinstance(pipeline_options.get("options"), dict) else {}
     own = options.get("tidegate", {}) if isinstance(options.get("tidegate"), dict) else {}
     switches = set(environment.service_options) | set(environment.experiments) | set(options.get("experiments") or [])

@@ -232,7 +232,19 @@ def test_list_by_name_location_and_project(service: JobService, new_job: Callabl
     assert [j.id for j in service.list_jobs("proj", None, ListFilter.ALL, 10, name=named).items] == [here[0]]
 
 
-@pytest.mark.parametrize("token", ["garbage!", "WyJ6IiwgMV0", "WyJhIiwgInglIl0", "bnVsbA"])
+@pytest.mark.parametrize(
+    "token",
+    # garbage; ["z", 1]; ["a", "x%"]; null; ["t", 1]; ["a", 10**30]; ["u", 1] (another listing's)
+    [
+        "garbage!",
+        "WyJ6IiwgMV0",
+        "WyJhIiwgInglIl0",
+        "bnVsbA",
+        "WyJ0IiwgMV0",
+        "WyJhIiwgMTAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMF0",
+        "WyJ1IiwgMV0",
+    ],
+)
 def test_bad_page_tokens_are_invalid_arguments(service: JobService, token: str) -> None:
     with pytest.raises(InvalidArgument):
         service.list_jobs("proj", None, ListFilter.ALL, 10, token)

@@ -70,3 +70,15 @@ def test_summary_leaves_out_the_spec_but_all_keeps_it() -> None:
     assert full["environment"]["tempStoragePrefix"] == "gs://x"
     parsed = dataflow.Job.from_json(__import__("json").dumps(full))
     assert parsed.current_state == dataflow.JobState.JOB_STATE_STOPPED
+
+
+def test_options_json_cannot_hold_are_refused() -> None:
+    import pytest
+
+    from tidegate.errors import InvalidArgument
+    from tidegate.jobspec import parse_spec
+
+    spec = wire.JobPb()
+    spec.environment.sdk_pipeline_options.update({"options": {"x": float("nan")}})
+    with pytest.raises(InvalidArgument):
+        parse_spec(spec.SerializeToString(), JobType.JOB_TYPE_BATCH)

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tidegate.api import wire
-from tidegate.errors import InvalidArgument, TidegateError
+from tidegate.errors import InvalidArgument, TidegateError, Unimplemented
 from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
 from tidegate.service import JobService
@@ -47,17 +47,23 @@ class JsonResponse(Response):
 
 def error_body(error: TidegateError) -> dict[str, Any]:
     """Google's JSON error body, with a ``google.rpc.ErrorInfo`` detail."""
+    return _google_error(error.http_status, error.status, error.message, error.reason, error.metadata)
+
+
+def _google_error(
+    code: int, status: str, message: str, reason: str, metadata: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "error": {
-            "code": error.http_status,
-            "message": error.message,
-            "status": error.status,
+            "code": code,
+            "message": message,
+            "status": status,
             "details": [
                 {
                     "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                    "reason": error.reason,
+                    "reason": reason,
                     "domain": "dataflow.googleapis.com",
-                    "metadata": error.metadata,
+                    "metadata": metadata or {},
                 }
             ],
         }
@@ -146,6 +152,7 @@ class RestApi:
 
     async def create_job(self, request: Request) -> Response:
         project_id, location = self._where(request)
+        view = _view(request)  # every parameter is checked before the job is made
         body = await _body(request)
         pb = wire.parse_json(body or b"{}", wire.JobPb(), "google.dataflow.v1beta3.Job")
         replace_id = request.query_params.get("replaceJobId", "")
@@ -153,12 +160,13 @@ class RestApi:
             pb.replace_job_id = replace_id
         new = wire.job_from_pb(pb, project_id, location or self.service.default_location)
         job = self.service.create_job(new)
-        return self._job(request, job, _view(request))
+        return self._job(request, job, view)
 
     async def get_job(self, request: Request) -> Response:
         project_id, location = self._where(request)
+        view = _view(request)
         job = self.service.get_job(project_id, location, request.path_params["job_id"])
-        return self._job(request, job, _view(request))
+        return self._job(request, job, view)
 
     async def update_job(self, request: Request) -> Response:
         project_id, location = self._where(request)
@@ -193,6 +201,7 @@ class RestApi:
             if raw_filter
             else ListFilter.UNKNOWN
         )
+        view = _view(request)
         page = self.service.list_jobs(
             project_id,
             location,
@@ -202,7 +211,6 @@ class RestApi:
             request.query_params.get("name", ""),
             aggregated=aggregated,
         )
-        view = _view(request)
         ints = _ints(request)
         body: dict[str, Any] = {"jobs": [wire.job_to_json_dict(j, view, ints=ints) for j in page.items]}
         if page.next_page_token:
@@ -235,6 +243,16 @@ class RestApi:
             body["nextPageToken"] = page.next_page_token
         return JsonResponse(body)
 
+    async def snapshot_job(self, request: Request) -> Response:
+        """SnapshotJob (``POST …/jobs/{jobId}:snapshot``): not yet, as over gRPC; snapshots need a streaming engine."""
+        project_id, location = self._where(request)
+        await _body(request)
+        job = self.service.get_job(project_id, location, request.path_params["job_id"])
+        raise Unimplemented(
+            f"Job {job.id}: snapshots need a streaming engine (Flink); this server cannot take them yet",
+            reason="SNAPSHOT_UNSUPPORTED",
+        )
+
     async def history(self, request: Request) -> Response:
         project_id, location = self._where(request)
         changes = self.service.history(project_id, location, request.path_params["job_id"])
@@ -250,46 +268,78 @@ def _guard(handler: Handler) -> Handler:
             return await handler(request)
         except TidegateError as error:
             return _error(error)
+        except Exception as exc:
+            # Answered here: an exception that reaches Starlette's error middleware is raised
+            # again after the 500 is sent, and uvicorn then drops the client's connection.
+            return _internal_response(request, exc)
 
     guarded.__name__ = handler.__name__
     return guarded
 
 
+def _one_route(path: str, handlers: dict[str, Handler]) -> Route:
+    """One route per path, so a method the path does not take is a 405 that lists every one it does."""
+    guarded = {method: _guard(handler) for method, handler in handlers.items()}
+    if len(guarded) == 1:
+        (method, only), *_ = guarded.items()
+        return Route(path, only, methods=[method])
+
+    async def dispatch(request: Request) -> Response:
+        return await guarded["GET" if request.method == "HEAD" else request.method](request)
+
+    return Route(path, dispatch, methods=list(guarded))
+
+
 def _routes(api: RestApi) -> list[BaseRoute]:
-    routes: list[BaseRoute] = []
+    paths: dict[str, dict[str, Handler]] = {}
 
-    def both(path: str, handler: Handler, methods: list[str]) -> None:
+    def both(path: str, method: str, handler: Handler) -> None:
         for prefix in ("/v1b3/projects/{project_id}/locations/{location}", "/v1b3/projects/{project_id}"):
-            routes.append(Route(prefix + path, _guard(handler), methods=methods))
+            paths.setdefault(prefix + path, {})[method] = handler
 
-    both("/jobs/{job_id}", api.get_job, ["GET"])  # the most frequent call first
-    routes.append(
-        Route("/v1b3/projects/{project_id}/jobs:aggregated", _guard(api.aggregated_list_jobs), methods=["GET"])
-    )
-    both("/jobs", api.create_job, ["POST"])
-    both("/jobs", api.list_jobs, ["GET"])
-    both("/jobs/{job_id}", api.update_job, ["PUT"])
-    both("/jobs/{job_id}/messages", api.list_messages, ["GET"])
+    both("/jobs/{job_id}", "GET", api.get_job)  # the most frequent call first
+    both("/jobs/{job_id}", "PUT", api.update_job)
+    paths["/v1b3/projects/{project_id}/jobs:aggregated"] = {"GET": api.aggregated_list_jobs}
+    both("/jobs", "POST", api.create_job)
+    both("/jobs", "GET", api.list_jobs)
+    both("/jobs/{job_id}/messages", "GET", api.list_messages)
+    both("/jobs/{job_id}:snapshot", "POST", api.snapshot_job)
     for prefix in ("/tidegate/v1/projects/{project_id}/locations/{location}", "/tidegate/v1/projects/{project_id}"):
-        routes.append(Route(prefix + "/jobs/{job_id}/history", _guard(api.history), methods=["GET"]))
+        paths[prefix + "/jobs/{job_id}/history"] = {"GET": api.history}
+    routes: list[BaseRoute] = [_one_route(path, handlers) for path, handlers in paths.items()]
     routes.append(Route("/healthz", api.healthz, methods=["GET"]))
     return routes
 
 
+_HTTP_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "UNIMPLEMENTED"}
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such path, a method the path does not take) as Google's error body."""
     assert isinstance(exc, HTTPException)
-    status = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INVALID_ARGUMENT")
-    message = {404: f"The requested URL {request.url.path} was not found on this server."}.get(
-        exc.status_code, str(exc.detail)
-    )
-    code = 404 if exc.status_code == 404 else exc.status_code
-    return JsonResponse({"error": {"code": code, "message": message, "status": status}}, status_code=code)
+    code = exc.status_code
+    if code == 404:
+        message, reason = f"The requested URL {request.url.path} was not found on this server.", "URL_NOT_FOUND"
+    elif code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"Method {request.method} is not allowed on {request.url.path}" + (
+            f" (allowed: {allowed})" if allowed else ""
+        )
+        reason = "METHOD_NOT_ALLOWED"
+    else:
+        message, reason = str(exc.detail), "HTTP_ERROR"
+    body = _google_error(code, _HTTP_STATUS.get(code, "UNKNOWN"), message, reason)
+    return JsonResponse(body, status_code=code, headers=exc.headers)
+
+
+def _internal_response(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = _google_error(500, "INTERNAL", f"internal error: {type(exc).__name__}", "INTERNAL")
+    return JsonResponse(body, status_code=500)
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
-    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    body = {"error": {"code": 500, "message": f"internal error: {type(exc).__name__}", "status": "INTERNAL"}}
-    return JsonResponse(body, status_code=500)
+    return _internal_response(request, exc)
 
 
 def create_app(service: JobService) -> Starlette:

@@ -7,6 +7,9 @@ enums as names or numbers, int64 as strings, RFC 3339 times).
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -67,14 +70,94 @@ class JobView:
 
 
 def parse_json(payload: bytes | str, message: M, what: str) -> M:
-    """Parse Dataflow JSON into ``message``; a wrong name or type is INVALID_ARGUMENT."""
+    """Parse Dataflow JSON into ``message``; anything but a JSON object of its fields is INVALID_ARGUMENT.
+
+    Stricter than protobuf's own parser where that one is lenient: the payload must be
+    an object (protobuf reads ``[]`` as an empty message and ``"ab"`` as fields ``a`` and
+    ``b``), numbers must be finite (``NaN``, ``Infinity`` and ``1e999`` are not JSON, and
+    a stored one could never be printed again), and an enum is a name or a number, never
+    ``true``.
+    """
     try:
-        json_format.Parse(payload, message)
+        data = json.loads(
+            payload, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float
+        )
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _invalid_json(what, f"not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _invalid_json(what, f"expected a JSON object, not {_json_kind(data)}")
+    try:
+        json_format.ParseDict(data, message)
     except json_format.ParseError as exc:
-        raise InvalidArgument(f"Invalid JSON payload received for {what}: {exc}", reason="INVALID_JSON") from exc
-    except (UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidArgument(f"Invalid JSON payload received for {what}: {exc}", reason="INVALID_JSON") from exc
+        # The first line: protobuf goes on to list every field of the message.
+        raise _invalid_json(what, str(exc).split("\n", 1)[0].rstrip(".")) from exc
+    except (ValueError, OverflowError, RecursionError) as exc:  # 1e400 written as an integer, say
+        raise _invalid_json(what, f"a value is out of range ({exc})") from exc
+    _no_bool_enums(data, message.DESCRIPTOR, message.DESCRIPTOR.name, what)
     return message
+
+
+def _invalid_json(what: str, detail: str) -> InvalidArgument:
+    return InvalidArgument(f"Invalid JSON payload received for {what}: {detail}", reason="INVALID_JSON")
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, list):
+        return "an array"
+    return "a string" if isinstance(value, str) else "a number"
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of range")
+    return value
+
+
+@functools.cache
+def _fields(descriptor: Any) -> dict[str, Any]:
+    """A message's fields by JSON name and by proto name, as protobuf's parser accepts them."""
+    fields = {field.name: field for field in descriptor.fields}
+    fields.update({field.json_name: field for field in descriptor.fields})
+    return fields
+
+
+def _no_bool_enums(data: Any, descriptor: Any, path: str, what: str) -> None:
+    """Refuse ``true``/``false`` where an enum belongs (protobuf's parser takes them as 1 and 0)."""
+    if not isinstance(data, dict) or descriptor.full_name.startswith("google.protobuf."):
+        return  # well-known types (Struct, Value, Timestamp, ...) hold what they hold
+    for key, value in data.items():
+        field = _fields(descriptor).get(key)
+        if field is None:
+            continue
+        items: list[Any] = value if isinstance(value, list) else [value]
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            field = field.message_type.fields_by_name["value"]
+            items = list(value.values()) if isinstance(value, dict) else []
+        for item in items:
+            if field.enum_type is not None and isinstance(item, bool):
+                raise _invalid_json(
+                    what, f"invalid value {json.dumps(item)} for enum {field.enum_type.full_name} at {path}.{key}"
+                )
+            if field.message_type is not None:
+                _no_bool_enums(item, field.message_type, f"{path}.{key}", what)
 
 
 def enum_value(enum_type: Any, value: str | int, what: str) -> int:

@@ -57,14 +57,31 @@ def _token(*parts: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
 
 
-def _untoken(token: str) -> list[Any]:
+# The shapes a page token may take for each listing: a kind, then that many int64 keys.
+_TOKEN_SHAPES: dict[ListFilter | str, set[tuple[str, int]]] = {
+    ListFilter.UNKNOWN: {("u", 1)},
+    ListFilter.ACTIVE: {("a", 1)},
+    ListFilter.ALL: {("a", 1), ("t", 0), ("t", 2)},
+    ListFilter.TERMINATED: {("t", 2)},
+    "messages": {("m", 1)},
+}
+
+
+def _untoken(token: str, listing: ListFilter | str) -> tuple[str, list[int]]:
+    """A page token's kind and keys, if it is one this listing hands out; else INVALID_ARGUMENT."""
+    invalid = InvalidArgument(f"invalid page token {token!r} for this listing", reason="INVALID_PAGE_TOKEN")
     try:
         parts = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except ValueError as exc:
-        raise InvalidArgument(f"invalid page token {token!r}", reason="INVALID_PAGE_TOKEN") from exc
-    if not isinstance(parts, list) or not parts:
-        raise InvalidArgument(f"invalid page token {token!r}", reason="INVALID_PAGE_TOKEN")
-    return parts
+        raise invalid from exc
+    if not isinstance(parts, list) or not parts or not isinstance(parts[0], str):
+        raise invalid
+    kind, keys = parts[0], parts[1:]
+    if (kind, len(keys)) not in _TOKEN_SHAPES[listing]:
+        raise invalid
+    if not all(type(k) is int and 0 <= k < 2**63 for k in keys):
+        raise invalid
+    return kind, keys
 
 
 _STATES = {int(s): s for s in JobState}
@@ -278,10 +295,7 @@ class Store(Runs):
             params.append(name)
         phase, after = "a", None
         if page_token:
-            parts = _untoken(page_token)
-            phase, after = parts[0], parts[1:]
-            if phase not in ("a", "t", "u") or not all(isinstance(p, int) for p in after):
-                raise InvalidArgument(f"invalid page token {page_token!r}", reason="INVALID_PAGE_TOKEN")
+            phase, after = _untoken(page_token, list_filter)
         jobs: list[Job] = []
         if list_filter is ListFilter.UNKNOWN:
             rows = self._page(where, params, None, after if phase == "u" else None, page_size + 1)
@@ -386,11 +400,9 @@ class Store(Runs):
         clauses = ["job_id = %s"]
         values: list[Any] = [job_id]
         if page_token:
-            parts = _untoken(page_token)
-            if parts[0] != "m" or len(parts) != 2 or not isinstance(parts[1], int):
-                raise InvalidArgument(f"invalid page token {page_token!r}", reason="INVALID_PAGE_TOKEN")
+            _, keys = _untoken(page_token, "messages")
             clauses.append("seq > %s")
-            values.append(parts[1])
+            values.append(keys[0])
         if start is not None:
             clauses.append("time >= %s")
             values.append(micros(start))

@@ -1,0 +1,312 @@
+"""Dataflow's gRPC API, ``google.dataflow.v1beta3``, over the service layer.
+
+The official client package ships the message classes but no service stubs or
+``.proto`` files, so the methods are registered as generic handlers under Dataflow's
+full names (``/google.dataflow.v1beta3.JobsV1Beta3/GetJob``, …) with the raw protobuf
+classes as (de)serializers. Behaviour mirrors the REST adapter: an empty location
+means the server's default location, as REST's legacy paths do.
+
+Errors become their gRPC status codes, with a ``google.rpc.Status`` carrying a
+``google.rpc.ErrorInfo`` detail in the trailing metadata, so the client raises
+NotFound, FailedPrecondition, InvalidArgument or AlreadyExists with ``e.reason`` set.
+Server reflection describes the services (``grpcurl localhost:PORT list``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.cloud import dataflow_v1beta3 as dataflow
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_status import rpc_status
+
+from tidegate.api import wire
+from tidegate.api.rest import MAX_BODY_BYTES
+from tidegate.errors import InvalidArgument, TidegateError, Unimplemented
+from tidegate.lifecycle import JobState
+from tidegate.model import ListFilter, MessageImportance
+from tidegate.service import JobService
+
+__all__ = ["ERROR_DOMAIN", "PACKAGE", "GrpcApi", "Method", "create_server", "error_status", "reflection_pool"]
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "google.dataflow.v1beta3"
+ERROR_DOMAIN = "dataflow.googleapis.com"
+_SERVICES_FILE = "tidegate/dataflow_v1beta3_services.proto"
+"""The file that reflection shows the services in (the client package ships none)."""
+
+_MESSAGES = (
+    "CreateJobRequest",
+    "GetJobRequest",
+    "UpdateJobRequest",
+    "ListJobsRequest",
+    "ListJobsResponse",
+    "CheckActiveJobsRequest",
+    "CheckActiveJobsResponse",
+    "SnapshotJobRequest",
+    "Snapshot",
+    "ListJobMessagesRequest",
+    "ListJobMessagesResponse",
+)
+_pb: dict[str, Any] = {name: getattr(dataflow, name).pb() for name in _MESSAGES}
+"""The raw protobuf classes behind the client's proto-plus types, by name."""
+_pb["Job"] = wire.JobPb
+
+
+@dataclass(frozen=True)
+class Method:
+    """One RPC: where it lives, its message types and the function answering it."""
+
+    service: str
+    """The service's short name, as in ``JobsV1Beta3``."""
+    name: str
+    request: Any
+    """The raw protobuf class of the request."""
+    response: Any
+    call: Callable[[Any], Any]
+
+    @property
+    def full_service(self) -> str:
+        """The service's full name, as in ``google.dataflow.v1beta3.JobsV1Beta3``."""
+        return f"{PACKAGE}.{self.service}"
+
+
+def error_status(error: TidegateError) -> grpc.Status:
+    """The error as a gRPC status with a ``google.rpc.ErrorInfo`` detail (``e.reason`` in the client)."""
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    status = status_pb2.Status(code=code_pb2.Code.Value(error.status), message=error.message)
+    status.details.add().Pack(info)
+    return rpc_status.to_status(status)
+
+
+def _guard(method: Method) -> Callable[[Any, grpc.ServicerContext], Any]:
+    @functools.wraps(method.call)
+    def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method.call(request)
+        except TidegateError as error:
+            context.abort_with_status(error_status(error))
+        except Exception as exc:
+            log.exception("internal error in %s/%s", method.full_service, method.name)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    return guarded
+
+
+def _location(request: Any) -> str | None:
+    """The request's location; ``None`` (the server's default) when empty."""
+    return str(request.location) or None
+
+
+def _time(request: Any, field: str) -> datetime | None:
+    if not request.HasField(field):
+        return None
+    when: datetime = getattr(request, field).ToDatetime(tzinfo=UTC)
+    return when
+
+
+def _enum(kind: Callable[[int], Any], value: int, what: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidArgument(f"invalid value {value} for {what}", reason="INVALID_ENUM_VALUE") from None
+
+
+class GrpcApi:
+    """The handlers of ``JobsV1Beta3`` and ``MessagesV1Beta3``; one instance per server."""
+
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+
+    def methods(self) -> list[Method]:
+        """Every method this API answers, by service."""
+        jobs: list[tuple[str, str, str, Callable[[Any], Any]]] = [
+            ("CreateJob", "CreateJobRequest", "Job", self.create_job),
+            ("GetJob", "GetJobRequest", "Job", self.get_job),
+            ("UpdateJob", "UpdateJobRequest", "Job", self.update_job),
+            ("ListJobs", "ListJobsRequest", "ListJobsResponse", self.list_jobs),
+            ("AggregatedListJobs", "ListJobsRequest", "ListJobsResponse", self.aggregated_list_jobs),
+            ("CheckActiveJobs", "CheckActiveJobsRequest", "CheckActiveJobsResponse", self.check_active_jobs),
+            ("SnapshotJob", "SnapshotJobRequest", "Snapshot", self.snapshot_job),
+        ]
+        messages: list[tuple[str, str, str, Callable[[Any], Any]]] = [
+            ("ListJobMessages", "ListJobMessagesRequest", "ListJobMessagesResponse", self.list_job_messages),
+        ]
+        return [
+            Method(service, name, _pb[request], _pb[response], call)
+            for service, table in (("JobsV1Beta3", jobs), ("MessagesV1Beta3", messages))
+            for name, request, response, call in table
+        ]
+
+    # -- JobsV1Beta3 ------------------------------------------------------------------
+
+    def create_job(self, request: Any) -> Any:
+        """CreateJob: the job is created STOPPED (or held) as over REST."""
+        job = request.job
+        if request.replace_job_id and not job.replace_job_id:
+            job.replace_job_id = request.replace_job_id
+        location = _location(request) or self.service.default_location
+        created = self.service.create_job(wire.job_from_pb(job, request.project_id, location))
+        return wire.job_to_pb(created, request.view)
+
+    def get_job(self, request: Any) -> Any:
+        """GetJob, in the requested view (JOB_VIEW_UNKNOWN means the summary)."""
+        job = self.service.get_job(request.project_id, _location(request), request.job_id)
+        return wire.job_to_pb(job, request.view)
+
+    def update_job(self, request: Any) -> Any:
+        """UpdateJob: a ``requested_state``, or new labels under ``update_mask`` ``labels``."""
+        requested = _enum(JobState, request.job.requested_state, "requested_state")
+        job = self.service.update_job(
+            request.project_id,
+            _location(request),
+            request.job_id,
+            requested_state=requested,
+            labels=dict(request.job.labels),
+            update_mask=list(request.update_mask.paths),
+        )
+        return wire.job_to_pb(job, wire.JobView.SUMMARY)
+
+    def list_jobs(self, request: Any) -> Any:
+        """ListJobs in one location (the default one when empty)."""
+        return self._list(request, aggregated=False)
+
+    def aggregated_list_jobs(self, request: Any) -> Any:
+        """AggregatedListJobs: the project's jobs in every location."""
+        return self._list(request, aggregated=True)
+
+    def _list(self, request: Any, *, aggregated: bool) -> Any:
+        page = self.service.list_jobs(
+            request.project_id,
+            _location(request),
+            _enum(ListFilter, request.filter, "filter"),
+            request.page_size,
+            request.page_token,
+            request.name,
+            aggregated=aggregated,
+        )
+        response = _pb["ListJobsResponse"]()
+        for job in page.items:
+            response.jobs.append(wire.job_to_pb(job, request.view))
+        response.next_page_token = page.next_page_token
+        return response
+
+    def check_active_jobs(self, request: Any) -> Any:
+        """CheckActiveJobs: whether the project has any job not yet in a terminal state, anywhere."""
+        page = self.service.list_jobs(request.project_id, None, ListFilter.ACTIVE, 1, aggregated=True)
+        return _pb["CheckActiveJobsResponse"](active_jobs_exist=bool(page.items))
+
+    def snapshot_job(self, request: Any) -> Any:
+        """SnapshotJob: not yet; snapshots need a streaming engine."""
+        job = self.service.get_job(request.project_id, _location(request), request.job_id)
+        raise Unimplemented(
+            f"Job {job.id}: snapshots need a streaming engine (Flink); this server cannot take them yet",
+            reason="SNAPSHOT_UNSUPPORTED",
+        )
+
+    # -- MessagesV1Beta3 --------------------------------------------------------------
+
+    def list_job_messages(self, request: Any) -> Any:
+        """ListJobMessages, oldest first, at or above ``minimum_importance``."""
+        page = self.service.list_messages(
+            request.project_id,
+            _location(request),
+            request.job_id,
+            _enum(MessageImportance, request.minimum_importance, "minimum_importance"),
+            _time(request, "start_time"),
+            _time(request, "end_time"),
+            request.page_size,
+            request.page_token,
+        )
+        response = _pb["ListJobMessagesResponse"]()
+        for message in page.items:
+            response.job_messages.append(wire.message_to_pb(message))
+        response.next_page_token = page.next_page_token
+        return response
+
+
+def _handlers(methods: Iterable[Method]) -> list[grpc.GenericRpcHandler]:
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    for method in methods:
+        by_service.setdefault(method.full_service, {})[method.name] = grpc.unary_unary_rpc_method_handler(
+            _guard(method),
+            request_deserializer=method.request.FromString,
+            response_serializer=method.response.SerializeToString,
+        )
+    return [grpc.method_handlers_generic_handler(name, table) for name, table in by_service.items()]
+
+
+def _add_file(pool: descriptor_pool.DescriptorPool, file: FileDescriptor, added: set[str]) -> None:
+    if file.name in added:
+        return
+    for dependency in file.dependencies:
+        _add_file(pool, dependency, added)
+    proto = descriptor_pb2.FileDescriptorProto()
+    file.CopyToProto(proto)
+    pool.Add(proto)
+    added.add(file.name)
+
+
+def reflection_pool(methods: Iterable[Method]) -> descriptor_pool.DescriptorPool:
+    """A descriptor pool holding the messages (from the client's classes) and the services built from ``methods``."""
+    methods = list(methods)
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+    files: dict[str, FileDescriptor] = {}
+    for method in methods:
+        for kind in (method.request, method.response):
+            files[kind.DESCRIPTOR.file.name] = kind.DESCRIPTOR.file
+    for file in [*files.values(), reflection_pb2.DESCRIPTOR]:
+        _add_file(pool, file, added)
+    services = descriptor_pb2.FileDescriptorProto(
+        name=_SERVICES_FILE, package=PACKAGE, syntax="proto3", dependency=sorted(files)
+    )
+    by_name: dict[str, descriptor_pb2.ServiceDescriptorProto] = {}
+    for method in methods:
+        if method.service not in by_name:
+            by_name[method.service] = services.service.add(name=method.service)
+        by_name[method.service].method.add(
+            name=method.name,
+            input_type="." + method.request.DESCRIPTOR.full_name,
+            output_type="." + method.response.DESCRIPTOR.full_name,
+        )
+    pool.Add(services)
+    return pool
+
+
+def create_server(service: JobService, host: str, port: int, *, max_workers: int = 8) -> tuple[grpc.Server, int]:
+    """A gRPC server over ``service`` bound to ``host:port`` (0 picks a free port), not yet started.
+
+    Returns the server and the port it is bound to.
+    """
+    methods = GrpcApi(service).methods()
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tidegate-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_BODY_BYTES),
+            ("grpc.max_send_message_length", MAX_BODY_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    server.add_generic_rpc_handlers(_handlers(methods))
+    names = sorted({m.full_service for m in methods})
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server, pool=reflection_pool(methods))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = int(server.add_insecure_port(address))
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
+    if bound == 0:
+        raise OSError(f"cannot listen for gRPC on {address}")
+    return server, bound

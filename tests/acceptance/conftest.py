@@ -1,0 +1,195 @@
+"""Real ``tidegate server`` processes for the acceptance tests.
+
+``start_server("sqlite")`` or ``start_server("postgresql")`` runs ``tidegate server`` as a
+subprocess on a free port (SQLite in a temporary data directory, or PostgreSQL in a
+fresh schema of ``TIDEGATE_TEST_POSTGRES_URL``), waits for ``GET /healthz`` and hands
+back a ``Server``. Servers live for one test module and are stopped (and checked to stop
+cleanly) at its end; tests stay independent by using a project of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tidegate.model import Job, JobMessage, MessageImportance, StateChange
+from tidegate.store import Store
+
+from ..conftest import POSTGRES_URL, _postgres_or_skip
+
+TIDEGATE = Path(sys.executable).with_name("tidegate")
+"""The ``tidegate`` command of the virtual environment that runs the tests."""
+
+LOCATION = "us-central1"
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound and released: nothing else takes it at once)."""
+    return free_port()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a bad request must leave as it was."""
+
+    job_count: int
+    job: Job | None
+    history: tuple[StateChange, ...]
+    messages: tuple[JobMessage, ...]
+
+
+@dataclass
+class Server:
+    """A running ``tidegate server``."""
+
+    dialect: str
+    port: int
+    store_url: str
+    log: Path
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def base(self) -> str:
+        """The REST endpoint as the official client wants it (``localhost``, with the scheme)."""
+        return f"http://localhost:{self.port}"
+
+    @property
+    def store(self) -> Store:
+        """The server's database, read from the test process (to see what the API does not show)."""
+        if self._store is None:
+            self._store = Store(self.store_url)
+        return self._store
+
+    def snapshot(self, job_id: str | None = None) -> Snapshot:
+        """The number of jobs, and one job as stored: its row (state, version, labels), history and messages."""
+        store = self.store
+        if job_id is None:
+            return Snapshot(store.count_jobs(), None, (), ())
+        messages = store.list_messages(job_id, MessageImportance.JOB_MESSAGE_IMPORTANCE_UNKNOWN, None, None, 10_000)
+        return Snapshot(store.count_jobs(), store.get_job(job_id), tuple(store.history(job_id)), messages.items)
+
+    def close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def clean_env() -> dict[str, str]:
+    """The test's environment without TIDEGATE_* settings: the command line says it all."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> bool:
+    """True once /healthz answers; False when the process died of a taken port (try another)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            text = log.read_text(errors="replace")
+            if "address already in use" in text.lower():
+                return False
+            pytest.fail(f"tidegate server exited with {proc.returncode}:\n{text}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    pytest.fail(f"tidegate server did not answer /healthz within {START_TIMEOUT} s:\n{log.read_text()}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int | None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
+@pytest.fixture(scope="module")
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Server]]:
+    """A factory of running servers, ``start_server("sqlite" | "postgresql")``, stopped after the module."""
+    running: list[tuple[subprocess.Popen[bytes], Server, Any]] = []
+    schemas: list[str] = []
+
+    def start(dialect: str) -> Server:
+        data_dir = tmp_path_factory.mktemp(f"tidegate-{dialect}")
+        extra: list[str] = []
+        store_url = f"sqlite:///{(data_dir / 'tidegate.db').resolve()}"
+        if dialect == "postgresql":
+            base = _postgres_or_skip()
+            import psycopg
+
+            schema = f"tg_accept_{secrets.token_hex(6)}"
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f"CREATE SCHEMA {schema}")
+            schemas.append(schema)
+            store_url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+            extra = ["--database-url", store_url]
+        for attempt in range(3):
+            port = free_port()
+            log_path = data_dir / f"server-{attempt}.log"
+            command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--data-dir", str(data_dir)]
+            log = log_path.open("wb")
+            proc = subprocess.Popen(
+                [*command, *extra], stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=data_dir
+            )
+            server = Server(dialect=dialect, port=port, store_url=store_url, log=log_path)
+            running.append((proc, server, log))
+            if _wait_healthy(proc, server.base, log_path):
+                return server
+        pytest.fail(f"no free port for tidegate server after 3 attempts:\n{log_path.read_text()}")
+
+    yield start
+
+    failures = []
+    for proc, server, log in running:
+        server.close_store()
+        was_running = proc.poll() is None
+        code = _stop(proc)
+        log.close()
+        if was_running and code != 0:
+            failures.append(f"the {server.dialect} server did not stop cleanly ({code}):\n{server.log.read_text()}")
+    if schemas:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            for schema in schemas:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def server(start_server: Callable[[str], Server]) -> Server:
+    """One SQLite-backed server for the whole module."""
+    return start_server("sqlite")
+
+
+@pytest.fixture
+def project() -> str:
+    """A project of the test's own, so tests sharing a server never see each other's jobs."""
+    return f"t-{secrets.token_hex(5)}"

@@ -1,0 +1,277 @@
+"""``tidegate jobs …`` as a user runs it: a subprocess against a running ``tidegate server``.
+
+Jobs are made over REST (the command line has no create); everything else goes through
+the command: its output (tables and ``--format json``), its exit codes (0 ok, 2 bad
+usage, 3 not found, 4 refused, 5 unreachable) and its one-line errors on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import LOCATION, TIDEGATE, Server, clean_env, closed_port
+
+pytestmark = pytest.mark.slow
+
+OTHER_LOCATION = "europe-west1"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def table(self) -> list[list[str]]:
+        """The rows of a table, header first, split on runs of two or more spaces."""
+        return [re.split(r"\s{2,}", line.strip()) for line in self.out.splitlines() if line.strip()]
+
+
+def run(*args: str) -> Run:
+    done = subprocess.run([str(TIDEGATE), *args], capture_output=True, text=True, timeout=60, env=clean_env())
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        yield client
+
+
+@dataclass
+class Cli:
+    """``tidegate jobs`` pointed at the server and a project of the test's own."""
+
+    server: Server
+    http: httpx.Client
+    project: str
+
+    def __call__(self, *args: str) -> Run:
+        return run("jobs", *args, "--server", self.server.base, "--project", self.project)
+
+    def create(self, name: str, location: str = LOCATION, **job: Any) -> str:
+        response = self.http.post(
+            f"/v1b3/projects/{self.project}/locations/{location}/jobs",
+            json={"name": name, "requestedState": "JOB_STATE_STOPPED", **job},
+        )
+        assert response.status_code == 200, response.text
+        job_id: str = response.json()["id"]
+        return job_id
+
+    def state(self, job_id: str, location: str = LOCATION) -> str:
+        job = self.http.get(f"/v1b3/projects/{self.project}/locations/{location}/jobs/{job_id}").json()
+        state: str = job["currentState"]
+        return state
+
+
+@pytest.fixture
+def cli(server: Server, http: httpx.Client, project: str) -> Cli:
+    return Cli(server, http, project)
+
+
+def assert_failed(result: Run, code: int, *words: str) -> None:
+    """A failure: the exit code, nothing on stdout, one line on stderr starting with 'ERROR: (tidegate)'."""
+    assert result.code == code, result
+    assert result.out == "", result
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("ERROR: (tidegate) "), result.err
+    assert "Traceback" not in result.err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+# -- list -----------------------------------------------------------------------------------
+
+
+def test_list_table_and_json_with_each_status(cli: Cli) -> None:
+    old = cli.create("old-job")
+    assert cli("cancel", old).code == 0
+    new = cli.create("new-job")
+
+    table = cli("list")
+    assert table.code == 0 and table.err == "", table
+    rows = table.table()
+    assert rows[0] == ["JOB_ID", "NAME", "TYPE", "CREATION_TIME", "STATE", "REGION"]
+    assert [row[0] for row in rows[1:]] == [new, old]  # active first, then terminated
+    assert rows[1][1:3] == ["new-job", "Batch"] and rows[1][4:] == ["Stopped", LOCATION]
+    assert rows[2][4] == "Cancelled"
+
+    listed = cli("list", "--format", "json")
+    assert listed.code == 0
+    assert [(j["id"], j["currentState"]) for j in listed.json()] == [
+        (new, "JOB_STATE_STOPPED"),
+        (old, "JOB_STATE_CANCELLED"),
+    ]
+    for status, expected in (("active", [new]), ("terminated", [old]), ("all", [new, old])):
+        result = cli("list", "--status", status, "--format", "json")
+        assert result.code == 0, result
+        assert [j["id"] for j in result.json()] == expected, status
+
+    assert cli("list", "--limit", "1", "--format", "json").json()[0]["id"] == new
+    assert len(cli("list", "--limit", "1", "--format", "json").json()) == 1
+
+
+def test_list_by_project_and_region(cli: Cli) -> None:
+    here = cli.create("here")
+    there = cli.create("there", location=OTHER_LOCATION)
+    assert [j["id"] for j in cli("list", "--format", "json").json()] == [here]
+    assert [j["id"] for j in cli("list", "--region", OTHER_LOCATION, "--format", "json").json()] == [there]
+    everywhere = cli("list", "--all-regions", "--format", "json").json()
+    assert {(j["id"], j["location"]) for j in everywhere} == {(here, LOCATION), (there, OTHER_LOCATION)}
+    table = cli("list", "--all-regions").table()
+    assert {row[0]: row[-1] for row in table[1:]} == {here: LOCATION, there: OTHER_LOCATION}
+
+    empty = run("jobs", "list", "--server", cli.server.base, "--project", f"{cli.project}-empty")
+    assert empty.code == 0 and empty.out.strip() == "Listed 0 items."
+    empty_json = run("jobs", "list", "--format", "json", "--server", cli.server.base, "--project", f"{cli.project}-x")
+    assert empty_json.code == 0 and empty_json.json() == []
+
+
+def test_list_limit(cli: Cli) -> None:
+    jobs = [cli.create(f"job-{n}") for n in range(7)]
+    listed = cli("list", "--format", "json", "--limit", "5")
+    assert [j["id"] for j in listed.json()] == list(reversed(jobs))[:5]
+
+
+# -- describe, cancel, drain, messages, history --------------------------------------------
+
+
+def test_describe(cli: Cli) -> None:
+    job_id = cli.create("described", labels={"team": "data"})
+    text = cli("describe", job_id)
+    assert text.code == 0, text
+    lines = text.out.splitlines()
+    assert f"id: {job_id}" in lines
+    assert "currentState: JOB_STATE_STOPPED" in lines
+    assert "name: described" in lines
+    assert 'labels: {"team": "data"}' in lines
+    described = cli("describe", job_id, "--format", "json")
+    assert described.json()["id"] == job_id and described.json()["labels"] == {"team": "data"}
+    full = cli("describe", job_id, "--full", "--format", "json")
+    assert full.code == 0 and full.json()["id"] == job_id
+
+
+def test_cancel_then_messages_and_history(cli: Cli) -> None:
+    first, second = cli.create("first"), cli.create("second")
+    cancelled = cli("cancel", first, second)
+    assert cancelled.code == 0, cancelled
+    assert cancelled.out.splitlines() == [
+        f"Cancelled job [{first}]: now Cancelled.",
+        f"Cancelled job [{second}]: now Cancelled.",
+    ]
+    assert cli.state(first) == cli.state(second) == "JOB_STATE_CANCELLED"
+    again = cli("cancel", first, "--format", "json")  # a retried cancel is fine
+    assert again.code == 0 and again.json()[0]["currentState"] == "JOB_STATE_CANCELLED"
+
+    messages = cli("messages", first)
+    assert messages.code == 0, messages
+    rows = messages.table()
+    assert rows[0] == ["TIME", "IMPORTANCE", "TEXT"]
+    texts = [row[-1] for row in rows[1:]]
+    assert any("created" in t for t in texts) and any("JOB_STATE_CANCELLED" in t for t in texts), texts
+    as_json = cli("messages", first, "--format", "json", "--importance", "basic").json()
+    assert {m["messageImportance"] for m in as_json} <= {
+        "JOB_MESSAGE_BASIC",
+        "JOB_MESSAGE_WARNING",
+        "JOB_MESSAGE_ERROR",
+    }
+    assert cli("messages", first, "--importance", "error").out.strip() == "Listed 0 items."
+
+    history = cli("history", first)
+    assert history.code == 0, history
+    rows = history.table()
+    assert rows[0] == ["TIME", "FROM", "TO", "BY", "REASON"]
+    assert [row[1:3] for row in rows[1:]] == [["-", "Stopped"], ["Stopped", "Cancelled"]]
+    changes = cli("history", first, "--format", "json").json()
+    assert [(c["fromState"], c["toState"]) for c in changes] == [
+        (None, "JOB_STATE_STOPPED"),
+        ("JOB_STATE_STOPPED", "JOB_STATE_CANCELLED"),
+    ]
+    assert changes[1]["actor"] == "user"
+
+
+def test_drain_of_a_batch_job_is_refused(cli: Cli) -> None:
+    job_id = cli.create("batch")
+    assert_failed(cli("drain", job_id), 4, "batch", "HTTP 400")
+    assert cli.state(job_id) == "JOB_STATE_STOPPED"
+
+
+# -- exit codes and errors --------------------------------------------------------------------
+
+
+SOME_ID = "2026-01-01_00_00_00-1234567890123456789"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["describe", SOME_ID],
+        ["cancel", SOME_ID],
+        ["drain", SOME_ID],
+        ["messages", SOME_ID],
+        ["history", SOME_ID],
+        ["describe", "a/b?view=2"],
+    ],
+)
+def test_not_found_is_exit_3(cli: Cli, args: list[str]) -> None:
+    assert_failed(cli(*args), 3, "HTTP 404")
+
+
+def test_rejected_requests_are_exit_4(cli: Cli) -> None:
+    job_id = cli.create("done")
+    assert (
+        cli.http.put(
+            f"/v1b3/projects/{cli.project}/locations/{LOCATION}/jobs/{job_id}",
+            json={"requestedState": "JOB_STATE_DONE"},
+        ).json()["currentState"]
+        == "JOB_STATE_DONE"
+    )
+    assert_failed(cli("cancel", job_id), 4, "JOB_STATE_DONE")
+    assert cli.state(job_id) == "JOB_STATE_DONE"
+    assert_failed(run("jobs", "list", "--server", cli.server.base, "--project", "not a project"), 4, "project")
+    assert_failed(cli("list", "--region", "Not_A_Region"), 4, "location")
+
+
+def test_unreachable_server_is_exit_5() -> None:
+    port = closed_port()
+    for args in (["list"], ["describe", SOME_ID], ["cancel", SOME_ID]):
+        assert_failed(run("jobs", *args, "--server", f"http://127.0.0.1:{port}"), 5, "cannot reach", str(port))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["jobs", "list", "--bogus"],
+        ["jobs", "describe"],
+        ["jobs", "cancel"],
+        ["jobs", "list", "--status", "sideways"],
+        ["jobs", "list", "--format", "yaml"],
+        ["jobs", "list", "--limit", "0"],
+        ["jobs", "list", "--limit", "many"],
+        ["jobs", "explode"],
+        ["jobs"],
+        [],
+        ["jobs", "list", "--server", "localhost:8080"],
+    ],
+)
+def test_bad_usage_is_exit_2(args: list[str]) -> None:
+    assert_failed(run(*args), 2)
+
+
+def test_help_and_version() -> None:
+    helped = run("jobs", "list", "--help")
+    assert helped.code == 0 and "--status" in helped.out
+    version = run("--version")
+    assert version.code == 0 and version.out.startswith("tidegate ")
