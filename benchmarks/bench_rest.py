@@ -68,7 +68,8 @@ def process(*args: str, port: int, health: str) -> Iterator[None]:
 @contextmanager
 def tidegate(data_dir: Path) -> Iterator[int]:
     port = free_port()
-    args = ["-m", "tidegate.cli", "server", "--port", str(port), "--data-dir", str(data_dir)]
+    args = ["-m", "tidegate.cli", "server", "--engines", "none", "--grpc-port", "0", "--port", str(port)]
+    args += ["--data-dir", str(data_dir)]
     with process(*args, port=port, health="/healthz"):
         yield port
 

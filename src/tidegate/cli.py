@@ -196,6 +196,11 @@ def cmd_server(args: argparse.Namespace) -> None:
         data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
         database_url=args.database_url or "",
         default_location=args.location,
+        engines=tuple(e for e in args.engines.split(",") if e and e != "none"),
+        max_jobs=args.max_jobs,
+        max_jobs_per_project=args.max_jobs_per_project,
+        flex_window_s=args.flex_window,
+        resource_cleanup=args.resource_cleanup,
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
@@ -226,6 +231,15 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("TIDEGATE_LOCATION", "us-central1"),
         help="the default location (what location-less paths mean)",
     )
+    server.add_argument(
+        "--engines",
+        default=os.environ.get("TIDEGATE_ENGINES", "beam"),
+        help="comma-separated engines to run jobs on (beam); 'none' for an API-only server",
+    )
+    server.add_argument("--max-jobs", type=int, default=4, help="jobs running at once (0: no limit)")
+    server.add_argument("--max-jobs-per-project", type=int, default=0, help="jobs running at once per project")
+    server.add_argument("--flex-window", type=float, default=6 * 3600, help="seconds a FlexRS job may wait")
+    server.add_argument("--resource-cleanup", action="store_true", help="clean up every batch job's files before DONE")
 
     jobs = commands.add_parser("jobs", help="list, describe, cancel and drain jobs")
     common = _Parser(add_help=False)

@@ -29,6 +29,15 @@ class Settings:
     database_url: str = ""
     """``postgresql://…`` for PostgreSQL; empty means SQLite in ``data_dir``."""
     default_location: str = "us-central1"
+    engines: tuple[str, ...] = ("beam",)
+    """Engines to run jobs on; none: an API-only server, where jobs wait in STOPPED."""
+    max_jobs: int = 4
+    """Jobs running at once (PENDING through CANCELLING); more wait in QUEUED. 0: no limit."""
+    max_jobs_per_project: int = 0
+    flex_window_s: float = 6 * 3600
+    """How long a FlexRS job may be held back for a quiet moment."""
+    resource_cleanup: bool = False
+    """RESOURCE_CLEANING_UP for every batch job (jobs can also ask for it one by one)."""
 
     @property
     def store_url(self) -> str:

@@ -25,7 +25,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 from tidegate.admission import Capacity, Waiting, admit
 from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, MetricValue, StageDetails
 from tidegate.errors import TidegateError
-from tidegate.jobspec import JobSpec, read_spec
+from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec
 from tidegate.lifecycle import Actor, JobState
 from tidegate.model import EngineRun, Job, MessageImportance
 from tidegate.service import JobService
@@ -343,6 +343,8 @@ class Scheduler:
         workdir = self.settings.work_dir / job.id
         workdir.mkdir(parents=True, exist_ok=True)
         request = self.prepare(job, read_spec(job), workdir)
+        if not request.pipeline:
+            request = replace(request, pipeline=self.store.get_artifact(job.id, PIPELINE_ARTIFACT) or b"")
         handle = engine.launch(request)
         self.store.update_run(job.id, self.worker, ref=handle.ref)
         self.service.add_message(

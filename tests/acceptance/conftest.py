@@ -153,7 +153,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         for attempt in range(3):
             port = free_port()
             log_path = data_dir / f"server-{attempt}.log"
-            command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--data-dir", str(data_dir)]
+            command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--engines", "none"]
+            command += ["--data-dir", str(data_dir)]
             log = log_path.open("wb")
             proc = subprocess.Popen(
                 [*command, *extra], stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=data_dir

@@ -49,7 +49,17 @@ def _env() -> dict[str, str]:
 
 def _start(data_dir: Path, *options: str) -> tuple[subprocess.Popen[bytes], Path]:
     log = data_dir / f"server-{secrets.token_hex(3)}.log"
-    command = [sys.executable, "-m", "tidegate.cli", "server", "--data-dir", str(data_dir), *options]
+    command = [
+        sys.executable,
+        "-m",
+        "tidegate.cli",
+        "server",
+        "--engines",
+        "none",
+        "--data-dir",
+        str(data_dir),
+        *options,
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=_env())
     return proc, log

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tidegate.api import wire
-from tidegate.errors import InvalidArgument, TidegateError, Unimplemented
+from tidegate.errors import InvalidArgument, NotFound, TidegateError, Unimplemented
 from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
 from tidegate.service import JobService
@@ -253,6 +253,29 @@ class RestApi:
             reason="SNAPSHOT_UNSUPPORTED",
         )
 
+    async def job_metrics(self, request: Request) -> Response:
+        """GetJobMetrics: live while the job runs, final once it has ended."""
+        project_id, location = self._where(request)
+        _time_param(request, "startTime")  # accepted and checked; every metric is cumulative
+        _, metrics = self.service.metrics(project_id, location, request.path_params["job_id"])
+        pb = wire.metrics_to_pb(metrics, self.service.clock())
+        return JsonResponse(wire.to_json_dict(pb, ints=_ints(request)))
+
+    async def execution_details(self, request: Request) -> Response:
+        """GetJobExecutionDetails: a summary per stage."""
+        project_id, location = self._where(request)
+        _, stages = self.service.stages(project_id, location, request.path_params["job_id"])
+        return JsonResponse(wire.to_json_dict(wire.stages_to_pb(stages), ints=_ints(request)))
+
+    async def stage_execution_details(self, request: Request) -> Response:
+        """GetStageExecutionDetails: tidegate's workers are local processes, so a stage lists none."""
+        project_id, location = self._where(request)
+        job, stages = self.service.stages(project_id, location, request.path_params["job_id"])
+        stage_id = request.path_params["stage_id"]
+        if stage_id not in {s.stage_id for s in stages}:
+            raise NotFound(f"Job {job.id} has no stage {stage_id}", reason="STAGE_NOT_FOUND")
+        return JsonResponse({})
+
     async def history(self, request: Request) -> Response:
         project_id, location = self._where(request)
         changes = self.service.history(project_id, location, request.path_params["job_id"])
@@ -304,6 +327,11 @@ def _routes(api: RestApi) -> list[BaseRoute]:
     both("/jobs", "GET", api.list_jobs)
     both("/jobs/{job_id}/messages", "GET", api.list_messages)
     both("/jobs/{job_id}:snapshot", "POST", api.snapshot_job)
+    both("/jobs/{job_id}/metrics", "GET", api.job_metrics)
+    # Execution details have no location-less path in Dataflow's API.
+    located = "/v1b3/projects/{project_id}/locations/{location}/jobs/{job_id}"
+    paths[located + "/executionDetails"] = {"GET": api.execution_details}
+    paths[located + "/stages/{stage_id}/executionDetails"] = {"GET": api.stage_execution_details}
     for prefix in ("/tidegate/v1/projects/{project_id}/locations/{location}", "/tidegate/v1/projects/{project_id}"):
         paths[prefix + "/jobs/{job_id}/history"] = {"GET": api.history}
     routes: list[BaseRoute] = [_one_route(path, handlers) for path, handlers in paths.items()]

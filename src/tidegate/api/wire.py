@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ from google.cloud import dataflow_v1beta3 as dataflow
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from tidegate.engines.base import MetricValue, StageDetails
 from tidegate.errors import InvalidArgument
 from tidegate.jobspec import JobPb, spec_of
 from tidegate.lifecycle import JobState, JobType
@@ -316,3 +317,44 @@ def to_json_dict(message: Any, *, ints: bool) -> dict[str, Any]:
 
 def labels_of(mapping: Mapping[str, str]) -> dict[str, str]:
     return dict(mapping)
+
+
+JobMetricsPb: Any = dataflow.JobMetrics.pb()
+JobExecutionDetailsPb: Any = dataflow.JobExecutionDetails.pb()
+_EXECUTION_STATES: dict[str, int] = {state.name: int(state) for state in list(dataflow.ExecutionState)}
+
+
+def metrics_to_pb(metrics: Sequence[MetricValue], now: datetime) -> Any:
+    """``JobMetrics``: each metric twice, tentative and committed, as Beam's Dataflow client expects."""
+    pb = JobMetricsPb()
+    pb.metric_time.FromDatetime(now)
+    for metric in metrics:
+        for tentative in ("true", "false"):
+            update = pb.metrics.add()
+            update.name.origin = metric.origin
+            update.name.name = metric.name
+            update.name.context["step"] = metric.step
+            update.name.context["tentative"] = tentative
+            if metric.namespace:
+                update.name.context["namespace"] = metric.namespace
+            if metric.pcollection:
+                update.name.context["output_user_name"] = metric.pcollection
+            update.kind = "Sum"
+            update.cumulative = True
+            update.scalar.number_value = float(metric.value)
+            update.update_time.FromDatetime(now)
+    return pb
+
+
+def stages_to_pb(stages: Sequence[StageDetails]) -> Any:
+    """``JobExecutionDetails``: one summary per stage."""
+    pb = JobExecutionDetailsPb()
+    for stage in stages:
+        summary = pb.stages.add()
+        summary.stage_id = stage.stage_id
+        summary.state = _EXECUTION_STATES.get(stage.state, 0)
+        if stage.start_time:
+            summary.start_time.FromDatetime(stage.start_time)
+        if stage.end_time:
+            summary.end_time.FromDatetime(stage.end_time)
+    return pb

@@ -92,6 +92,8 @@ class MetricValue:
     value: int | float
     origin: str = "user"  # "user" or "dataflow/v1b3"
     pcollection: str = ""
+    namespace: str = ""
+    """A user metric's namespace (Beam's ``Metrics.counter(namespace, name)``)."""
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,11 @@ class BeamEngine:
                 reason="STREAMING_NOT_SUPPORTED",
             )
         if not request.pipeline:
-            raise InvalidArgument("the job carries no Beam pipeline", reason="NO_PIPELINE")
+            raise InvalidArgument(
+                "the job carries no Beam pipeline to run: submit Beam pipelines with Beam's DataflowRunner"
+                " or PortableRunner, or with `tidegate run PIPELINE.py`",
+                reason="NO_PIPELINE",
+            )
         workdir = request.workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         for stale in (STATUS_FILE, MESSAGES_FILE, METRICS_FILE, STAGES_FILE, _CANCELLED_FILE, _GROUP_GONE_FILE):

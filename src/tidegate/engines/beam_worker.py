@@ -151,7 +151,7 @@ def _metric_rows(
 
     mi: Any = monitoring_infos  # its functions are untyped
     counts: dict[str, int] = {}
-    user: dict[tuple[str, str], float] = {}
+    user: dict[tuple[str, str, str], float] = {}
     for infos in infos_by_stage.values():
         for info in infos:
             if info.urn == _ELEMENT_COUNT:
@@ -162,21 +162,23 @@ def _metric_rows(
                 label = info.labels.get(mi.PTRANSFORM_LABEL, "")
                 step = names.transform.get(label, label)
                 name = info.labels.get(mi.NAME_LABEL, "")
+                space = info.labels.get(mi.NAMESPACE_LABEL, "")
                 if mi.is_counter(info):
-                    user[(step, name)] = user.get((step, name), 0) + mi.extract_counter_value(info)
+                    key = (step, space, name)
+                    user[key] = user.get(key, 0) + mi.extract_counter_value(info)
                 elif mi.is_gauge(info):
-                    user[(step, name)] = mi.extract_gauge_value(info)[1]
+                    user[(step, space, name)] = mi.extract_gauge_value(info)[1]
                 elif mi.is_distribution(info):
                     count, total, low, high = mi.extract_distribution(info)
                     for suffix, value in (("_COUNT", count), ("_SUM", total), ("_MIN", low), ("_MAX", high)):
-                        user[(step, name + suffix)] = value
+                        user[(step, space, name + suffix)] = value
     rows: list[dict[str, Any]] = []
     for pid, count in sorted(counts.items(), key=lambda kv: names.pcollection[kv[0]]):
         step, pcollection = names.pcollection[pid]
         row = {"name": "ElementCount", "step": step, "value": count, "pcollection": pcollection}
         rows.append(row | {"origin": "dataflow/v1b3"})
-    for (step, name), value in sorted(user.items()):
-        rows.append({"name": name, "step": step, "value": value, "origin": "user", "pcollection": ""})
+    for (step, space, name), value in sorted(user.items()):
+        rows.append({"name": name, "step": step, "value": value, "origin": "user", "namespace": space})
     return rows
 
 
