@@ -131,12 +131,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> int | None:
 
 
 @pytest.fixture(scope="module")
-def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Server]]:
-    """A factory of running servers, ``start_server("sqlite" | "postgresql")``, stopped after the module."""
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """A factory of running servers, ``start_server("sqlite" | "postgresql", engines="none", *flags)``.
+
+    They are stopped after the module. ``engines="none"`` is an API-only server (jobs wait in
+    STOPPED); ``engines="beam"`` runs jobs.
+    """
     running: list[tuple[subprocess.Popen[bytes], Server, Any]] = []
     schemas: list[str] = []
 
-    def start(dialect: str) -> Server:
+    def start(dialect: str, engines: str = "none", *flags: str) -> Server:
         data_dir = tmp_path_factory.mktemp(f"tidegate-{dialect}")
         extra: list[str] = []
         store_url = f"sqlite:///{(data_dir / 'tidegate.db').resolve()}"
@@ -153,8 +157,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         for attempt in range(3):
             port = free_port()
             log_path = data_dir / f"server-{attempt}.log"
-            command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--engines", "none"]
-            command += ["--data-dir", str(data_dir)]
+            command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--engines", engines]
+            command += ["--data-dir", str(data_dir), *flags]
             log = log_path.open("wb")
             proc = subprocess.Popen(
                 [*command, *extra], stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=data_dir
@@ -185,7 +189,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
 
 
 @pytest.fixture(scope="module")
-def server(start_server: Callable[[str], Server]) -> Server:
+def server(start_server: Callable[..., Server]) -> Server:
     """One SQLite-backed server for the whole module."""
     return start_server("sqlite")
 

@@ -1,0 +1,126 @@
+"""Beam's own DataflowRunner, unmodified, submitting real pipelines to a running tidegate.
+
+The pipelines run from a separate environment with ``apache-beam[gcp]``
+(``scripts/setup-beam-client``), as a Dataflow user has it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Server, clean_env
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = Path(__file__).resolve().parent / "beam_pipelines"
+CLIENT_PYTHON = ROOT / ".beam-client-venv" / "bin" / "python"
+TEXT = "the quick brown fox\njumps over the lazy dog\nthe dog sleeps\n"
+
+
+@pytest.fixture(scope="module")
+def client_python() -> Path:
+    subprocess.run(["bash", str(ROOT / "scripts" / "setup-beam-client")], check=True)
+    return CLIENT_PYTHON
+
+
+@pytest.fixture(scope="module")
+def beam_server(start_server: Callable[..., Server]) -> Server:
+    return start_server("sqlite", "beam")
+
+
+def dataflow_args(server: Server, project: str, staging: Path) -> list[str]:
+    staging.mkdir(parents=True, exist_ok=True)
+    return [
+        "--runner=DataflowRunner",
+        f"--dataflow_endpoint=http://localhost:{server.port}",
+        "--no_auth",
+        f"--project={project}",
+        "--region=us-central1",
+        f"--temp_location={staging}",
+    ]
+
+
+def run(python: Path, script: str, *args: str, timeout: float = 240) -> str:
+    done = subprocess.run(
+        [str(python), str(PIPELINES / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(),
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_word_count_runs_to_done_with_the_direct_runners_output(
+    beam_server: Server, client_python: Path, tmp_path: Path, project: str
+) -> None:
+    source = tmp_path / "input.txt"
+    source.write_text(TEXT)
+    expected = tmp_path / "expected.txt"
+    direct = json.loads(run(client_python, "wordcount.py", f"--input={source}", f"--output={expected}"))
+    got = tmp_path / "got.txt"
+    args = dataflow_args(beam_server, project, tmp_path / "staging")
+    result = json.loads(run(client_python, "wordcount.py", f"--input={source}", f"--output={got}", *args))
+    assert result["state"] == "DONE"
+    assert sorted(got.read_text().splitlines()) == sorted(expected.read_text().splitlines())
+    assert result["words"] == direct["words"] == [12]
+    job = httpx.get(f"{beam_server.base}/v1b3/projects/{project}/locations/us-central1/jobs/{result['job_id']}").json()
+    assert job["currentState"] == "JOB_STATE_DONE"
+    history = httpx.get(
+        f"{beam_server.base}/tidegate/v1/projects/{project}/locations/us-central1/jobs/{result['job_id']}/history"
+    ).json()["stateHistory"]
+    assert [h["toState"] for h in history] == [
+        "JOB_STATE_STOPPED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_DONE",
+    ]  # fmt: skip
+    metrics = httpx.get(
+        f"{beam_server.base}/v1b3/projects/{project}/locations/us-central1/jobs/{result['job_id']}/metrics"
+    ).json()["metrics"]
+    counts = {
+        (m["name"]["context"]["step"], m["name"]["context"]["tentative"]): m["scalar"]
+        for m in metrics
+        if m["name"]["name"] == "ElementCount"
+    }
+    assert counts[("Split", "false")] == counts[("Split", "true")] == 12
+
+
+def test_a_failing_pipeline_raises_with_its_error(
+    beam_server: Server, client_python: Path, tmp_path: Path, project: str
+) -> None:
+    outcome = json.loads(run(client_python, "failing.py", *dataflow_args(beam_server, project, tmp_path / "staging")))
+    assert outcome["raised"] == "DataflowRuntimeException"
+    assert "the number three is not allowed" in outcome["message"]
+
+
+def test_result_cancel_cancels_the_job(beam_server: Server, client_python: Path, tmp_path: Path, project: str) -> None:
+    result = json.loads(run(client_python, "cancelled.py", *dataflow_args(beam_server, project, tmp_path / "staging")))
+    assert result["running"] == "RUNNING"
+    assert result["final"] == "CANCELLED"
+    base = f"{beam_server.base}/tidegate/v1/projects/{project}/locations/us-central1/jobs/{result['job_id']}"
+    states = [h["toState"] for h in httpx.get(f"{base}/history").json()["stateHistory"]]
+    assert states[-2:] == ["JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"]
+
+
+def test_a_streaming_pipeline_is_refused_with_a_reason(
+    beam_server: Server, client_python: Path, tmp_path: Path, project: str
+) -> None:
+    args = [*dataflow_args(beam_server, project, tmp_path / "staging"), "--streaming"]
+    done = subprocess.run(
+        [str(client_python), str(PIPELINES / "failing.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=clean_env(),
+    )
+    output = done.stdout + done.stderr
+    assert "cannot run Beam streaming pipelines" in output
+    assert "Flink" in output
+    listed = httpx.get(f"{beam_server.base}/v1b3/projects/{project}/locations/us-central1/jobs").json()
+    assert listed.get("jobs", []) == []
