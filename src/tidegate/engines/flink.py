@@ -1,0 +1,448 @@
+"""The Flink engine: PyFlink programs and Flink SQL scripts on a Flink cluster.
+
+Flink lives in a virtual environment of its own (``scripts/setup-flink``; apache-flink
+pins an old apache-beam). tidegate submits with that environment's ``flink`` CLI
+(``flink run --detached --python ...``) and controls jobs over REST: drain = stop with a
+drain savepoint (FINISHED → DRAINED); cancel = ``PATCH ?mode=cancel``; snapshot = a
+savepoint; update = ``stop_with_savepoint`` then a launch with ``restore_from`` (keyed
+state carries over for operators with stable uids).
+
+A handle's ``ref`` is the Flink job id, chosen before submitting (Flink's
+``$internal.pipeline.job-id``), so ``launch`` returns at once while the CLI (~15 s) runs
+in a thread, and ``poll`` says STARTING meanwhile. What the engine asked of a run (a
+drain and a stop both end FINISHED in Flink) is kept in ``state_dir/flink-runs/`` so an
+engine started later maps it alike.
+
+Without ``rest_url`` the engine starts a local standalone cluster on the first launch
+(under ``state_dir/flink-cluster``) and stops it in ``close``. With ``rest_url`` it uses
+that cluster, whose task managers must find PyFlink (``python.executable``, which
+``flink_conf`` can set for the jobs). A ``.sql`` program runs through a small PyFlink
+driver: SET, DDL and queries in order, every INSERT in one job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tidegate.engines.base import EngineState, Handle, LaunchRequest, MetricValue, RunStatus, StageDetails
+from tidegate.engines.base import WorkerMessage as Message
+from tidegate.engines.flink_cluster import (
+    FlinkRestClient,
+    LocalFlinkCluster,
+    find_flink_home,
+    flink_python,
+    root_cause,
+    stop_group,
+    write_config,
+)
+from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
+from tidegate.model import MessageImportance
+
+__all__ = ["FlinkEngine"]
+
+_JOB_ID_LINE = re.compile(r"JobID\s+([0-9a-f]{32})")
+_PERSISTED = ("tmp", "submitted", "submit_error", "requested")
+_DRAIN_RETRY_SECONDS = 3.0
+_CLIENT_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # the CLI lives seconds: skip the optimizing JIT
+_BASIC, _DETAILED = MessageImportance.JOB_MESSAGE_BASIC, MessageImportance.JOB_MESSAGE_DETAILED
+_SQL_DRIVER = '''"""tidegate's Flink SQL driver: python driver.py SCRIPT streaming|batch."""
+import re, sys
+from pyflink.table import EnvironmentSettings, TableEnvironment
+
+TOKEN = re.compile(r"'(?:[^']|'')*'|\\"[^\\"]*\\"|`[^`]*`|--[^\\n]*|/\\*.*?\\*/|;|[^'\\"`;/-]+|.", re.S)
+statements, current = [], ""
+for token in TOKEN.findall(open(sys.argv[1]).read()) + [";"]:
+    if token == ";":
+        statements += [current.strip()] if current.strip() else []
+        current = ""
+    elif not token.startswith(("--", "/*")):
+        current += token
+mode = EnvironmentSettings.in_streaming_mode() if sys.argv[2] == "streaming" else EnvironmentSettings.in_batch_mode()
+t_env = TableEnvironment.create(mode)
+inserts = t_env.create_statement_set()
+for statement in statements:
+    setting = re.fullmatch(r"SET\\s+'([^']+)'\\s*=\\s*'([^']*)'", statement, re.I)
+    if setting:
+        t_env.get_config().set(setting.group(1), setting.group(2))
+    elif re.match(r"INSERT\\s", statement, re.I):
+        inserts.add_insert_sql(statement)
+    else:
+        t_env.execute_sql(statement)
+inserts.execute()
+'''
+
+
+@dataclass
+class _Run:
+    """What the engine knows of one run beyond what Flink reports (``_PERSISTED`` survive a restart)."""
+
+    job_id: str
+    tmp: str = ""
+    submitted: bool = False
+    submit_error: str = ""
+    requested: str = ""  # "", "cancel", "drain" or "stop"
+    process: subprocess.Popen[bytes] | None = None
+    trigger: tuple[str, float] | None = None  # the drain's savepoint trigger and when it was made
+    seen_running: bool = False
+    final: RunStatus | None = None
+    notes: list[tuple[float, MessageImportance, str]] = field(default_factory=list)
+    log: list[Message] = field(default_factory=list)
+    logged: set[str] = field(default_factory=set)
+    last_metrics: list[MetricValue] = field(default_factory=list)
+
+
+class FlinkEngine:
+    """The Engine seam over a Flink cluster: a local standalone one, or any given by its REST address."""
+
+    name = "flink"
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        rest_url: str | None = None,
+        flink_venv: Path | None = None,
+        rest_port: int = 8081,
+        rpc_port: int = 6123,
+        task_slots: int = 4,
+        savepoint_dir: str | None = None,
+        flink_conf: Mapping[str, str] | None = None,
+        submit_timeout: float = 300.0,
+        savepoint_timeout: float = 120.0,
+    ) -> None:
+        self.state_dir = state_dir.absolute()
+        self.flink_venv = (flink_venv or Path(os.environ.get("TIDEGATE_FLINK_VENV", ".flink-venv"))).absolute()
+        self._flink_conf = {"env.java.opts.client": _CLIENT_JVM, **(flink_conf or {})}
+        self._submit_timeout = submit_timeout
+        self._savepoint_timeout = savepoint_timeout
+        self._cluster: LocalFlinkCluster | None = None
+        if rest_url is None:
+            self._cluster = LocalFlinkCluster(
+                self.state_dir / "flink-cluster",
+                python=flink_python(self.flink_venv),
+                rest_port=rest_port,
+                rpc_port=rpc_port,
+                task_slots=task_slots,
+                settings=self._flink_conf,
+            )
+        self.rest_url = rest_url or f"http://localhost:{rest_port}"
+        self._savepoint_dir = (savepoint_dir or (self.state_dir / "flink-savepoints").as_uri()).rstrip("/")
+        self._rest = FlinkRestClient(self.rest_url)
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+        self._cluster_lock = threading.Lock()
+
+    def start_cluster(self) -> None:
+        """Make sure the cluster can take jobs: start the local one if needed (blocks ~15 s)."""
+        with self._cluster_lock:
+            if self._cluster is not None and not self._cluster.running():
+                self._cluster.start(find_flink_home(self.flink_venv))
+
+    def close(self) -> None:
+        """End submissions in flight and stop the local cluster if this engine started it."""
+        with self._lock:
+            processes = [run.process for run in self._runs.values() if run.process is not None]
+        for process in processes:
+            if process.poll() is None:
+                stop_group(process, 2.0)
+        if self._cluster is not None:
+            self._cluster.stop()
+        self._rest.close()
+
+    # -- the Engine protocol ---------------------------------------------------------------
+
+    def launch(self, request: LaunchRequest) -> Handle:
+        """Submit in a background thread; the returned handle's ref is the job's Flink id."""
+        program = Path(request.program)
+        if program.suffix not in (".py", ".sql") or not program.is_file():
+            raise InvalidArgument(f"not a PyFlink program (.py) or Flink SQL script (.sql): {program}")
+        tmp = request.workdir.absolute() / "flink"
+        tmp.mkdir(parents=True, exist_ok=True)
+        run = _Run(job_id=os.urandom(16).hex(), tmp=str(tmp))
+        with self._lock:
+            self._runs[run.job_id] = run
+        self._note(run, _BASIC, f"Submitting {program.name} to Flink as job {run.job_id}")
+        threading.Thread(target=self._submit, args=(run, request), name=f"flink-{run.job_id}", daemon=True).start()
+        return Handle(engine=self.name, ref=run.job_id)
+
+    def poll(self, handle: Handle) -> RunStatus:
+        """Flink's job state as an EngineState; FAILED carries Flink's root exception."""
+        run = self._run(handle)
+        if run.final is not None:
+            return run.final
+        if not run.submitted:
+            if not run.submit_error:
+                return RunStatus(EngineState.STARTING)
+            ended = EngineState.CANCELLED if run.requested == "cancel" else EngineState.FAILED
+            return self._finish(run, RunStatus(ended, run.submit_error))
+        try:
+            job = self._rest.job(run.job_id)
+        except NotFound:
+            return self._finish(run, RunStatus(EngineState.FAILED, f"Flink does not know job {run.job_id}"))
+        except Unavailable:
+            if self._cluster is not None and not self._cluster.running():
+                return self._finish(run, RunStatus(EngineState.FAILED, "the local Flink cluster has stopped"))
+            raise
+        state = str(job.get("state"))
+        if state == "FINISHED":
+            finished = {"drain": EngineState.DRAINED, "stop": EngineState.CANCELLED, "cancel": EngineState.CANCELLED}
+            return self._finish(run, RunStatus(finished.get(run.requested, EngineState.SUCCEEDED)))
+        if state == "CANCELED":
+            return self._finish(run, RunStatus(EngineState.CANCELLED))
+        if state == "FAILED":
+            return self._finish(run, RunStatus(EngineState.FAILED, self._failure(run.job_id)))
+        if state == "RUNNING" and all(v.get("status") in ("RUNNING", "FINISHED") for v in job.get("vertices", [])):
+            run.seen_running = True
+            if run.requested == "drain":
+                self._drive_drain(run)
+        return RunStatus(EngineState.RUNNING if run.seen_running else EngineState.STARTING)
+
+    def cancel(self, handle: Handle) -> None:
+        """Cancel the Flink job (once submitted, if the submission is still in flight). Idempotent."""
+        run = self._run(handle)
+        if run.final is None:
+            self._request(run, "cancel")
+            if run.submitted:
+                with contextlib.suppress(NotFound, FailedPrecondition):  # already ended
+                    self._rest.cancel(run.job_id)
+
+    def drain(self, handle: Handle) -> None:
+        """Stop with a drain savepoint: sources stop, open windows fire, the job ends DRAINED."""
+        run = self._run(handle)
+        if run.final is None and run.requested != "cancel":
+            self._request(run, "drain")
+            if run.submitted:
+                self._drive_drain(run)
+
+    def snapshot(self, handle: Handle, target: Path) -> str:
+        """Take a savepoint into ``target`` and wait for it (up to ``savepoint_timeout``); its location."""
+        run = self._submitted(handle)
+        trigger = self._rest.trigger_savepoint(run.job_id, str(target.absolute()))
+        location = self._rest.wait_savepoint(run.job_id, trigger, self._savepoint_timeout)
+        self._note(run, _BASIC, f"Snapshot written to {location}")
+        return location
+
+    def stop_with_savepoint(self, handle: Handle, target: Path) -> str:
+        """Stop the job with a savepoint, no drain (for an update); waits and returns the savepoint's location.
+
+        The run then ends CANCELLED: nothing more is written, and its in-flight state
+        (open windows included) is in the savepoint for the job that replaces it.
+        """
+        run = self._submitted(handle)
+        self._request(run, "stop")
+        try:
+            trigger = self._rest.stop(run.job_id, drain=False, target=str(target.absolute()))
+            location = self._rest.wait_savepoint(run.job_id, trigger, self._savepoint_timeout)
+        except Exception:
+            self._request(run, "")
+            raise
+        self._note(run, _BASIC, f"Stopped with a savepoint at {location}")
+        return location
+
+    def messages(self, handle: Handle, after: int) -> tuple[list[Message], int]:
+        """State changes, exceptions, checkpoints, savepoints and the engine's notes; the cursor counts them."""
+        run = self._run(handle)
+        found = [(f"note:{i}", _message(at * 1000, level, text)) for i, (at, level, text) in enumerate(run.notes)]
+        if run.submitted:
+            with contextlib.suppress(TidegateError):
+                found += self._rest.job_messages(run.job_id)
+        with self._lock:
+            for key, message in sorted(found, key=lambda item: (item[1].time, item[0])):
+                if key not in run.logged:
+                    run.logged.add(key)
+                    run.log.append(message)
+            return run.log[after:], len(run.log)
+
+    def metrics(self, handle: Handle) -> list[MetricValue]:
+        """Records in and out per operator and output watermarks (the last seen, once the job has ended)."""
+        run = self._run(handle)
+        if run.submitted and not (run.final is not None and run.last_metrics):
+            with contextlib.suppress(TidegateError):
+                run.last_metrics = self._rest.job_metrics(run.job_id) or run.last_metrics
+        return list(run.last_metrics)
+
+    def stages(self, handle: Handle) -> list[StageDetails]:
+        """One stage per Flink vertex (a chain of operators); its steps are the operators."""
+        run = self._run(handle)
+        with contextlib.suppress(TidegateError):
+            return self._rest.job_stages(self._rest.job(run.job_id)) if run.submitted else []
+        return []
+
+    def release(self, handle: Handle) -> None:
+        """End a submission still in flight and delete the run's temporary files (savepoints stay)."""
+        run = self._run(handle)
+        if run.process is not None and run.process.poll() is None:
+            stop_group(run.process, 2.0)
+        if run.tmp:
+            shutil.rmtree(run.tmp, ignore_errors=True)
+        self._record_path(run.job_id).unlink(missing_ok=True)
+        with self._lock:
+            self._runs.pop(run.job_id, None)
+
+    # -- submission ----------------------------------------------------------------------------
+
+    def _submit(self, run: _Run, request: LaunchRequest) -> None:
+        try:
+            self.start_cluster()
+            output, code = self._run_cli(run, request)
+            accepted = _JOB_ID_LINE.findall(output)
+            if code != 0 or not accepted:
+                run.submit_error = "Flink did not accept the job: " + root_cause(output) + "\n\n" + output[-20000:]
+            elif accepted != [run.job_id]:
+                run.submit_error = f"Flink ran jobs {accepted}, not the one job {run.job_id} asked for"
+                for job_id in accepted:
+                    with contextlib.suppress(TidegateError):
+                        self._rest.cancel(job_id)
+            else:
+                run.submitted = True
+                self._note(run, _DETAILED, f"Flink accepted job {run.job_id}")
+            self._save(run)
+            if run.submitted and run.requested == "cancel":
+                with contextlib.suppress(NotFound, FailedPrecondition):
+                    self._rest.cancel(run.job_id)
+            elif run.submitted and run.requested == "drain":
+                self._drive_drain(run)
+        except Exception as exc:  # a thread has nobody to raise to: poll reports it
+            run.submit_error = run.submit_error or f"Flink submission failed: {exc}"
+
+    def _run_cli(self, run: _Run, request: LaunchRequest) -> tuple[str, int]:
+        home, tmp = find_flink_home(self.flink_venv), Path(run.tmp)
+        command = [str(home / "bin" / "flink"), "run", "--detached", f"-D$internal.pipeline.job-id={run.job_id}"]
+        command += ["--parallelism", str(max(1, request.num_workers))]
+        if request.restore_from:
+            command += ["--fromSavepoint", request.restore_from]
+            if request.options.get("allowNonRestoredState"):
+                command.append("--allowNonRestoredState")
+        program = Path(request.program).absolute()
+        if program.suffix == ".sql":
+            driver = tmp / "sql_driver.py"
+            driver.write_text(_SQL_DRIVER, encoding="utf-8")
+            command += ["--python", str(driver), str(program), "streaming" if request.streaming else "batch"]
+        else:
+            command += ["--python", str(program), *request.args]
+        env = dict(os.environ, FLINK_CONF_DIR=str(self._client_conf(home)), FLINK_LOG_DIR=str(tmp / "log"))
+        env.pop("PYTHONPATH", None)
+        env.pop("VIRTUAL_ENV", None)
+        env["PATH"] = f"{self.flink_venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        with open(tmp / "submit.log", "wb") as log:
+            run.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=program.parent,
+                start_new_session=True,  # its own group: stop_group ends the CLI and its Python client alike
+            )
+            try:
+                code = run.process.wait(self._submit_timeout)
+            except subprocess.TimeoutExpired:
+                stop_group(run.process, 2.0)
+                raise Unavailable(f"the flink CLI did not submit within {self._submit_timeout:.0f} s") from None
+        return (tmp / "submit.log").read_text(encoding="utf-8", errors="replace"), code
+
+    def _client_conf(self, home: Path) -> Path:
+        """The CLI's configuration folder: the local cluster's, or one pointing at ``rest_url``."""
+        if self._cluster is not None:
+            return self._cluster.conf_dir
+        url, conf_dir = httpx.URL(self.rest_url), self.state_dir / "flink-client"
+        settings = {
+            "rest.address": url.host,
+            "rest.port": str(url.port or (443 if url.scheme == "https" else 80)),
+            "execution.target": "remote",
+            "python.client.executable": str(flink_python(self.flink_venv)),
+            **self._flink_conf,
+        }
+        with self._cluster_lock:
+            write_config(conf_dir, settings, home)
+        return conf_dir
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _failure(self, job_id: str) -> str:
+        with contextlib.suppress(TidegateError):
+            entries = self._rest.get(f"/jobs/{job_id}/exceptions").get("exceptionHistory", {}).get("entries", [])
+            if entries:
+                traces = [entries[0], *entries[0].get("concurrentExceptions", [])]
+                full = "\n".join(str(entry.get("stacktrace", "")) for entry in traces)
+                return root_cause(full) + "\n\n" + full[:30000]
+        return f"Flink job {job_id} failed (Flink kept no exception)"
+
+    def _finish(self, run: _Run, status: RunStatus) -> RunStatus:
+        run.final = status
+        return status
+
+    def _drive_drain(self, run: _Run) -> None:
+        """Trigger the drain, and again while Flink refuses it (e.g. before all tasks run)."""
+        if run.trigger is not None:
+            trigger_id, at = run.trigger
+            try:
+                status, location, failure = self._rest.savepoint_status(run.job_id, trigger_id)
+            except TidegateError:
+                status, location, failure = "COMPLETED", "", "the drain request failed"
+            if status != "COMPLETED" or location or time.monotonic() - at < _DRAIN_RETRY_SECONDS:
+                return
+            self._note(run, MessageImportance.JOB_MESSAGE_WARNING, f"Drain not taken, retrying: {failure[:500]}")
+        trigger_id = ""  # a failed request is retried like a refused drain
+        with contextlib.suppress(TidegateError):
+            trigger_id = self._rest.stop(run.job_id, drain=True, target=f"{self._savepoint_dir}/{run.job_id}")
+        run.trigger = (trigger_id, time.monotonic())
+
+    def _request(self, run: _Run, what: str) -> None:
+        run.requested = what
+        self._save(run)
+
+    def _note(self, run: _Run, importance: MessageImportance, text: str) -> None:
+        run.notes.append((time.time(), importance, text))
+
+    def _submitted(self, handle: Handle) -> _Run:
+        run = self._run(handle)
+        if not run.submitted or run.final is not None:
+            raise FailedPrecondition(f"Flink job {run.job_id} is not running")
+        return run
+
+    def _record_path(self, job_id: str) -> Path:
+        return self.state_dir / "flink-runs" / f"{job_id}.json"
+
+    def _save(self, run: _Run) -> None:
+        path = self._record_path(run.job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({name: getattr(run, name) for name in _PERSISTED}), encoding="utf-8")
+
+    def _run(self, handle: Handle) -> _Run:
+        if handle.engine != self.name or not re.fullmatch(r"[0-9a-f]{32}", handle.ref):
+            raise NotFound(f"not a Flink run: {handle}")
+        with self._lock:
+            if handle.ref not in self._runs:
+                self._runs[handle.ref] = _load(self._record_path(handle.ref), handle.ref)
+            return self._runs[handle.ref]
+
+
+def _load(path: Path, job_id: str) -> _Run:
+    """A run this engine did not launch: from its record, or one that Flink alone knows."""
+    try:
+        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return _Run(job_id=job_id, submitted=True)
+    run = _Run(job_id=job_id, **{name: record[name] for name in _PERSISTED if name in record})
+    if not run.submitted and not run.submit_error:
+        run.submit_error = "the engine that submitted this job stopped before Flink accepted it"
+    return run
+
+
+def _message(ms: float, importance: MessageImportance, text: str) -> Message:
+    return Message(time=datetime.fromtimestamp(ms / 1000, tz=UTC), importance=importance, text=text)

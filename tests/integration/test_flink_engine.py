@@ -1,0 +1,296 @@
+"""The Flink engine end to end, on a real local Flink cluster started once for the module.
+
+Needs Java and the Flink environment (``scripts/setup-flink``, which the fixture runs).
+Without Java the tests skip, except in CI (``CI`` set), where they fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus
+from tidegate.engines.flink import FlinkEngine
+from tidegate.model import MessageImportance
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+JOBS = Path(__file__).resolve().parent / "flink_jobs"
+WINDOW_MS = 2000
+ENDED = {EngineState.SUCCEEDED, EngineState.FAILED, EngineState.CANCELLED, EngineState.DRAINED}
+
+
+def _flink_venv() -> Path:
+    if shutil.which("java") is None:
+        if os.environ.get("CI"):
+            pytest.fail(
+                "Java is missing: CI must run the Flink tests (install a JRE 11+, e.g. openjdk-17-jre-headless)"
+            )
+        pytest.skip("Java is not installed: the Flink engine tests need a JRE 11+ (e.g. openjdk-17-jre-headless)")
+    setup = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "setup-flink")], capture_output=True, text=True, timeout=1200, check=False
+    )
+    if setup.returncode != 0:
+        pytest.fail(f"scripts/setup-flink failed:\n{setup.stderr[-4000:]}")
+    return Path(setup.stdout.strip().splitlines()[-1])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkEngine]:
+    """One engine and its local cluster for the whole module (starting one takes ~15 s and ~1.5 GB)."""
+    engine = FlinkEngine(
+        state_dir=tmp_path_factory.mktemp("flink-state"),
+        flink_venv=_flink_venv(),
+        rest_port=_free_port(),
+        rpc_port=_free_port(),
+        task_slots=4,
+        # One restart, so that a failing job ends FAILED quickly.
+        flink_conf={"restart-strategy.fixed-delay.attempts": "1", "restart-strategy.fixed-delay.delay": "1 s"},
+    )
+    started = time.monotonic()
+    try:
+        engine.start_cluster()
+        print(f"\nlocal Flink cluster ready in {time.monotonic() - started:.1f} s")
+        yield engine
+    finally:
+        engine.close()
+
+
+def _launch(
+    engine: FlinkEngine, tmp_path: Path, program: str, *args: str, restore_from: str = "", streaming: bool = True
+) -> Handle:
+    workdir = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
+    request = LaunchRequest(
+        job_id="job",
+        job_name="job",
+        streaming=streaming,
+        workdir=workdir,
+        program=str(JOBS / program),
+        args=args,
+        restore_from=restore_from,
+    )
+    started = time.monotonic()
+    handle = engine.launch(request)
+    assert time.monotonic() - started < 2, "launch must not wait for the submission"
+    return handle
+
+
+def _wait(engine: FlinkEngine, handle: Handle, wanted: set[EngineState], timeout: float) -> tuple[RunStatus, float]:
+    started = time.monotonic()
+    status = engine.poll(handle)
+    while status.state not in wanted:
+        assert status.state not in ENDED, f"run ended {status.state}, wanted {wanted}: {status.error[:3000]}"
+        assert time.monotonic() - started < timeout, f"still {status.state} after {timeout} s, wanted {wanted}"
+        time.sleep(0.3)
+        status = engine.poll(handle)
+    return status, time.monotonic() - started
+
+
+def _windows(out: Path) -> list[tuple[int, int, int, int, str]]:
+    """The ``key,window_end,count,total,version`` lines written so far."""
+    path = out / "windows.txt"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        key, end, count, total, version = line.split(",")
+        rows.append((int(key), int(end), int(count), int(total), version))
+    return rows
+
+
+def _seen(out: Path) -> list[int]:
+    path = out / "seen.txt"
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def _wait_windows(out: Path, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(_windows(out)) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} window results after {timeout} s"
+        time.sleep(0.3)
+
+
+def _start_counting(engine: FlinkEngine, tmp_path: Path, out: Path, *args: str, restore_from: str = "") -> Handle:
+    handle = _launch(engine, tmp_path, "windowed_counts.py", "--out", str(out), *args, restore_from=restore_from)
+    _, took = _wait(engine, handle, {EngineState.RUNNING}, timeout=120)
+    print(f"submit -> RUNNING in {took:.1f} s")
+    return handle
+
+
+def _check_totals(rows: list[tuple[int, int, int, int, str]]) -> None:
+    """Per key, windows follow each other and each running total adds the window's count."""
+    for key in {row[0] for row in rows}:
+        mine = [row for row in rows if row[0] == key]
+        for before, after in itertools.pairwise(mine):
+            assert after[1] == before[1] + WINDOW_MS, mine
+            assert after[3] == before[3] + after[2], mine
+
+
+def test_drain_fires_the_open_window_and_ends_drained(engine: FlinkEngine, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    handle = _start_counting(engine, tmp_path, out)
+    _wait_windows(out, 6)
+    metrics = engine.metrics(handle)
+    stages = engine.stages(handle)
+
+    engine.drain(handle)
+    _, took = _wait(engine, handle, {EngineState.DRAINED}, timeout=60)
+    print(f"drain -> DRAINED in {took:.1f} s")
+
+    seen, rows = _seen(out), _windows(out)
+    # Every element that entered was counted in a fired window: the open one fired too.
+    assert sum(row[2] for row in rows) == len(seen) == len(set(seen))
+    assert sorted(seen) == list(range(len(seen)))
+    last_window_end = (max(seen) * 100 // WINDOW_MS + 1) * WINDOW_MS
+    assert max(row[1] for row in rows) == last_window_end
+    _check_totals(rows)
+
+    assert any(m.name == "numRecordsOut" and m.value > 0 for m in metrics), metrics
+    assert any(m.name == "currentOutputWatermark" for m in metrics), metrics
+    assert len(stages) >= 2 and all(stage.steps for stage in stages), stages
+    messages, cursor = engine.messages(handle, 0)
+    texts = [m.text for m in messages]
+    assert any("is RUNNING" in text for text in texts), texts
+    assert any(text.startswith("Savepoint") and "completed" in text for text in texts), texts
+    assert engine.messages(handle, cursor) == ([], cursor)
+    engine.release(handle)
+
+
+def test_cancel_ends_cancelled_and_writes_nothing_after(engine: FlinkEngine, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    handle = _start_counting(engine, tmp_path, out)
+    _wait_windows(out, 3)
+
+    engine.cancel(handle)
+    _, took = _wait(engine, handle, {EngineState.CANCELLED}, timeout=60)
+    print(f"cancel -> CANCELLED in {took:.1f} s")
+    engine.cancel(handle)  # idempotent
+
+    sizes = [(out / name).stat().st_size for name in ("seen.txt", "windows.txt")]
+    time.sleep(3)
+    assert [(out / name).stat().st_size for name in ("seen.txt", "windows.txt")] == sizes
+    engine.release(handle)
+
+
+def test_update_stops_with_a_savepoint_and_the_new_run_continues_the_totals(
+    engine: FlinkEngine, tmp_path: Path
+) -> None:
+    first_out, second_out = tmp_path / "first", tmp_path / "second"
+    first = _start_counting(engine, tmp_path, first_out, "--version", "v1")
+    _wait_windows(first_out, 6)
+
+    savepoint = engine.stop_with_savepoint(first, tmp_path / "savepoints")
+    assert savepoint
+    _wait(engine, first, {EngineState.CANCELLED}, timeout=30)
+    before, seen_before = _windows(first_out), _seen(first_out)
+
+    second = _start_counting(engine, tmp_path, second_out, "--version", "v2", restore_from=savepoint)
+    _wait_windows(second_out, 6)
+    engine.cancel(second)
+    _wait(engine, second, {EngineState.CANCELLED}, timeout=60)
+
+    after = _windows(second_out)
+    assert {row[4] for row in after} == {"v2"}
+    # The source goes on where it stopped; each key's window and total continue where they were.
+    assert min(_seen(second_out)) == max(seen_before) + 1
+    _check_totals(before + after)
+    for key in {row[0] for row in before}:
+        assert next(row for row in after if row[0] == key)[3] > [row for row in before if row[0] == key][-1][3]
+    for handle in (first, second):
+        engine.release(handle)
+
+
+def test_a_new_run_from_a_snapshot_resumes_its_state(engine: FlinkEngine, tmp_path: Path) -> None:
+    first_out, second_out = tmp_path / "first", tmp_path / "second"
+    first = _start_counting(engine, tmp_path, first_out)
+    _wait_windows(first_out, 6)
+
+    started = time.monotonic()
+    snapshot = engine.snapshot(first, tmp_path / "snapshots")
+    print(f"snapshot in {time.monotonic() - started:.1f} s: {snapshot}")
+    assert engine.poll(first).state is EngineState.RUNNING
+    engine.cancel(first)
+    _wait(engine, first, {EngineState.CANCELLED}, timeout=60)
+
+    second = _start_counting(engine, tmp_path, second_out, restore_from=snapshot)
+    _wait_windows(second_out, 3)
+    engine.cancel(second)
+    _wait(engine, second, {EngineState.CANCELLED}, timeout=60)
+
+    before, after = _windows(first_out), _windows(second_out)
+    _check_totals(after)
+    for key in {row[0] for row in after}:
+        _, end, count, total, _ = next(row for row in after if row[0] == key)
+        # The first run had written the window just before, with the total the second run went on from.
+        assert next(row for row in before if row[0] == key and row[1] == end - WINDOW_MS)[3] == total - count
+    for handle in (first, second):
+        engine.release(handle)
+
+
+def test_a_failing_job_ends_failed_with_the_root_exception(engine: FlinkEngine, tmp_path: Path) -> None:
+    handle = _launch(engine, tmp_path, "fails.py")
+    status, _ = _wait(engine, handle, {EngineState.FAILED}, timeout=120)
+    assert status.error.splitlines()[0] == "ValueError: tidegate test failure at element 3", status.error[:2000]
+    messages, _ = engine.messages(handle, 0)
+    assert any(m.importance is MessageImportance.JOB_MESSAGE_ERROR for m in messages)
+    engine.release(handle)
+
+
+def test_a_bounded_job_on_a_cluster_given_by_its_rest_address_succeeds(engine: FlinkEngine, tmp_path: Path) -> None:
+    remote = FlinkEngine(state_dir=tmp_path / "remote-state", rest_url=engine.rest_url, flink_venv=engine.flink_venv)
+    try:
+        out = tmp_path / "sums.txt"
+        handle = _launch(remote, tmp_path, "bounded_sum.py", str(out), streaming=False)
+        _wait(remote, handle, {EngineState.SUCCEEDED}, timeout=120)
+        assert sorted(out.read_text().split()) == ["a,4", "b,6", "c,5"]
+        # An engine that did not launch the run still sees it (after a restart, or from another node).
+        assert engine.poll(handle).state is EngineState.SUCCEEDED
+        assert engine.stages(handle)
+        remote.release(handle)
+    finally:
+        remote.close()
+
+
+def test_a_program_that_does_not_submit_fails_with_its_error(engine: FlinkEngine, tmp_path: Path) -> None:
+    program = tmp_path / "broken.py"
+    program.write_text("raise RuntimeError('this program is broken on purpose')\n")
+    handle = engine.launch(
+        LaunchRequest(job_id="j", job_name="j", streaming=True, workdir=tmp_path, program=str(program))
+    )
+    status, _ = _wait(engine, handle, {EngineState.FAILED}, timeout=120)
+    assert "RuntimeError: this program is broken on purpose" in status.error.splitlines()[0], status.error[:2000]
+    engine.release(handle)
+    assert not (tmp_path / "flink").exists()
+
+
+def test_a_flink_sql_script_runs_as_one_job(engine: FlinkEngine, tmp_path: Path) -> None:
+    out = tmp_path / "counts"
+    script = tmp_path / "count.sql"
+    script.write_text(f"""
+        -- a comment; with a semicolon
+        SET 'parallelism.default' = '1';
+        CREATE TABLE counts (word STRING, n BIGINT)
+            WITH ('connector' = 'filesystem', 'path' = '{out.as_uri()}', 'format' = 'csv');
+        INSERT INTO counts
+            SELECT word, COUNT(*) FROM (VALUES ('a;b'), ('c'), ('a;b')) AS t(word) GROUP BY word;
+    """)
+    handle = _launch(engine, tmp_path, str(script), streaming=False)
+    _wait(engine, handle, {EngineState.SUCCEEDED}, timeout=120)
+    lines = [line for part in out.rglob("*") if part.is_file() for line in part.read_text().split()]
+    assert sorted(line.replace('"', "") for line in lines) == ["a;b,2", "c,1"]
+    engine.release(handle)
