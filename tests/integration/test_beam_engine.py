@@ -252,7 +252,7 @@ def test_metrics_count_elements_and_user_counters(word_count_run: WordCountRun) 
     assert counts[("Split", "Split.None")] == WORDS
     assert all(m.origin == "dataflow/v1b3" for m in word_count_run.metrics if m.name == "ElementCount")
     user = [m for m in word_count_run.metrics if m.origin == "user"]
-    assert MetricValue(name="words", step="Split", value=WORDS, origin="user") in user
+    assert MetricValue(name="words", step="Split", value=WORDS, origin="user", namespace="wordcount") in user
 
 
 def test_messages_carry_the_pipelines_log_lines(word_count_run: WordCountRun) -> None:
