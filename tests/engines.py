@@ -40,12 +40,15 @@ class ScriptedEngine:
 
     def __init__(self) -> None:
         self.runs: dict[str, ScriptedRun] = {}
+        self.launched: list[LaunchRequest] = []
+        self.savepoints_fail = False
 
     def run_of(self, job_id: str) -> ScriptedRun:
         return self.runs[job_id]
 
     def launch(self, request: LaunchRequest) -> Handle:
         self.runs[request.job_id] = ScriptedRun(request)
+        self.launched.append(request)
         return Handle(self.name, request.job_id)
 
     def poll(self, handle: Handle) -> RunStatus:
@@ -66,7 +69,22 @@ class ScriptedEngine:
         run.state = run.drain_to
 
     def snapshot(self, handle: Handle, target: Path) -> str:
-        raise NotImplementedError
+        run = self.runs[handle.ref]
+        run.calls.append("snapshot")
+        if run.state is not EngineState.RUNNING:
+            raise FailedPrecondition("the run is not running")
+        if self.savepoints_fail:
+            raise RuntimeError("the savepoint could not be written")
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "_metadata").write_bytes(b"state of " + handle.ref.encode())
+        return str(target / "_metadata")
+
+    def stop_with_savepoint(self, handle: Handle, target: Path) -> str:
+        location = self.snapshot(handle, target)
+        run = self.runs[handle.ref]
+        run.calls[-1] = "stop_with_savepoint"
+        run.state = EngineState.CANCELLED
+        return location
 
     def messages(self, handle: Handle, after: int) -> tuple[list[WorkerMessage], int]:
         run = self.runs[handle.ref]

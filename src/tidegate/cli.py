@@ -193,6 +193,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         grpc_port=args.grpc_port,
+        job_port=args.job_port,
         data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
         database_url=args.database_url or "",
         default_location=args.location,
@@ -201,9 +202,50 @@ def cmd_server(args: argparse.Namespace) -> None:
         max_jobs_per_project=args.max_jobs_per_project,
         flex_window_s=args.flex_window,
         resource_cleanup=args.resource_cleanup,
+        flink_rest_url=args.flink_rest_url or "",
+        gcs_emulator_port=args.gcs_emulator or 0,
+        gcs_buckets=tuple(args.gcs_bucket),
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
+
+
+def cmd_gcs_emulator(args: argparse.Namespace) -> None:
+    """Serve a GCS emulator until interrupted (SIGINT or SIGTERM)."""
+    import signal
+    import threading
+
+    from tidegate.gcs_emulator import EMULATOR_ENV, GcsEmulator
+
+    emulator = GcsEmulator(args.host, args.port, Path(args.data_dir) if args.data_dir else None, args.bucket)
+    try:
+        emulator.start()
+    except OSError as exc:
+        _fail(f"cannot serve the GCS emulator on {args.host}:{args.port}: {exc}", EXIT_ERROR)
+    except RuntimeError as exc:
+        _fail(str(exc), EXIT_ERROR)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
+    where = f"data in {args.data_dir}" if args.data_dir else "data in memory"
+    buckets = f"; buckets: {', '.join(args.bucket)}" if args.bucket else ""
+    print(f"tidegate: GCS emulator on {emulator.url} ({where}{buckets})", flush=True)
+    print(f"tidegate: clients use it with {EMULATOR_ENV}={emulator.url}", flush=True)
+    try:
+        while not stopped.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """``tidegate run``: submit a pipeline script and follow its job (see ``tidegate.run``)."""
+    from tidegate.run import run_pipeline
+
+    code = run_pipeline(args, Client(args.server))
+    if code:
+        raise SystemExit(code)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -220,6 +262,12 @@ def _parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("TIDEGATE_GRPC_PORT", "8093")),
         help="the gRPC API's port (0: no gRPC API)",
     )
+    server.add_argument(
+        "--job-port",
+        type=int,
+        default=int(os.environ.get("TIDEGATE_JOB_PORT", "8099")),
+        help="Beam's Job API port, for PortableRunner's --job_endpoint (0: no Job API)",
+    )
     server.add_argument("--data-dir", default=None, help="where the SQLite database and job files live")
     server.add_argument(
         "--database-url",
@@ -234,12 +282,33 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--engines",
         default=os.environ.get("TIDEGATE_ENGINES", "beam"),
-        help="comma-separated engines to run jobs on (beam); 'none' for an API-only server",
+        help="comma-separated engines to run jobs on (beam, flink); 'none' for an API-only server",
     )
     server.add_argument("--max-jobs", type=int, default=4, help="jobs running at once (0: no limit)")
     server.add_argument("--max-jobs-per-project", type=int, default=0, help="jobs running at once per project")
     server.add_argument("--flex-window", type=float, default=6 * 3600, help="seconds a FlexRS job may wait")
     server.add_argument("--resource-cleanup", action="store_true", help="clean up every batch job's files before DONE")
+    server.add_argument(
+        "--flink-rest-url",
+        default=os.environ.get("TIDEGATE_FLINK_REST_URL"),
+        help="an existing Flink cluster's REST address for the flink engine (default: a local cluster)",
+    )
+    server.add_argument(
+        "--gcs-emulator",
+        type=int,
+        metavar="PORT",
+        default=int(os.environ.get("TIDEGATE_GCS_EMULATOR_PORT", "0")),
+        help="start a GCS emulator on PORT for gs:// staging (the server and its jobs use it; 0: none)",
+    )
+    server.add_argument(
+        "--gcs-bucket", action="append", default=[], metavar="NAME", help="a bucket the GCS emulator creates"
+    )
+
+    emulator = commands.add_parser("gcs-emulator", help="run a GCS emulator for gs:// paths (STORAGE_EMULATOR_HOST)")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=9023)
+    emulator.add_argument("--data-dir", default=None, help="where objects are kept (default: in memory)")
+    emulator.add_argument("--bucket", action="append", default=[], metavar="NAME", help="a bucket to create at start")
 
     jobs = commands.add_parser("jobs", help="list, describe, cancel and drain jobs")
     common = _Parser(add_help=False)
@@ -271,6 +340,31 @@ def _parser() -> argparse.ArgumentParser:
     history = actions.add_parser("history", parents=[common], help="show a job's state changes")
     history.add_argument("job_id")
     history.set_defaults(run=cmd_history)
+
+    run_parser = commands.add_parser(
+        "run",
+        parents=[common],
+        help="submit a Beam pipeline script to the server and follow its job",
+        description="Run PIPELINE with Beam's DataflowRunner pointed at the server, then follow the job: state"
+        " changes and messages as they happen. Exits 0 when the job is done, 1 when it fails or is cancelled"
+        " (Ctrl-C cancels it).",
+    )
+    run_parser.add_argument(
+        "--python", default=sys.executable, help="the Python with apache-beam[gcp] that runs PIPELINE"
+    )
+    run_parser.add_argument("--engine", choices=["beam", "flink"], default="beam", help="the engine to run the job on")
+    run_parser.add_argument("--batch", action="store_true", help="--engine flink: a batch job (default: streaming)")
+    run_parser.add_argument(
+        "--importance",
+        choices=["debug", "detailed", "basic", "warning", "error"],
+        default="basic",
+        help="the least important job messages to show",
+    )
+    run_parser.add_argument(
+        "--verbose", action="store_true", help="show the script's own log (standard error) and whole tracebacks"
+    )
+    run_parser.add_argument("pipeline", metavar="PIPELINE.py")
+    run_parser.add_argument("pipeline_args", nargs=argparse.REMAINDER, metavar="ARGS", help="the pipeline's arguments")
     return parser
 
 
@@ -284,6 +378,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "server":
         cmd_server(args)
+        return
+    if args.command == "gcs-emulator":
+        cmd_gcs_emulator(args)
+        return
+    if args.command == "run":
+        try:
+            cmd_run(args)
+        except CliError as error:
+            _fail(str(error), error.code)
         return
     if args.action == "list" and args.all_regions:
         args.region = None

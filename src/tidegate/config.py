@@ -25,6 +25,8 @@ class Settings:
     port: int = 8080
     grpc_port: int = 8093
     """The gRPC API's port (8093: clear of Flink's REST 8081 and Beam's job server 8097-8099); 0 for none."""
+    job_port: int = 8099
+    """Beam's Job API port, for PortableRunner's ``--job_endpoint`` (8099, as Beam's own job server); 0 for none."""
     data_dir: Path = Path()
     database_url: str = ""
     """``postgresql://…`` for PostgreSQL; empty means SQLite in ``data_dir``."""
@@ -38,6 +40,12 @@ class Settings:
     """How long a FlexRS job may be held back for a quiet moment."""
     resource_cleanup: bool = False
     """RESOURCE_CLEANING_UP for every batch job (jobs can also ask for it one by one)."""
+    flink_rest_url: str = ""
+    """An existing Flink cluster's REST address; empty: the flink engine starts a local cluster."""
+    gcs_emulator_port: int = 0
+    """Start a GCS emulator on this port beside the server (``STORAGE_EMULATOR_HOST`` for staging and jobs); 0: none."""
+    gcs_buckets: tuple[str, ...] = ()
+    """Buckets the server's GCS emulator creates at start."""
 
     @property
     def store_url(self) -> str:

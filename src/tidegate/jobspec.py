@@ -2,8 +2,10 @@
 
 The spec is the submitted ``google.dataflow.v1beta3.Job`` (as the store keeps it).
 tidegate's own settings ride in the pipeline options under the key ``tidegate``
-(``{"engine": "flink", "program": "job.py", "args": [...]}``), which Dataflow's
-clients carry through unchanged.
+(``{"engine": "flink", "program": "job.py", "args": [...], "uids": [...]}``), which
+Dataflow's clients carry through unchanged. ``program`` is read when the job is created
+and kept with it; ``uids`` names the program's stateful operators (their Flink uids),
+which an update checks (see ``tidegate.service_updates``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tidegate.model import Job
 __all__ = [
     "CLEANUP_OPTION",
     "PIPELINE_ARTIFACT",
+    "PROGRAM_ARTIFACT",
     "JobPb",
     "JobSpec",
     "decode_spec",
@@ -36,6 +39,9 @@ JobPb: Any = dataflow.Job.pb()
 
 PIPELINE_ARTIFACT = "pipeline.pb"
 """The artifact name of a Beam job's runner-API pipeline."""
+
+PROGRAM_ARTIFACT = "program"
+"""The artifact name prefix of a Flink job's program (``program.py`` or ``program.sql``)."""
 
 CLEANUP_OPTION = "tidegate_resource_cleanup"
 """The per-job switch for RESOURCE_CLEANING_UP, as a Dataflow service option or an experiment."""
@@ -69,6 +75,17 @@ class JobSpec:
     def pipeline_url(self) -> str:
         """Where Beam's DataflowRunner staged the pipeline (``pipelineUrl``), if it did."""
         return str(self.options.get("pipelineUrl") or self.options.get("pipeline_url") or "")
+
+    @property
+    def program(self) -> str:
+        """The program the job runs (``tidegate.program``: a PyFlink program or Flink SQL script), if any."""
+        return str(self.tidegate.get("program") or "")
+
+    @property
+    def program_artifact(self) -> str:
+        """The artifact name the program is kept under: ``program`` with the program's suffix."""
+        suffix = self.program.rsplit(".", 1)[-1] if "." in self.program.rsplit("/", 1)[-1] else ""
+        return f"{PROGRAM_ARTIFACT}.{suffix}" if suffix else PROGRAM_ARTIFACT
 
 
 def decode_spec(spec: bytes) -> Any:

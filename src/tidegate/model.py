@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
@@ -23,6 +23,8 @@ __all__ = [
     "MessageImportance",
     "NewJob",
     "Page",
+    "Snapshot",
+    "SnapshotState",
     "StateChange",
 ]
 
@@ -164,3 +166,32 @@ class EngineRun:
     message_cursor: int
     actions: frozenset[str]
     """Requests already sent to the engine ("cancel", "drain"), so each is sent once."""
+
+
+class SnapshotState(enum.IntEnum):
+    """``google.dataflow.v1beta3.SnapshotState``."""
+
+    UNKNOWN_SNAPSHOT_STATE = 0
+    PENDING = 1
+    RUNNING = 2
+    READY = 3
+    FAILED = 4
+    DELETED = 5
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot of a streaming job's state (a Flink savepoint) and where it lies."""
+
+    id: str
+    project_id: str
+    location: str
+    source_job_id: str
+    creation_time: datetime
+    ttl: timedelta | None
+    """How long it is kept (None: until it is deleted)."""
+    state: SnapshotState
+    description: str = ""
+    disk_size_bytes: int = 0
+    path: str = ""
+    """The savepoint's location, as the engine gives it to a restore."""

@@ -32,10 +32,11 @@ from typing import Any
 
 from tidegate.admission import Capacity, Waiting, admit
 from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, MetricValue, StageDetails
-from tidegate.errors import TidegateError
+from tidegate.errors import FailedPrecondition, TidegateError
 from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec
 from tidegate.lifecycle import Actor, JobState
-from tidegate.model import EngineRun, Job, MessageImportance
+from tidegate.model import EngineRun, Job, MessageImportance, Snapshot
+from tidegate.scheduler_updates import UPDATE_ACTION, Updates
 from tidegate.service import JobService
 
 __all__ = ["Prepare", "Scheduler", "SchedulerSettings", "default_prepare"]
@@ -102,6 +103,12 @@ class SchedulerSettings:
     lease: timedelta = timedelta(seconds=30)
     tick: float = 0.25
     worker_id: str = ""
+    snapshot_dir: Path | None = None
+    """Snapshots get a folder each under it (default: ``snapshots`` beside ``work_dir``)."""
+
+    @property
+    def snapshots(self) -> Path:
+        return self.snapshot_dir or self.work_dir.parent / "snapshots"
 
 
 class Scheduler:
@@ -126,6 +133,7 @@ class Scheduler:
         self._last_renewal: datetime | None = None
         service.subscribe(lambda job: self._wake.set())
         service.observer = self
+        self._updates = Updates(self)
 
     # -- what the service asks -------------------------------------------------------------
 
@@ -144,6 +152,21 @@ class Scheduler:
             return [_stage_from_json(s) for s in json.loads(final)["stages"]]
         found = self._handle(job)
         return found[0].stages(found[1]) if found else []
+
+    def snapshot(self, job: Job, snapshot_id: str) -> tuple[str, int]:
+        """Take a savepoint of the job's run into the snapshot folder; its location and size."""
+        found = self._handle(job)
+        if found is None:
+            raise FailedPrecondition(f"Job {job.id} has no run on this server's engines", reason="SNAPSHOT_NO_RUN")
+        engine, handle = found
+        target = self.settings.snapshots / snapshot_id
+        target.mkdir(parents=True, exist_ok=True)
+        location = engine.snapshot(handle, target)
+        size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+        return location, size
+
+    def drop_snapshot(self, snapshot: Snapshot) -> None:
+        shutil.rmtree(self.settings.snapshots / snapshot.id, ignore_errors=True)
 
     def _handle(self, job: Job) -> tuple[Engine, Handle] | None:
         run = self.store.get_run(job.id)
@@ -203,6 +226,7 @@ class Scheduler:
         if self._last_renewal is None or now - self._last_renewal > self.settings.lease / 3:
             self.store.renew_leases(self.worker, now + self.settings.lease)
             self._last_renewal = now
+            self.service.expire_snapshots()
 
     def _expire(self, now: datetime) -> None:
         for run in self.store.expired_runs(now):
@@ -305,9 +329,13 @@ class Scheduler:
                 self._fail(job, status.error or "the run failed while starting")
             elif status.state is not EngineState.STARTING:
                 self._to(job, S.JOB_STATE_RUNNING, "workers are running")
+                if job.replace_job_id:
+                    self._updates.succeeded(job)
                 if status.state in _ENDED:
                     self._wake.set()
         elif state is S.JOB_STATE_RUNNING:
+            if UPDATE_ACTION in run.actions:
+                return  # stopped for an update under way: its replacement decides what comes next
             if wanted is S.JOB_STATE_DONE:
                 self._once(run, "cancel", lambda: engine.cancel(handle))
                 self._to(job, S.JOB_STATE_DONE, "ended as successful on request; workers stopped", Actor.USER)
@@ -340,22 +368,39 @@ class Scheduler:
             self._to(job, S.JOB_STATE_DONE, "resources cleaned up")
 
     def _launch(self, job: Job, run: EngineRun, engine: Engine) -> None:
-        workdir = self.settings.work_dir / job.id
-        workdir.mkdir(parents=True, exist_ok=True)
-        request = self.prepare(job, read_spec(job), workdir)
-        if not request.pipeline:
-            request = replace(request, pipeline=self.store.get_artifact(job.id, PIPELINE_ARTIFACT) or b"")
+        request = self.launch_request(job)
+        if job.replace_job_id and not request.restore_from:  # an update: the old job's state first
+            request = replace(request, restore_from=self._updates.stop_old(job))
         handle = engine.launch(request)
         self.store.update_run(job.id, self.worker, ref=handle.ref)
         self.service.add_message(
             job.id, MessageImportance.JOB_MESSAGE_DETAILED, f"launched on the {engine.name} engine"
         )
 
+    def launch_request(self, job: Job) -> LaunchRequest:
+        """What the engine needs to run the job: its pipeline or program, where to start from."""
+        workdir = self.settings.work_dir / job.id
+        workdir.mkdir(parents=True, exist_ok=True)
+        spec = read_spec(job)
+        request = self.prepare(job, spec, workdir)
+        if not request.pipeline:
+            request = replace(request, pipeline=self.store.get_artifact(job.id, PIPELINE_ARTIFACT) or b"")
+        if job.created_from_snapshot_id and not request.restore_from:
+            snapshot = self.store.get_snapshot(job.created_from_snapshot_id)  # NotFound: deleted since
+            request = replace(request, restore_from=snapshot.path)
+        program = self.store.get_artifact(job.id, spec.program_artifact) if spec.program else None
+        if program is not None:  # the program as it was at create, whatever became of the file since
+            path = workdir / (Path(spec.program).name or spec.program_artifact)
+            path.write_bytes(program)
+            request = replace(request, program=str(path))
+        return request
+
     def _abort_launch(self, job: Job) -> None:
         """Cancel of a PENDING job: it passes RUNNING → CANCELLING → CANCELLED without reading input."""
         self._to(job, S.JOB_STATE_RUNNING, "launch aborted by a cancel request")
         self._to(job, S.JOB_STATE_CANCELLING, "cancel requested before the job read any input")
         self._to(job, S.JOB_STATE_CANCELLED, "workers stopped")
+        self._updates.failed(job, "it was cancelled before it started")
 
     def _succeed(self, job: Job, engine: Engine, handle: Handle) -> None:
         if self.settings.cleanup or read_spec(job).cleanup:
@@ -398,3 +443,4 @@ class Scheduler:
         if current.current_state in (S.JOB_STATE_STOPPED, S.JOB_STATE_QUEUED):
             self._to(current, S.JOB_STATE_PENDING, "starting workers")
         self._to(current, S.JOB_STATE_FAILED, error.splitlines()[0] if error else "failed")
+        self._updates.failed(current, error)

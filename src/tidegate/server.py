@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import threading
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -23,7 +26,11 @@ from tidegate.scheduler import Scheduler, SchedulerSettings
 from tidegate.service import JobService
 from tidegate.store import Store
 
-__all__ = ["build_engines", "build_scheduler", "build_service", "serve"]
+if TYPE_CHECKING:
+    from tidegate.api.beam_job_api import BeamJobServer
+    from tidegate.gcs_emulator import GcsEmulator
+
+__all__ = ["build_engines", "build_scheduler", "build_service", "close_engines", "flink_venv", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +43,7 @@ def build_service(settings: Settings) -> JobService:
     return JobService(store, default_location=settings.default_location)
 
 
-def build_engines(names: tuple[str, ...]) -> dict[str, Engine]:
+def build_engines(names: tuple[str, ...], settings: Settings | None = None) -> dict[str, Engine]:
     """The engines by name; each engine's libraries load only when it is asked for."""
     engines: dict[str, Engine] = {}
     for name in names:
@@ -44,14 +51,44 @@ def build_engines(names: tuple[str, ...]) -> dict[str, Engine]:
             from tidegate.engines.beam import BeamEngine
 
             engines[name] = BeamEngine()
+        elif name == "flink":
+            from tidegate.engines.flink import FlinkEngine
+
+            data_dir = (settings or Settings()).data_dir
+            venv = flink_venv()
+            if not (venv / "bin" / "python").exists():
+                log.warning("no Flink environment at %s: Flink jobs will fail until scripts/setup-flink runs", venv)
+            engines[name] = FlinkEngine(
+                state_dir=data_dir / "flink",
+                flink_venv=venv,
+                rest_url=(settings.flink_rest_url if settings else "") or None,
+            )
         else:
-            raise SystemExit(f"tidegate: unknown engine {name!r} (known: beam)")
+            raise SystemExit(f"tidegate: unknown engine {name!r} (known: beam, flink)")
     return engines
+
+
+def flink_venv() -> Path:
+    """Flink's own environment: ``$TIDEGATE_FLINK_VENV``, else ``.flink-venv`` at the project root."""
+    if env := os.environ.get("TIDEGATE_FLINK_VENV"):
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / ".flink-venv"
+
+
+def close_engines(engines: Mapping[str, Engine]) -> None:
+    """Close the engines that hold resources (the Flink engine stops the local cluster it started)."""
+    for name, engine in engines.items():
+        close = getattr(engine, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # one engine's trouble must not keep the others open
+                log.exception("could not close the %s engine", name)
 
 
 def build_scheduler(settings: Settings, service: JobService) -> Scheduler | None:
     """The scheduler over the configured engines, or None for an API-only server."""
-    engines = build_engines(settings.engines)
+    engines = build_engines(settings.engines, settings)
     if not engines:
         return None
     capacity = Capacity(
@@ -97,6 +134,37 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _start_job_api(settings: Settings, service: JobService) -> BeamJobServer | None:
+    """Beam's Job API (PortableRunner's ``--job_endpoint``), started; None when ``job_port`` is 0."""
+    if not settings.job_port:
+        return None
+    from tidegate.api.beam_job_api import BeamJobServer  # imports Beam: only when it is asked for
+
+    server = BeamJobServer(service, settings.host, settings.job_port, settings.data_dir / "beam-artifacts")
+    server.start()
+    return server
+
+
+def _start_gcs_emulator(settings: Settings) -> GcsEmulator | None:
+    """The GCS emulator beside the server (``--gcs-emulator PORT``), started; None when not asked for.
+
+    Its address goes into this process's ``STORAGE_EMULATOR_HOST``: the server reads staged
+    ``gs://`` files from it, and the jobs' processes inherit it.
+    """
+    if not settings.gcs_emulator_port:
+        return None
+    from tidegate.gcs_emulator import EMULATOR_ENV, GcsEmulator
+
+    emulator = GcsEmulator(settings.host, settings.gcs_emulator_port, settings.data_dir / "gcs", settings.gcs_buckets)
+    emulator.start()
+    if os.environ.get(EMULATOR_ENV, emulator.url) != emulator.url:
+        log.warning(
+            "%s was %s; the server uses its own emulator at %s", EMULATOR_ENV, os.environ[EMULATOR_ENV], emulator.url
+        )
+    os.environ[EMULATOR_ENV] = emulator.url
+    return emulator
+
+
 def serve(settings: Settings) -> None:
     """Run until interrupted (SIGINT or SIGTERM); then stop every API server and close the store."""
     if threading.current_thread() is threading.main_thread():
@@ -113,10 +181,31 @@ def serve(settings: Settings) -> None:
             service.store.close()
             raise SystemExit(f"tidegate: {exc} (choose another --grpc-port, or 0 for no gRPC)") from exc
         grpc_server.start()
+    try:
+        job_server = _start_job_api(settings, service)
+    except OSError as exc:
+        if grpc_server is not None:
+            grpc_server.stop(grace=0)
+        service.store.close()
+        raise SystemExit(f"tidegate: {exc} (choose another --job-port, or 0 for no Beam Job API)") from exc
+    try:
+        gcs_emulator = _start_gcs_emulator(settings)
+    except (OSError, RuntimeError) as exc:
+        if grpc_server is not None:
+            grpc_server.stop(grace=0)
+        if job_server is not None:
+            job_server.stop(grace=0)
+        service.store.close()
+        hint = " (choose another --gcs-emulator port)" if isinstance(exc, OSError) else ""
+        raise SystemExit(f"tidegate: GCS emulator: {exc}{hint}") from exc
     scheduler = build_scheduler(settings, service)
     print(f"tidegate: REST API on http://{settings.host}:{settings.port} (store: {where})", flush=True)
     if grpc_server is not None:
         print(f"tidegate: gRPC API on {settings.host}:{grpc_port}", flush=True)
+    if job_server is not None:
+        print(f"tidegate: Beam Job API on {settings.host}:{job_server.port}", flush=True)
+    if gcs_emulator is not None:
+        print(f"tidegate: GCS emulator on {gcs_emulator.url} (STORAGE_EMULATOR_HOST for clients)", flush=True)
     if scheduler is None:
         print("tidegate: no engines: API only, jobs wait in JOB_STATE_STOPPED", flush=True)
     else:
@@ -128,6 +217,11 @@ def serve(settings: Settings) -> None:
         # Running jobs go on; a restarted server (same data directory) takes them back.
         if scheduler is not None:
             scheduler.stop()
+            close_engines(scheduler.engines)
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()
+        if job_server is not None:
+            job_server.stop(grace=5)
+        if gcs_emulator is not None:
+            gcs_emulator.stop()
         service.store.close()

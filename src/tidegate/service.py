@@ -11,13 +11,16 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 from tidegate.engines.base import MetricValue, StageDetails
-from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
-from tidegate.jobspec import PIPELINE_ARTIFACT, parse_spec
-from tidegate.lifecycle import Actor, JobState, JobType, PlanKind, plan_request
+from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound
+from tidegate.jobspec import PIPELINE_ARTIFACT, decode_spec, parse_spec
+from tidegate.lifecycle import ACTIVE_STATES, Actor, JobState, JobType, PlanKind, plan_request
 from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJob, Page, StateChange
+from tidegate.service_snapshots import SnapshotCases
+from tidegate.service_updates import check_update
 from tidegate.staging import read_staged
 from tidegate.store import Change, Store
 
@@ -74,7 +77,7 @@ class RunObserver(Protocol):
     def stages(self, job: Job) -> list[StageDetails]: ...
 
 
-class JobService:
+class JobService(SnapshotCases):
     """Create, read, list and update jobs; take service-side edges for the scheduler."""
 
     def __init__(
@@ -121,16 +124,14 @@ class JobService:
         if new.type is JobType.JOB_TYPE_UNKNOWN:
             new = replace(new, type=JobType.JOB_TYPE_BATCH)
         if new.replace_job_id:
-            raise Unimplemented(
-                "updating a job (replaceJobId) needs a streaming engine; this server has none yet",
-                reason="UPDATE_UNSUPPORTED",
-            )
+            old = self.get_job(new.project_id, new.location, new.replace_job_id)
+            spec = parse_spec(new.spec, new.type)
+            mapping = dict(decode_spec(new.spec).transform_name_mapping)
+            check_update(self.store, old, spec, new.type, mapping)
         if new.created_from_snapshot_id:
-            raise Unimplemented(
-                "creating a job from a snapshot needs a streaming engine; this server has none yet",
-                reason="SNAPSHOT_UNSUPPORTED",
-            )
+            self.snapshot_to_restore(new.project_id, new.created_from_snapshot_id)
         new = self._with_staged_pipeline(new)
+        new = self._with_program(new)
         now = self.clock()
         held = new.requested_state is JobState.JOB_STATE_STOPPED
         hint = "held in JOB_STATE_STOPPED until it is started (requestedState JOB_STATE_RUNNING)" if held else ""
@@ -152,6 +153,26 @@ class JobService:
             )
         return replace(new, artifacts={**new.artifacts, PIPELINE_ARTIFACT: read_staged(spec.pipeline_url)})
 
+    @staticmethod
+    def _with_program(new: NewJob) -> NewJob:
+        """Read a Flink job's program now and keep it with the job (any worker can then run it)."""
+        spec = parse_spec(new.spec, new.type)
+        if not spec.program or spec.program_artifact in new.artifacts:
+            return new
+        path = Path(spec.program)
+        if path.suffix not in (".py", ".sql"):
+            raise InvalidArgument(
+                f"tidegate.program must be a PyFlink program (.py) or a Flink SQL script (.sql), not {path.name!r}",
+                reason="INVALID_PROGRAM",
+            )
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise InvalidArgument(
+                f"cannot read the program {spec.program!r}: {error.strerror or error}", reason="INVALID_PROGRAM"
+            ) from error
+        return replace(new, artifacts={**new.artifacts, spec.program_artifact: data})
+
     def get_job(self, project_id: str, location: str | None, job_id: str) -> Job:
         """The job, if it lives in this project and location (the default one when None)."""
         check_scope(project_id, location)
@@ -162,6 +183,19 @@ class JobService:
                 f"No job with id {job_id} in project {project_id}, location {wanted}", reason="JOB_NOT_FOUND"
             )
         return job
+
+    def find_job(self, job_id: str) -> Job:
+        """The job with this id, in whatever project and location (Beam's Job API names neither)."""
+        return self.store.get_job(job_id)
+
+    def active_jobs(self, limit: int = MAX_PAGE_SIZE) -> list[Job]:
+        """Jobs not yet in a terminal state, in every project and location, oldest first."""
+        return [self.store.get_job(job_id) for job_id in self.store.job_ids_in_states(tuple(ACTIVE_STATES), limit)]
+
+    def artifact(self, project_id: str, location: str | None, job_id: str, name: str) -> bytes | None:
+        """A file kept with the job (``pipeline.pb``, a program), or None."""
+        job = self.get_job(project_id, location, job_id)
+        return self.store.get_artifact(job.id, name)
 
     def list_jobs(
         self,
@@ -296,13 +330,14 @@ class JobService:
         message: tuple[MessageImportance, str] | None = None,
         expect: frozenset[JobState] | None = None,
         actor: Actor = Actor.SERVICE,
+        replaced_by: str | None = None,
     ) -> Job | None:
         """Take an edge for the scheduler or an engine; ``None`` when the job is no longer in ``expect``."""
 
         def decide(job: Job) -> Change | None:
             if expect is not None and job.current_state not in expect:
                 return None
-            return Change(target=target, actor=actor, reason=reason, message=message)
+            return Change(target=target, actor=actor, reason=reason, message=message, replaced_by_job_id=replaced_by)
 
         job, changed = self.store.change_job(job_id, decide, self.clock())
         return self._notify(job) if changed else None

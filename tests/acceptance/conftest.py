@@ -157,7 +157,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         for attempt in range(3):
             port = free_port()
             log_path = data_dir / f"server-{attempt}.log"
-            command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--engines", engines]
+            command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--job-port", "0"]
+            command += ["--engines", engines]
             command += ["--data-dir", str(data_dir), *flags]
             log = log_path.open("wb")
             proc = subprocess.Popen(

@@ -56,6 +56,8 @@ def _start(data_dir: Path, *options: str) -> tuple[subprocess.Popen[bytes], Path
         "server",
         "--engines",
         "none",
+        "--job-port",
+        "0",
         "--data-dir",
         str(data_dir),
         *options,
@@ -301,11 +303,11 @@ def test_duplicate_active_name_already_exists(server: Server, project: str) -> N
         create(server, project, "unique")
 
 
-def test_snapshot_is_unimplemented(server: Server, project: str) -> None:
+def test_snapshot_of_a_batch_job_is_refused(server: Server, project: str) -> None:
     job = create(server, project, "snap")
-    with pytest.raises(exceptions.MethodNotImplemented) as caught:
+    with pytest.raises(exceptions.FailedPrecondition) as caught:
         server.jobs.snapshot_job(request={"project_id": project, "location": LOCATION, "job_id": job.id})
-    assert caught.value.reason == "SNAPSHOT_UNSUPPORTED"
+    assert caught.value.reason == "SNAPSHOT_NOT_STREAMING"
     assert "snapshot" in caught.value.message
 
 

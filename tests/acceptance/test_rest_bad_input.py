@@ -387,8 +387,8 @@ def test_unknown_path_and_method(target: Target) -> None:
     assert set(response.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PUT"}
 
 
-def test_snapshot_is_unimplemented(target: Target) -> None:
-    expect_refused(target, "POST", f"{target.job}:snapshot", 501, "UNIMPLEMENTED", "SNAPSHOT_UNSUPPORTED")
+def test_snapshot_of_a_batch_job_is_refused(target: Target) -> None:
+    expect_refused(target, "POST", f"{target.job}:snapshot", 400, "FAILED_PRECONDITION", "SNAPSHOT_NOT_STREAMING")
 
 
 # -- bodies over Dataflow's 20 MB limit --------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -133,23 +134,32 @@ def all_messages(engine: BeamEngine, handle: Handle) -> list[WorkerMessage]:
 
 
 def worker_pids(workdir: Path) -> list[int]:
-    """The run's tidegate processes (the supervisor, then the pipeline process), found in /proc."""
+    """The run's tidegate processes (the supervisor, then the pipeline process), found in /proc.
+
+    Both work in the run's folder; a warm-started pair was started before the run, so
+    its command line does not name it.
+    """
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+                cwd = Path(os.readlink(proc / "cwd"))
             except OSError:
                 continue
-            if b"tidegate.engines.beam_worker" in cmdline and str(workdir).encode() in cmdline:
-                found.append((b"--run" in cmdline, int(proc.name)))
+            if b"tidegate.engines.beam_worker" in cmdline and cwd == workdir.resolve():
+                found.append((b"--run" in cmdline or b"--warm-run" in cmdline, int(proc.name)))
     return [pid for _, pid in sorted(found)]
 
 
 def group_of(workdir: Path) -> int:
-    pids = worker_pids(workdir)
-    assert pids, f"no worker process for {workdir}"
-    return os.getpgid(pids[0])
+    wait_for(lambda: bool(worker_pids(workdir)), 30, f"a worker process for {workdir}")
+    return os.getpgid(worker_pids(workdir)[0])
+
+
+def recorded_pid(workdir: Path) -> int:
+    """The supervisor's pid as the engine recorded it at launch (the run's process group)."""
+    return int(json.loads((workdir / "process.json").read_text())["pid"])
 
 
 def members(pgid: int) -> list[int]:
@@ -172,18 +182,73 @@ def assert_group_gone(pgid: int) -> None:
     assert members(pgid) == []
 
 
+def dead(pid: int) -> bool:
+    """Gone, or a zombie: a process whose parent died is reaped by init, which need not be quick (or do it at all)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] in "ZX"
+
+
+def waiting_on_stdin(pid: int) -> bool:
+    """Whether the process is blocked reading its stdin (fd 0), from /proc."""
+    try:
+        number, fd = Path(f"/proc/{pid}/syscall").read_text().split()[:2]
+        return number in ("0", "63") and fd == "0x0"  # read(0, …) on x86-64 or arm64
+    except (OSError, ValueError):
+        try:
+            return "pipe" in Path(f"/proc/{pid}/wchan").read_text()
+        except OSError:
+            return False
+
+
+def idle_pair(engine: BeamEngine, timeout: float = 90) -> tuple[int, int]:
+    """The engine's idle supervisor and its pipeline process, once that has imported Beam and waits for a run."""
+    warm = engine._warm
+    assert warm is not None
+
+    def pair() -> tuple[int, int] | None:
+        supervisor = warm.idle_pid
+        if supervisor is None:
+            return None
+        others = [pid for pid in members(supervisor) if pid != supervisor]
+        return (supervisor, others[0]) if len(others) == 1 and waiting_on_stdin(others[0]) else None
+
+    wait_for(lambda: pair() is not None, timeout, "the idle pipeline process to import Beam")
+    found = pair()
+    assert found is not None
+    return found
+
+
 LAUNCHED: list[tuple[BeamEngine, Handle]] = []
 
 
-@pytest.fixture
-def engine() -> Iterator[BeamEngine]:
-    """An engine whose runs are all released after the test, whatever happened."""
-    engine = BeamEngine()
-    yield engine
+def release_all(engine: BeamEngine) -> None:
     for owner, handle in list(LAUNCHED):
         if owner is engine:
             engine.release(handle)
             LAUNCHED.remove((owner, handle))
+
+
+@pytest.fixture
+def engine() -> Iterator[BeamEngine]:
+    """A warm engine, its idle processes ready; its runs are all released after the test, whatever happened."""
+    engine = BeamEngine()
+    try:
+        idle_pair(engine)
+        yield engine
+    finally:
+        release_all(engine)
+        engine.close()
+
+
+@pytest.fixture
+def cold_engine() -> Iterator[BeamEngine]:
+    """An engine that starts every run cold."""
+    engine = BeamEngine(warm=False)
+    yield engine
+    release_all(engine)
 
 
 def launch(engine: BeamEngine, workdir: Path, pipeline: bytes, num_workers: int = 1) -> Handle:
@@ -218,14 +283,19 @@ def direct_word_count(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, l
     return source, output_lines(folder / "out")
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+@pytest.fixture(scope="module", params=[(1, True), (2, True), (1, False)], ids=["1-worker", "2-workers", "cold"])
 def word_count_run(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, direct_word_count: tuple[Path, list[str]]
 ) -> Iterator[WordCountRun]:
     source, expected = direct_word_count
+    num_workers, warm = request.param
     folder = tmp_path_factory.mktemp("engine")
-    engine = BeamEngine()
-    handle = launch(engine, folder / "run", serialized(lambda p: word_count(p, source, folder / "out")), request.param)
+    engine = BeamEngine(warm=warm)
+    supervisor = idle_pair(engine)[0] if warm else None
+    handle = launch(engine, folder / "run", serialized(lambda p: word_count(p, source, folder / "out")), num_workers)
+    if warm:
+        assert recorded_pid(folder / "run") == supervisor  # the run went to the processes started ahead
+        engine.close()  # and goes on: it is the engine's idle processes that stop
     try:
         status = wait_until_ended(engine, handle)
         yield WordCountRun(
@@ -292,7 +362,9 @@ def test_cancel_kills_the_whole_process_group_within_a_second(engine: BeamEngine
     handle = launch(engine, workdir, serialized(endless), num_workers=2)
     wait_for(lambda: any(m.text == "sleeper started" for m in engine.messages(handle, 0)[0]), 60, "the DoFn to run")
     assert engine.poll(handle).state is EngineState.RUNNING
-    assert BeamEngine().poll(handle).state is EngineState.RUNNING  # an engine that did not launch it, after a restart
+    fresh = BeamEngine(warm=False)  # an engine that did not launch it, after a restart
+    assert fresh.poll(handle).state is EngineState.RUNNING
+    assert fresh.stages(handle)
     pgid = group_of(workdir)
     assert len(members(pgid)) == 4  # the supervisor, the pipeline process and its two SDK worker processes
 
@@ -306,15 +378,25 @@ def test_cancel_kills_the_whole_process_group_within_a_second(engine: BeamEngine
     assert "EXECUTION_STATE_RUNNING" not in {s.state for s in engine.stages(handle)}
 
 
-def test_cancel_right_after_launch_leaves_nothing(engine: BeamEngine, tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["warm", "still importing", "cold"])
+def test_cancel_right_after_launch_leaves_nothing(tmp_path: Path, start: str) -> None:
+    """Whatever the idle processes were doing when the run reached them, the cancel takes them all."""
+    engine = BeamEngine(warm=start != "cold")
+    if start == "warm":
+        idle_pair(engine)
+    elif start == "still importing":
+        wait_for(lambda: engine._warm is not None and engine._warm.idle_pid is not None, 10, "an idle supervisor")
     handle = launch(engine, tmp_path / "run", serialized(endless), num_workers=2)
-    assert engine.poll(handle).state is EngineState.STARTING
-    pgid = group_of(tmp_path / "run")
+    assert engine.poll(handle).state in {EngineState.STARTING, EngineState.RUNNING}  # a warm start is quick
+    pgid = recorded_pid(tmp_path / "run")
+    assert os.getpgid(pgid) == pgid  # the supervisor leads a group of its own
     started = time.monotonic()
     engine.cancel(handle)
     assert time.monotonic() - started < 1.0
     assert_group_gone(pgid)
     assert engine.poll(handle) == RunStatus(EngineState.CANCELLED)
+    engine.release(handle)
+    engine.close()
 
 
 @pytest.mark.parametrize("victim", ["pipeline process", "SDK worker process"])
@@ -375,7 +457,8 @@ def test_a_pipeline_submitted_by_the_dataflow_runner_runs_here(engine: BeamEngin
     assert output_lines(tmp_path / "out") == ["X", "Y"]
 
 
-def test_batch_runs_cannot_be_drained_snapshotted_or_streamed(engine: BeamEngine, tmp_path: Path) -> None:
+def test_batch_runs_cannot_be_drained_snapshotted_or_streamed(cold_engine: BeamEngine, tmp_path: Path) -> None:
+    engine = cold_engine
     handle = Handle(engine.name, str(tmp_path))
     with pytest.raises(FailedPrecondition):
         engine.drain(handle)

@@ -32,7 +32,7 @@ from grpc_status import rpc_status
 
 from tidegate.api import wire
 from tidegate.api.rest import MAX_BODY_BYTES
-from tidegate.errors import InvalidArgument, TidegateError, Unimplemented
+from tidegate.errors import InvalidArgument, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
 from tidegate.service import JobService
@@ -58,6 +58,11 @@ _MESSAGES = (
     "Snapshot",
     "ListJobMessagesRequest",
     "ListJobMessagesResponse",
+    "GetSnapshotRequest",
+    "DeleteSnapshotRequest",
+    "DeleteSnapshotResponse",
+    "ListSnapshotsRequest",
+    "ListSnapshotsResponse",
 )
 _pb: dict[str, Any] = {name: getattr(dataflow, name).pb() for name in _MESSAGES}
 """The raw protobuf classes behind the client's proto-plus types, by name."""
@@ -143,9 +148,18 @@ class GrpcApi:
         messages: list[tuple[str, str, str, Callable[[Any], Any]]] = [
             ("ListJobMessages", "ListJobMessagesRequest", "ListJobMessagesResponse", self.list_job_messages),
         ]
+        snapshots: list[tuple[str, str, str, Callable[[Any], Any]]] = [
+            ("GetSnapshot", "GetSnapshotRequest", "Snapshot", self.get_snapshot),
+            ("DeleteSnapshot", "DeleteSnapshotRequest", "DeleteSnapshotResponse", self.delete_snapshot),
+            ("ListSnapshots", "ListSnapshotsRequest", "ListSnapshotsResponse", self.list_snapshots),
+        ]
         return [
             Method(service, name, _pb[request], _pb[response], call)
-            for service, table in (("JobsV1Beta3", jobs), ("MessagesV1Beta3", messages))
+            for service, table in (
+                ("JobsV1Beta3", jobs),
+                ("MessagesV1Beta3", messages),
+                ("SnapshotsV1Beta3", snapshots),
+            )
             for name, request, response, call in table
         ]
 
@@ -208,12 +222,32 @@ class GrpcApi:
         return _pb["CheckActiveJobsResponse"](active_jobs_exist=bool(page.items))
 
     def snapshot_job(self, request: Any) -> Any:
-        """SnapshotJob: not yet; snapshots need a streaming engine."""
-        job = self.service.get_job(request.project_id, _location(request), request.job_id)
-        raise Unimplemented(
-            f"Job {job.id}: snapshots need a streaming engine (Flink); this server cannot take them yet",
-            reason="SNAPSHOT_UNSUPPORTED",
+        """SnapshotJob: a savepoint of a RUNNING streaming job."""
+        snapshot = self.service.snapshot_job(
+            request.project_id,
+            _location(request),
+            request.job_id,
+            ttl=request.ttl.ToTimedelta() if request.HasField("ttl") else None,
+            description=request.description,
+            snapshot_sources=request.snapshot_sources,
         )
+        return wire.snapshot_to_pb(snapshot)
+
+    # -- SnapshotsV1Beta3 -------------------------------------------------------------
+
+    def get_snapshot(self, request: Any) -> Any:
+        snapshot = self.service.get_snapshot(request.project_id, _location(request), request.snapshot_id)
+        return wire.snapshot_to_pb(snapshot)
+
+    def delete_snapshot(self, request: Any) -> Any:
+        self.service.delete_snapshot(request.project_id, _location(request), request.snapshot_id)
+        return _pb["DeleteSnapshotResponse"]()
+
+    def list_snapshots(self, request: Any) -> Any:
+        response = _pb["ListSnapshotsResponse"]()
+        for snapshot in self.service.list_snapshots(request.project_id, _location(request), request.job_id):
+            response.snapshots.append(wire.snapshot_to_pb(snapshot))
+        return response
 
     # -- MessagesV1Beta3 --------------------------------------------------------------
 

@@ -17,13 +17,14 @@ import orjson
 from google.cloud import dataflow_v1beta3 as dataflow
 from google.protobuf import timestamp_pb2
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tidegate.api import wire
-from tidegate.errors import InvalidArgument, NotFound, TidegateError, Unimplemented
+from tidegate.errors import InvalidArgument, NotFound, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
 from tidegate.service import JobService
@@ -36,6 +37,7 @@ MAX_BODY_BYTES = 20 * 1024 * 1024
 """Dataflow's own limit on a request."""
 
 Handler = Callable[[Request], Awaitable[Response]]
+_SnapshotJobRequestPb: Any = dataflow.SnapshotJobRequest.pb()
 
 
 class JsonResponse(Response):
@@ -244,14 +246,45 @@ class RestApi:
         return JsonResponse(body)
 
     async def snapshot_job(self, request: Request) -> Response:
-        """SnapshotJob (``POST …/jobs/{jobId}:snapshot``): not yet, as over gRPC; snapshots need a streaming engine."""
+        """SnapshotJob (``POST …/jobs/{jobId}:snapshot``, body ``ttl``, ``snapshotSources``, ``description``)."""
         project_id, location = self._where(request)
-        await _body(request)
-        job = self.service.get_job(project_id, location, request.path_params["job_id"])
-        raise Unimplemented(
-            f"Job {job.id}: snapshots need a streaming engine (Flink); this server cannot take them yet",
-            reason="SNAPSHOT_UNSUPPORTED",
+        body = await _body(request)
+        pb = wire.parse_json(body or b"{}", _SnapshotJobRequestPb(), "google.dataflow.v1beta3.SnapshotJobRequest")
+        job_id = request.path_params["job_id"]
+        ttl = pb.ttl.ToTimedelta() if pb.HasField("ttl") else None
+        snapshot = await run_in_threadpool(  # a savepoint takes seconds: not on the event loop
+            lambda: self.service.snapshot_job(
+                project_id,
+                location,
+                job_id,
+                ttl=ttl,
+                description=pb.description,
+                snapshot_sources=pb.snapshot_sources,
+            )
         )
+        return JsonResponse(wire.to_json_dict(wire.snapshot_to_pb(snapshot), ints=_ints(request)))
+
+    async def get_snapshot(self, request: Request) -> Response:
+        project_id, location = self._where(request)
+        snapshot = self.service.get_snapshot(project_id, location, request.path_params["snapshot_id"])
+        return JsonResponse(wire.to_json_dict(wire.snapshot_to_pb(snapshot), ints=_ints(request)))
+
+    async def delete_snapshot(self, request: Request) -> Response:
+        project_id, location = self._where(request)
+        # The location-less DeleteSnapshot names the snapshot in the query (``?snapshotId=``).
+        snapshot_id = request.path_params.get("snapshot_id") or request.query_params.get("snapshotId", "")
+        if not snapshot_id:
+            raise InvalidArgument("DeleteSnapshot needs a snapshotId", reason="MISSING_SNAPSHOT_ID")
+        await run_in_threadpool(lambda: self.service.delete_snapshot(project_id, location, snapshot_id))
+        return JsonResponse({})
+
+    async def list_snapshots(self, request: Request) -> Response:
+        """ListSnapshots: the location's snapshots, or one job's (``…/jobs/{jobId}/snapshots`` or ``?jobId=``)."""
+        project_id, location = self._where(request)
+        job_id = request.path_params.get("job_id") or request.query_params.get("jobId", "")
+        snapshots = self.service.list_snapshots(project_id, location, job_id)
+        ints = _ints(request)
+        return JsonResponse({"snapshots": [wire.to_json_dict(wire.snapshot_to_pb(s), ints=ints) for s in snapshots]})
 
     async def job_metrics(self, request: Request) -> Response:
         """GetJobMetrics: live while the job runs, final once it has ended."""
@@ -327,6 +360,11 @@ def _routes(api: RestApi) -> list[BaseRoute]:
     both("/jobs", "GET", api.list_jobs)
     both("/jobs/{job_id}/messages", "GET", api.list_messages)
     both("/jobs/{job_id}:snapshot", "POST", api.snapshot_job)
+    both("/jobs/{job_id}/snapshots", "GET", api.list_snapshots)
+    both("/snapshots", "GET", api.list_snapshots)
+    both("/snapshots/{snapshot_id}", "GET", api.get_snapshot)
+    both("/snapshots/{snapshot_id}", "DELETE", api.delete_snapshot)
+    paths["/v1b3/projects/{project_id}/snapshots"]["DELETE"] = api.delete_snapshot
     both("/jobs/{job_id}/metrics", "GET", api.job_metrics)
     # Execution details have no location-less path in Dataflow's API.
     located = "/v1b3/projects/{project_id}/locations/{location}/jobs/{job_id}"

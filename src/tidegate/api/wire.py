@@ -22,11 +22,12 @@ from tidegate.engines.base import MetricValue, StageDetails
 from tidegate.errors import InvalidArgument
 from tidegate.jobspec import JobPb, spec_of
 from tidegate.lifecycle import JobState, JobType
-from tidegate.model import Job, JobMessage, NewJob, StateChange
+from tidegate.model import Job, JobMessage, NewJob, Snapshot, StateChange
 
 __all__ = [
     "JobPb",
     "JobView",
+    "SnapshotPb",
     "enum_value",
     "job_from_pb",
     "job_to_json_dict",
@@ -34,6 +35,7 @@ __all__ = [
     "message_to_pb",
     "parse_json",
     "rfc3339",
+    "snapshot_to_pb",
     "summary_dict",
     "to_json_dict",
 ]
@@ -357,4 +359,25 @@ def stages_to_pb(stages: Sequence[StageDetails]) -> Any:
             summary.start_time.FromDatetime(stage.start_time)
         if stage.end_time:
             summary.end_time.FromDatetime(stage.end_time)
+    return pb
+
+
+SnapshotPb: Any = dataflow.Snapshot.pb()
+"""The raw protobuf class of ``google.dataflow.v1beta3.Snapshot``."""
+
+
+def snapshot_to_pb(snapshot: Snapshot) -> Any:
+    """A snapshot as ``google.dataflow.v1beta3.Snapshot``."""
+    pb = SnapshotPb(
+        id=snapshot.id,
+        project_id=snapshot.project_id,
+        source_job_id=snapshot.source_job_id,
+        state=int(snapshot.state),
+        description=snapshot.description,
+        disk_size_bytes=snapshot.disk_size_bytes,
+        region=snapshot.location,
+    )
+    pb.creation_time.FromDatetime(snapshot.creation_time)
+    if snapshot.ttl is not None:
+        pb.ttl.FromTimedelta(snapshot.ttl)
     return pb

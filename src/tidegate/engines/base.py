@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tidegate.model import MessageImportance
 
@@ -24,6 +24,7 @@ __all__ = [
     "LaunchRequest",
     "MetricValue",
     "RunStatus",
+    "SavepointStopper",
     "StageDetails",
     "WorkerMessage",
 ]
@@ -136,3 +137,17 @@ class Engine(Protocol):
 
     def release(self, handle: Handle) -> None:
         """Delete the run's temporary files and reap its processes (RESOURCE_CLEANING_UP)."""
+
+
+@runtime_checkable
+class SavepointStopper(Protocol):
+    """An engine that can update a job: stop it with a savepoint, then launch the new code from it.
+
+    Optional: the scheduler checks for it (``isinstance(engine, SavepointStopper)``) before an update.
+    """
+
+    def stop_with_savepoint(self, handle: Handle, target: Path) -> str:
+        """Stop the run with a savepoint into ``target`` (no drain); wait for it and return its location.
+
+        The run then ends CANCELLED; the savepoint holds its state for the replacement.
+        """

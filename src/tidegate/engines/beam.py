@@ -11,6 +11,12 @@ group: SIGTERM, a short grace, then SIGKILL.
 A handle's ``ref`` is the absolute workdir; the worker's pid (the group's id) is kept
 in it too, so an engine that did not launch a run (after a restart) can still poll,
 cancel and release it.
+
+Starting those processes cold costs two Python interpreters and an import of Beam, which
+take seconds. So the engine keeps one run's processes started ahead (``beam_warm``): an
+idle supervisor, already in its own session, whose pipeline process has imported Beam;
+``launch`` hands the workdir to it, and falls back to the cold start when there is none.
+Call ``close`` when done with the engine: it stops the idle processes.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,7 @@ from tidegate.engines.base import (
     StageDetails,
     WorkerMessage,
 )
+from tidegate.engines.beam_warm import WarmStart
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from tidegate.model import MessageImportance
 
@@ -49,6 +58,7 @@ __all__ = [
     "STAGES_FILE",
     "STATUS_FILE",
     "STDERR_FILE",
+    "STDOUT_FILE",
     "BeamEngine",
     "group_members",
     "stderr_tail",
@@ -104,6 +114,15 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
+def _worker_env() -> dict[str, str]:
+    """The environment of a run's processes: this one, with tidegate importable and output unbuffered."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    package_root = Path(tidegate.__file__).resolve().parent.parent
+    if package_root.name not in ("site-packages", "dist-packages"):  # a source tree: the worker imports it too
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -141,13 +160,25 @@ class BeamEngine:
 
     name = "beam"
 
-    def __init__(self, *, python: str | None = None, grace_s: float = 0.3, kill_wait_s: float = 0.6) -> None:
-        """``python`` runs the worker (default: this interpreter); cancel waits ``grace_s`` after SIGTERM."""
+    def __init__(
+        self, *, python: str | None = None, grace_s: float = 0.3, kill_wait_s: float = 0.6, warm: bool = True
+    ) -> None:
+        """``python`` runs the worker (default: this interpreter); cancel waits ``grace_s`` after SIGTERM.
+
+        With ``warm``, one run's processes are started at once and after every launch, ready for the next.
+        """
         self._python = python or sys.executable
         self._grace_s = grace_s
         self._kill_wait_s = kill_wait_s
         self._lock = threading.Lock()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._warm = WarmStart(self._python, _worker_env) if warm else None
+        # Stops the idle processes if the engine is dropped unclosed, or at exit.
+        self._close: Callable[[], None] = weakref.finalize(self, self._warm.close) if self._warm else lambda: None
+
+    def close(self) -> None:
+        """Stop the idle processes kept for the next launch (runs go on); later launches start cold. Idempotent."""
+        self._close()
 
     # -- the Engine protocol -------------------------------------------------------
 
@@ -177,20 +208,19 @@ class BeamEngine:
             "args": list(request.args),
         }
         write_json(workdir / RUN_FILE, run)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        package_root = Path(tidegate.__file__).resolve().parent.parent
-        if package_root.name not in ("site-packages", "dist-packages"):  # a source tree: the worker imports it too
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root), env.get("PYTHONPATH", "")) if p)
-        with (workdir / STDOUT_FILE).open("ab") as out, (workdir / STDERR_FILE).open("ab") as err:
-            child = subprocess.Popen(
-                [self._python, "-m", "tidegate.engines.beam_worker", str(workdir)],
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+        env = _worker_env()
+        child = self._warm.take(workdir, env) if self._warm is not None else None
+        if child is None:  # none ready (closed, or broken): start cold
+            with (workdir / STDOUT_FILE).open("ab") as out, (workdir / STDERR_FILE).open("ab") as err:
+                child = subprocess.Popen(
+                    [self._python, "-m", "tidegate.engines.beam_worker", str(workdir)],
+                    cwd=workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
         write_json(workdir / _PROCESS_FILE, {"pid": child.pid, "start_ticks": _start_ticks(child.pid)})
         ref = str(workdir)
         with self._lock:

@@ -5,16 +5,20 @@
 options and the number of SDK worker processes). That process only supervises: it
 starts ``beam_worker --run WORKDIR``, which runs the pipeline with Beam's
 ``FnApiRunner`` (and its SDK worker processes), and reaps every process of the group.
-The pipeline process reports only through files in ``WORKDIR``, each replaced
-atomically or appended a whole line at a time:
-
-- ``status.json``: ``{"state": "running" | "succeeded" | "failed", "error": ...}``;
-- ``messages.jsonl``: one log record a line (time, importance, text);
-- ``metrics.json``: element counts per PCollection and user metrics;
-- ``stages.json``: execution details per fused stage.
+The pipeline process reports only through files in ``WORKDIR`` (``beam_report``), and
+``status.json``: ``{"state": "running" | "succeeded" | "failed", "error": ...}``.
 
 Beam is imported only once logging is set up, so that its import-time warnings become
 job messages too.
+
+Warm starts (``beam_warm``): ``beam_worker --warm ENGINE_PID``, started by the engine in a
+session of its own before there is a run, starts its pipeline process at once
+(``--warm-run``), which imports Beam, its log records kept aside; both then wait on
+their stdin for a run (one JSON line: the workdir and the environment). With it,
+they become what ``WORKDIR`` and ``--run WORKDIR`` would have been: same folder, same
+environment, same output files, the early log records replayed as job messages. The
+pipeline process is not forked from a process that imported Beam (numpy and pyarrow
+start threads as they load): it is the very process that imported it.
 """
 
 from __future__ import annotations
@@ -30,221 +34,32 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from tidegate.engines.beam import (
-    MESSAGES_FILE,
-    METRICS_FILE,
     PIPELINE_FILE,
     RUN_FILE,
-    STAGES_FILE,
     STATUS_FILE,
+    STDERR_FILE,
+    STDOUT_FILE,
     group_members,
     stderr_tail,
     write_json,
 )
+from tidegate.engines.beam_report import WORKER_LOGGER, Names, Progress, now, setup_logging
 
 if TYPE_CHECKING:
-    from apache_beam.portability.api import beam_runner_api_pb2, metrics_pb2
+    from apache_beam.portability.api import beam_runner_api_pb2
 
 __all__ = ["main"]
 
-_LOG = logging.getLogger("tidegate.engines.beam_worker")
-_FORWARDED_LOGGER = "apache_beam.runners.portability.local_job_service"
-"""Where FnApiRunner re-logs the records that SDK worker processes send it, as ``'Worker: %s'``."""
-_FORMATTER = logging.Formatter()
-_WRITE_EVERY_S = 1.0
-_ELEMENT_COUNT = "beam:metric:element_count:v1"
+_LOG = logging.getLogger(WORKER_LOGGER)
+_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _importance(record: logging.LogRecord) -> str:
-    if record.levelno >= logging.ERROR:
-        return "JOB_MESSAGE_ERROR"
-    if record.levelno >= logging.WARNING:
-        return "JOB_MESSAGE_WARNING"
-    if record.levelno >= logging.INFO:
-        # The worker's own lines (started, finished) are the ones a user wants to see first.
-        return "JOB_MESSAGE_BASIC" if record.name == _LOG.name else "JOB_MESSAGE_DETAILED"
-    return "JOB_MESSAGE_DEBUG"
-
-
-def _forwarded(text: str) -> tuple[str, str | None]:
-    """The message and time of a LogEntry that an SDK worker process sent over the Fn API."""
-    from apache_beam.portability.api import beam_fn_api_pb2
-    from google.protobuf import text_format
-
-    entry = beam_fn_api_pb2.LogEntry()
-    try:
-        text_format.Parse(text, entry)
-    except text_format.ParseError:
-        return text, None
-    message = entry.message + (f"\n{entry.trace}" if entry.trace else "")
-    when = entry.timestamp.ToDatetime(tzinfo=UTC).isoformat() if entry.HasField("timestamp") else None
-    return message, when
-
-
-class _JobMessageHandler(logging.Handler):
-    """Appends every log record to ``messages.jsonl`` as a job message."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self._file = path.open("a", encoding="utf-8")
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            when: str | None = None
-            if record.name == _FORWARDED_LOGGER and record.msg == "Worker: %s" and isinstance(record.args, tuple):
-                text, when = _forwarded(str(record.args[0]))
-            else:
-                text = record.getMessage()
-                if record.exc_info:
-                    text = f"{text}\n{_FORMATTER.formatException(record.exc_info)}"
-            line = {
-                "time": when or datetime.fromtimestamp(record.created, UTC).isoformat(),
-                "importance": _importance(record),
-                "text": text,
-            }
-            self._file.write(json.dumps(line) + "\n")
-            self._file.flush()
-        except Exception:
-            self.handleError(record)
-
-
-def _setup_logging(workdir: Path, level_name: str) -> None:
-    level = logging.getLevelNamesMapping().get(level_name.upper(), logging.INFO)
-    root = logging.getLogger()
-    root.setLevel(level)
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(stderr)
-    root.addHandler(_JobMessageHandler(workdir / MESSAGES_FILE))
-
-
-class _Names:
-    """User-facing names for the ids that monitoring infos carry."""
-
-    def __init__(self, proto: beam_runner_api_pb2.Pipeline) -> None:
-        transforms = proto.components.transforms
-        self.transform = {tid: t.unique_name for tid, t in transforms.items()}
-        self.user_steps = {t.unique_name for t in transforms.values() if not t.subtransforms}
-        self.pcollection: dict[str, tuple[str, str]] = {}  # id -> (producing step, PCollection name)
-        for t in transforms.values():
-            if t.subtransforms:
-                continue
-            for tag, pid in t.outputs.items():
-                self.pcollection[pid] = (t.unique_name, f"{t.unique_name}.{tag}")
-
-
-def _metric_rows(
-    names: _Names, infos_by_stage: Mapping[str, Iterable[metrics_pb2.MonitoringInfo]]
-) -> list[dict[str, Any]]:
-    """Element counts (the largest any stage saw) and user metrics (summed) as ``MetricValue`` fields."""
-    from apache_beam.metrics import monitoring_infos
-
-    mi: Any = monitoring_infos  # its functions are untyped
-    counts: dict[str, int] = {}
-    user: dict[tuple[str, str, str], float] = {}
-    for infos in infos_by_stage.values():
-        for info in infos:
-            if info.urn == _ELEMENT_COUNT:
-                pid = info.labels.get(mi.PCOLLECTION_LABEL, "")
-                if pid in names.pcollection:
-                    counts[pid] = max(counts.get(pid, 0), mi.extract_counter_value(info))
-            elif mi.is_user_monitoring_info(info):
-                label = info.labels.get(mi.PTRANSFORM_LABEL, "")
-                step = names.transform.get(label, label)
-                name = info.labels.get(mi.NAME_LABEL, "")
-                space = info.labels.get(mi.NAMESPACE_LABEL, "")
-                if mi.is_counter(info):
-                    key = (step, space, name)
-                    user[key] = user.get(key, 0) + mi.extract_counter_value(info)
-                elif mi.is_gauge(info):
-                    user[(step, space, name)] = mi.extract_gauge_value(info)[1]
-                elif mi.is_distribution(info):
-                    count, total, low, high = mi.extract_distribution(info)
-                    for suffix, value in (("_COUNT", count), ("_SUM", total), ("_MIN", low), ("_MAX", high)):
-                        user[(step, space, name + suffix)] = value
-    rows: list[dict[str, Any]] = []
-    for pid, count in sorted(counts.items(), key=lambda kv: names.pcollection[kv[0]]):
-        step, pcollection = names.pcollection[pid]
-        row = {"name": "ElementCount", "step": step, "value": count, "pcollection": pcollection}
-        rows.append(row | {"origin": "dataflow/v1b3"})
-    for (step, space, name), value in sorted(user.items()):
-        rows.append({"name": name, "step": step, "value": value, "origin": "user", "namespace": space})
-    return rows
-
-
-class _Progress:
-    """Stage states and per-stage monitoring infos, written to the workdir at most once a second."""
-
-    def __init__(self, workdir: Path, names: _Names) -> None:
-        self._workdir = workdir
-        self._names = names
-        self._lock = threading.Lock()
-        self._stages: dict[str, dict[str, Any]] = {}
-        self._infos: dict[str, list[metrics_pb2.MonitoringInfo]] = {}
-        self._written = 0.0
-
-    def set_stages(self, stages: Iterable[tuple[str, list[str]]]) -> None:
-        with self._lock:
-            for index, (name, steps) in enumerate(stages, start=1):
-                user_steps = [s for s in steps if s in self._names.user_steps] or steps
-                self._stages[name] = {
-                    "stage_id": f"S{index:02d}",
-                    "state": "EXECUTION_STATE_NOT_STARTED",
-                    "steps": user_steps,
-                }
-        self.write(force=True)
-
-    def _mark(self, stage: str, state: str, *, start: bool = False) -> None:
-        details = self._stages.setdefault(stage, {"stage_id": stage, "steps": []})
-        details["state"] = state
-        if start:
-            details.setdefault("start_time", _now())
-            details.pop("end_time", None)
-        else:
-            details["end_time"] = _now()
-
-    def bundle_started(self, stage: str) -> None:
-        with self._lock:
-            self._mark(stage, "EXECUTION_STATE_RUNNING", start=True)
-        self.write()
-
-    def bundle_finished(self, stage: str, infos: Iterable[metrics_pb2.MonitoringInfo]) -> None:
-        from apache_beam.metrics import monitoring_infos
-
-        mi: Any = monitoring_infos
-        with self._lock:
-            self._infos[stage] = list(mi.consolidate([*infos, *self._infos.get(stage, [])]))
-            self._mark(stage, "EXECUTION_STATE_SUCCEEDED")
-        self.write()
-
-    def finish(self, succeeded: bool) -> None:
-        """Close every stage: all succeeded, or the running ones failed."""
-        with self._lock:
-            for details in self._stages.values():
-                if succeeded:
-                    details["state"] = "EXECUTION_STATE_SUCCEEDED"
-                elif details["state"] == "EXECUTION_STATE_RUNNING":
-                    details["state"] = "EXECUTION_STATE_FAILED"
-                    details["end_time"] = _now()
-        self.write(force=True)
-
-    def write(self, *, force: bool = False) -> None:
-        with self._lock:
-            if not force and time.monotonic() - self._written < _WRITE_EVERY_S:
-                return
-            self._written = time.monotonic()
-            write_json(self._workdir / STAGES_FILE, list(self._stages.values()))
-            write_json(self._workdir / METRICS_FILE, _metric_rows(self._names, self._infos))
+_WORKER = "tidegate.engines.beam_worker"
 
 
 def _use_local_environment(proto: beam_runner_api_pb2.Pipeline, num_workers: int) -> None:
@@ -300,7 +115,7 @@ def _fail_when_an_sdk_worker_dies(workdir: Path) -> None:
 
 def _report_failure(workdir: Path, error: str) -> None:
     _LOG.error("The pipeline failed: %s", error)
-    write_json(workdir / STATUS_FILE, {"state": "failed", "error": error, "time": _now()})
+    write_json(workdir / STATUS_FILE, {"state": "failed", "error": error, "time": now()})
 
 
 def _run(workdir: Path, run: Mapping[str, Any]) -> None:
@@ -317,9 +132,9 @@ def _run(workdir: Path, run: Mapping[str, Any]) -> None:
     pickling.set_library(options.get("pickle_library") or pickler.DEFAULT_PICKLE_LIB)  # as the SDK harness does
     _fail_when_an_sdk_worker_dies(workdir)
     proto = beam_runner_api_pb2.Pipeline.FromString((workdir / PIPELINE_FILE).read_bytes())
-    names = _Names(proto)
+    names = Names(proto)
     _use_local_environment(proto, num_workers)
-    progress = _Progress(workdir, names)
+    progress = Progress(workdir, names)
     struct = json_format.ParseDict(_harness_options(json.loads(json.dumps(options, default=str))), struct_pb2.Struct())
     provision = fn_runner.ExtendedProvisionInfo(
         beam_provision_api_pb2.ProvisionInfo(retrieval_token="unused-retrieval-token", pipeline_options=struct)
@@ -342,7 +157,7 @@ def _run(workdir: Path, run: Mapping[str, Any]) -> None:
 
     runner = Runner(provision_info=provision)
     runner._num_workers = num_workers  # run_via_runner_api, unlike run_pipeline, never sets it
-    write_json(workdir / STATUS_FILE, {"state": "running", "pid": os.getpid(), "time": _now()})
+    write_json(workdir / STATUS_FILE, {"state": "running", "pid": os.getpid(), "time": now()})
     _LOG.info("Running the pipeline with %d SDK worker process(es)", num_workers)
     started = time.monotonic()
     try:
@@ -362,25 +177,41 @@ def _kill_others(sig: int) -> None:
                 os.kill(pid, sig)
 
 
-def _supervise(workdir: Path) -> int:
-    """Run the pipeline process and reap every process of the group, then exit as the pipeline process did.
+def _reap_all() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            os.wait()
+
+
+def _prctl(option: int, value: int) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+def _spawn_pipeline(workdir: Path) -> int:
+    """Start the pipeline process of a cold start: a fresh interpreter, which imports Beam."""
+    argv = [sys.executable, "-m", _WORKER, "--run", str(workdir)]
+    return os.posix_spawn(sys.executable, argv, os.environ)
+
+
+def _supervise(workdir: Path, start: Callable[[], int], stopping: list[int]) -> int:
+    """Run the pipeline process (``start`` starts it) and reap every process of the group, then exit as it did.
 
     This process leads the group and is its subreaper: whatever dies in the group is
     reaped here at once, so when the engine kills the group, it empties without waiting
-    for init to reap the orphans (it does so lazily: a second here).
+    for init to reap the orphans (it does so lazily: a second here). ``stopping`` gets the
+    SIGTERMs the caller's handler caught, which must not stop this process before the
+    others are reaped (a Python handler, not SIG_IGN: exec resets handlers, an ignored
+    signal would stay ignored).
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    # A Python handler, not SIG_IGN: the group's SIGTERM must not stop this process before the
-    # others are reaped, and exec resets handlers (an ignored signal would stay ignored).
-    stopping: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGALRM, lambda signum, frame: _kill_others(signal.SIGKILL))
-    if stopping:  # cancelled before it began
-        return 128 + signal.SIGTERM
-    argv = [sys.executable, "-m", "tidegate.engines.beam_worker", "--run", str(workdir)]
-    pipeline = os.posix_spawn(sys.executable, argv, os.environ)
-    result = 1 << 8  # exit code 1, as os.wait reports it
+    pipeline = -1
+    result = (128 + signal.SIGTERM) << 8  # as os.wait reports an exit code
+    if stopping:  # cancelled before it began: the warm start's pipeline process is waiting
+        _kill_others(signal.SIGKILL)
+    else:
+        pipeline = start()
+        result = 1 << 8
     while True:
         try:
             pid, status = os.wait()
@@ -398,25 +229,189 @@ def _supervise(workdir: Path) -> int:
     return os.waitstatus_to_exitcode(result)
 
 
-def _run_pipeline(workdir: Path) -> int:
+def _cold_supervisor(workdir: Path) -> int:
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    return _supervise(workdir, lambda: _spawn_pipeline(workdir), stopping)
+
+
+class _Stopped(Exception):
+    """SIGTERM or the engine's close reached an idle supervisor."""
+
+
+def _wait_for_run() -> tuple[Path, bytes] | None:
+    """Wait for a run on stdin; then take on its folder and environment. None: stdin ended (the engine is gone)."""
+    idle_folder = os.getcwd()
+    line = sys.stdin.buffer.readline()
+    if not line.endswith(b"\n"):
+        return None
+    _prctl(_PR_SET_PDEATHSIG, 0)  # the run outlives the engine, as a cold-started one does
+    message = json.loads(line)
+    workdir = Path(message["workdir"])
+    os.environ.clear()
+    os.environ.update(message["env"])
+    os.chdir(workdir)
+    if sys.path and sys.path[0] == idle_folder:  # ``-m`` put the working folder there
+        sys.path[0] = str(workdir)
+    return workdir, line
+
+
+def _take_output(workdir: Path, *, early: bool) -> None:
+    """stdin from /dev/null, stdout and stderr appended to the run's files, as a cold start opens them.
+
+    With ``early``, what stderr got before the run (import-time warnings) is copied into the run's first.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    kept = b""
+    if early:
+        with contextlib.suppress(OSError):
+            os.lseek(2, 0, os.SEEK_SET)
+            while chunk := os.read(2, 1 << 16):
+                kept += chunk
+    append = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    for fd, target in (
+        (os.open(os.devnull, os.O_RDONLY), 0),
+        (os.open(workdir / STDOUT_FILE, append, 0o666), 1),
+        (os.open(workdir / STDERR_FILE, append, 0o666), 2),
+    ):
+        if target == 2 and kept:
+            os.write(fd, kept)
+        os.dup2(fd, target)
+        os.close(fd)
+
+
+def _warm_supervisor(parent: int) -> int:
+    """The idle supervisor of a warm start: its pipeline process imports Beam; both wait for a run.
+
+    Until it has one, SIGTERM (the engine's ``close``, or a cancel of the run just handed
+    over) or the end of stdin stops it: it kills and reaps its pipeline process, then exits.
+    """
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the engine died before that took hold
+        return 0
+    stopping: list[int] = []
+    idle = [True]  # while it holds, SIGTERM raises _Stopped (once)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+        if idle:
+            idle.clear()
+            raise _Stopped
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+        inbox, outbox = os.pipe()
+        argv = [sys.executable, "-m", _WORKER, "--warm-run", str(os.getpid())]
+        pipeline = os.posix_spawn(sys.executable, argv, os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, inbox, 0)])
+        os.close(inbox)
+        taken = _wait_for_run()
+        if taken is None:
+            idle.clear()
+            raise _Stopped
+        workdir, line = taken
+        _take_output(workdir, early=False)
+        idle.clear()  # from here on, SIGTERM only lands in ``stopping``, as _supervise wants
+    except _Stopped:
+        _kill_others(signal.SIGKILL)
+        _reap_all()
+        return 128 + signal.SIGTERM if stopping else 0
+
+    def start() -> int:
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(outbox, view) :]
+        except OSError:  # the pipeline process died waiting (EPIPE): a cold one takes over
+            return _spawn_pipeline(workdir)
+        finally:
+            os.close(outbox)
+        return pipeline
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    return _supervise(workdir, start, stopping)
+
+
+class _EarlyRecords(logging.Handler):
+    """Keeps the log records of an idle pipeline process (importing Beam), to replay them as job messages."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _import_beam() -> None:
+    """What ``_run`` imports, and what FnApiRunner imports as it starts."""
+    import apache_beam  # noqa: F401
+    from apache_beam.internal import pickler  # noqa: F401
+    from apache_beam.metrics import monitoring_infos  # noqa: F401
+    from apache_beam.options import pipeline_options  # noqa: F401
+    from apache_beam.portability.api import beam_provision_api_pb2, beam_runner_api_pb2  # noqa: F401
+    from apache_beam.runners.portability.fn_api_runner import fn_runner  # noqa: F401
+    from apache_beam.transforms import environments  # noqa: F401
+    from google.protobuf import json_format, struct_pb2  # noqa: F401
+
+
+def _warm_pipeline(parent: int) -> int:
+    """The idle pipeline process of a warm start: import Beam, wait for the run, run it."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # its supervisor died before that took hold
+        return 0
+    root = logging.getLogger()
+    early = _EarlyRecords()
+    root.addHandler(early)
+    root.setLevel(logging.DEBUG)
+    with contextlib.suppress(Exception):  # the run imports again, and fails with the error
+        _import_beam()
+    root.removeHandler(early)
+    root.setLevel(logging.WARNING)
+    taken = _wait_for_run()
+    if taken is None:
+        return 0
+    workdir, _ = taken
+    _take_output(workdir, early=True)
+    sys.argv[1:] = ["--run", str(workdir)]  # PipelineOptions reads them, as in a cold start
+    return _run_pipeline(workdir, early.records)
+
+
+def _replay(records: Sequence[logging.LogRecord]) -> None:
+    """Log again, now that logging is set up, the records that were logged before."""
+    root = logging.getLogger()
+    for record in records:
+        if record.levelno >= root.level:
+            for handler in root.handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+
+
+def _run_pipeline(workdir: Path, early: Sequence[logging.LogRecord] = ()) -> int:
     try:
         run: dict[str, Any] = json.loads((workdir / RUN_FILE).read_text(encoding="utf-8"))
-        _setup_logging(workdir, str(run.get("options", {}).get("default_sdk_harness_log_level") or "INFO"))
+        setup_logging(workdir, str(run.get("options", {}).get("default_sdk_harness_log_level") or "INFO"))
+        _replay(early)
         _run(workdir, run)
     except BaseException:
         _report_failure(workdir, traceback.format_exc())
         return 1
-    write_json(workdir / STATUS_FILE, {"state": "succeeded", "time": _now()})
+    write_json(workdir / STATUS_FILE, {"state": "succeeded", "time": now()})
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``WORKDIR``: supervise a run (the engine starts this); ``--run WORKDIR``: run the pipeline."""
+    """``WORKDIR``: supervise a run (the engine starts this); ``--run WORKDIR``: run the pipeline.
+
+    ``--warm ENGINE_PID`` and ``--warm-run SUPERVISOR_PID``: the same two, started before their run.
+    """
     args = sys.argv[1:] if argv is None else argv
     if len(args) == 1:
-        return _supervise(Path(args[0]))
-    if len(args) == 2 and args[0] == "--run":
-        code = _run_pipeline(Path(args[1]))
+        return _cold_supervisor(Path(args[0]))
+    if len(args) == 2 and args[0] == "--warm":
+        return _warm_supervisor(int(args[1]))
+    if len(args) == 2 and args[0] in ("--run", "--warm-run"):
+        code = _run_pipeline(Path(args[1])) if args[0] == "--run" else _warm_pipeline(int(args[1]))
         logging.shutdown()
         # gRPC and SDK harness threads may linger; everything worth keeping is on disk now.
         os._exit(code)

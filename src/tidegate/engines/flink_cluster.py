@@ -253,8 +253,13 @@ def root_cause(text: str) -> str:
         if line.rstrip().endswith("Traceback (most recent call last):"):
             for candidate in lines[i + 1 :]:
                 if candidate.strip() and not candidate.startswith((" ", "\t")):
+                    if candidate.startswith("py4j.protocol.Py4JJavaError"):
+                        break  # the Java side failed: its innermost cause tells why
                     return candidate.strip()
-    causes = [line.strip()[len("Caused by: ") :] for line in lines if line.strip().startswith("Caused by: ")]
+    # The CLI's own ProgramAbortException ("Python process exits with code: 1") says nothing: stop before it.
+    end = next((i for i, line in enumerate(lines) if "ProgramAbortException" in line), len(lines))
+    causes = [line.strip()[len("Caused by: ") :] for line in lines[:end] if line.strip().startswith("Caused by: ")]
+    causes = causes or [line.strip()[len("Caused by: ") :] for line in lines if line.strip().startswith("Caused by: ")]
     if causes:
         return causes[-1]
     return next((line.strip() for line in lines if line.strip()), "unknown error")

@@ -21,6 +21,7 @@ from tidegate.lifecycle import TERMINAL_STATES, Actor, JobState, JobType, is_leg
 from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJob, Page, StateChange
 from tidegate.store.db import from_micros, micros
 from tidegate.store.runs import Runs
+from tidegate.store.snapshots import Snapshots
 
 __all__ = ["Change", "Store"]
 
@@ -110,8 +111,8 @@ def _job(row: Sequence[Any]) -> Job:
     )
 
 
-class Store(Runs):
-    """Jobs, their histories, messages and engine runs in SQLite or PostgreSQL."""
+class Store(Runs, Snapshots):
+    """Jobs, their histories, messages, engine runs and snapshots in SQLite or PostgreSQL."""
 
     # -- jobs --------------------------------------------------------------------
 
@@ -150,10 +151,12 @@ class Store(Runs):
                 ).fetchone()
                 if row is not None:
                     return _job(row), False
-            row = self._execute(
+            rows = self._execute(
                 f"SELECT id FROM jobs WHERE project_id = %s AND location = %s AND name = %s AND {_IS_ACTIVE}",
                 (new.project_id, new.location, new.name),
-            ).fetchone()
+            ).fetchall()
+            # An update's replacement takes the name of the job it replaces (and only of that one).
+            row = next((r for r in rows if r[0] != new.replace_job_id), None)
             if row is not None:
                 raise AlreadyExists(
                     f"There is already an active job named {new.name} with id: {row[0]}. If you want to submit"
@@ -205,6 +208,13 @@ class Store(Runs):
         with self._transaction():
             self._execute("DELETE FROM job_artifacts WHERE job_id = %s AND name = %s", (job_id, name))
             self._execute("INSERT INTO job_artifacts (job_id, name, data) VALUES (%s, %s, %s)", (job_id, name, data))
+
+    def active_replacement(self, job_id: str) -> str | None:
+        """The id of an active job that replaces ``job_id`` (an update under way), if any."""
+        row = self._execute(
+            f"SELECT id FROM jobs WHERE replace_job_id = %s AND {_IS_ACTIVE} ORDER BY seq LIMIT 1", (job_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def get_job(self, job_id: str, project_id: str | None = None) -> Job:
         """The job with this id (in this project, when one is named), or ``NotFound``."""

@@ -1,0 +1,252 @@
+"""Streaming jobs through the scheduler with a scripted engine: programs, snapshots, updates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Clock
+from tests.engines import ScriptedEngine
+from tidegate.admission import Capacity
+from tidegate.engines.base import EngineState
+from tidegate.errors import FailedPrecondition, InvalidArgument
+from tidegate.jobspec import JobPb
+from tidegate.lifecycle import JobState, JobType
+from tidegate.model import MessageImportance, NewJob, SnapshotState
+from tidegate.scheduler import Scheduler, SchedulerSettings
+from tidegate.service import JobService
+
+S = JobState
+STREAMING = JobType.JOB_TYPE_STREAMING
+
+
+@pytest.fixture
+def engine() -> ScriptedEngine:
+    return ScriptedEngine()
+
+
+@pytest.fixture
+def scheduler(service: JobService, engine: ScriptedEngine, tmp_path: Path) -> Scheduler:
+    settings = SchedulerSettings(work_dir=tmp_path / "runs", capacity=Capacity(max_jobs=10))
+    return Scheduler(service, {"beam": engine}, settings)
+
+
+def spec(mapping: dict[str, str] | None = None, **tidegate: Any) -> bytes:
+    pb = JobPb()
+    pb.environment.sdk_pipeline_options.update({"options": {"tidegate": tidegate}})
+    for old, new in (mapping or {}).items():
+        pb.transform_name_mapping[old] = new
+    return bytes(pb.SerializeToString())
+
+
+def state(service: JobService, job_id: str) -> JobState:
+    return service.store.get_job(job_id).current_state
+
+
+def texts(service: JobService, job_id: str, importance: MessageImportance = MessageImportance.JOB_MESSAGE_DEBUG) -> str:
+    return "\n".join(m.text for m in service.list_messages("proj", None, job_id, importance).items)
+
+
+def running(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob], **fields: Any
+) -> str:
+    job = service.create_job(new_job(type=STREAMING, **fields))
+    scheduler.tick()
+    engine.run_of(job.id).state = EngineState.RUNNING
+    scheduler.tick()
+    assert state(service, job.id) is S.JOB_STATE_RUNNING
+    return job.id
+
+
+# -- programs ----------------------------------------------------------------------------
+
+
+def test_a_program_is_kept_at_create_and_written_into_the_run(
+    service: JobService,
+    scheduler: Scheduler,
+    engine: ScriptedEngine,
+    new_job: Callable[..., NewJob],
+    tmp_path: Path,
+) -> None:
+    program = tmp_path / "job.py"
+    program.write_text("print('v1')\n")
+    job = service.create_job(new_job(type=STREAMING, spec=spec(program=str(program), args=["--out", "x"])))
+    program.write_text("print('changed after create')\n")
+    scheduler.tick()
+    request = engine.run_of(job.id).request
+    assert Path(request.program).read_text() == "print('v1')\n"
+    assert Path(request.program).parent == tmp_path / "runs" / job.id
+    assert list(request.args) == ["--out", "x"] and request.streaming
+
+
+@pytest.mark.parametrize(("name", "exists"), [("job.jar", True), ("missing.py", False)])
+def test_a_program_that_cannot_run_is_refused_at_create(
+    service: JobService, new_job: Callable[..., NewJob], tmp_path: Path, name: str, exists: bool
+) -> None:
+    if exists:
+        (tmp_path / name).write_text("")
+    with pytest.raises(InvalidArgument) as caught:
+        service.create_job(new_job(spec=spec(program=str(tmp_path / name))))
+    assert caught.value.reason == "INVALID_PROGRAM"
+    assert service.store.count_jobs() == 0
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+
+def test_a_snapshot_and_a_job_created_from_it(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    source = running(service, scheduler, engine, new_job)
+    snapshot = service.snapshot_job("proj", None, source, ttl=timedelta(hours=1), description="nightly")
+    assert snapshot.state is SnapshotState.READY and snapshot.source_job_id == source
+    assert snapshot.disk_size_bytes > 0 and snapshot.ttl == timedelta(hours=1)
+    assert service.get_snapshot("proj", None, snapshot.id) == snapshot
+    assert service.list_snapshots("proj", None, source) == [snapshot]
+    assert "Snapshot" in texts(service, source)
+    restored = service.create_job(new_job(type=STREAMING, created_from_snapshot_id=snapshot.id))
+    scheduler.tick()
+    assert engine.run_of(restored.id).request.restore_from == snapshot.path
+    assert service.store.get_job(restored.id).created_from_snapshot_id == snapshot.id
+
+
+def test_snapshots_only_of_running_streaming_jobs(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    batch = service.create_job(new_job()).id
+    with pytest.raises(FailedPrecondition, match="batch"):
+        service.snapshot_job("proj", None, batch)
+    pending = service.create_job(new_job(type=STREAMING)).id
+    scheduler.tick()
+    with pytest.raises(FailedPrecondition) as caught:
+        service.snapshot_job("proj", None, pending)
+    assert caught.value.reason == "SNAPSHOT_NOT_RUNNING"
+    with pytest.raises(InvalidArgument):
+        service.create_job(new_job(created_from_snapshot_id="no-such-snapshot"))
+    assert service.list_snapshots("proj", None) == []
+
+
+def test_a_snapshot_the_engine_cannot_take_is_failed(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    source = running(service, scheduler, engine, new_job)
+    engine.savepoints_fail = True
+    snapshot = service.snapshot_job("proj", None, source)
+    assert snapshot.state is SnapshotState.FAILED
+    assert "could not be written" in texts(service, source, MessageImportance.JOB_MESSAGE_WARNING)
+    with pytest.raises(FailedPrecondition):
+        service.create_job(new_job(created_from_snapshot_id=snapshot.id))
+
+
+def test_expired_and_deleted_snapshots_are_gone_with_their_files(
+    service: JobService,
+    scheduler: Scheduler,
+    engine: ScriptedEngine,
+    new_job: Callable[..., NewJob],
+    clock: Clock,
+    tmp_path: Path,
+) -> None:
+    source = running(service, scheduler, engine, new_job)
+    short = service.snapshot_job("proj", None, source, ttl=timedelta(minutes=5))
+    kept = service.snapshot_job("proj", None, source)  # the default: 7 days
+    assert (tmp_path / "snapshots" / short.id).is_dir()
+    clock.advance(600)
+    scheduler.tick()
+    assert [s.id for s in service.list_snapshots("proj", None)] == [kept.id]
+    assert not (tmp_path / "snapshots" / short.id).exists()
+    service.delete_snapshot("proj", None, kept.id)
+    assert service.list_snapshots("proj", None) == []
+    assert not (tmp_path / "snapshots" / kept.id).exists()
+
+
+# -- updates -----------------------------------------------------------------------------
+
+
+def test_an_update_replaces_the_job_and_carries_its_state(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    old = running(service, scheduler, engine, new_job, name="counts", spec=spec(uids=["count", "total"]))
+    new = service.create_job(
+        new_job(
+            name="counts",
+            type=STREAMING,
+            replace_job_id=old,
+            spec=spec({"total": "sum"}, uids=["count", "sum"]),
+        )
+    )
+    scheduler.tick()  # the new job is admitted and launched: the old one stops with a savepoint
+    assert engine.run_of(old).calls == ["stop_with_savepoint"]
+    restore = engine.run_of(new.id).request.restore_from
+    assert restore.endswith("_metadata")
+    scheduler.tick()
+    assert state(service, old) is S.JOB_STATE_RUNNING  # stopped for the update, not failed
+    engine.run_of(new.id).state = EngineState.RUNNING
+    scheduler.tick()
+    assert state(service, new.id) is S.JOB_STATE_RUNNING
+    replaced = service.store.get_job(old)
+    assert replaced.current_state is S.JOB_STATE_UPDATED and replaced.replaced_by_job_id == new.id
+    assert service.store.get_job(new.id).replace_job_id == old
+    scheduler.tick()
+    assert service.store.get_run(old).worker == ""  # type: ignore[union-attr]
+
+
+def test_an_incompatible_update_is_refused_and_the_old_job_runs_on(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    old = running(service, scheduler, engine, new_job, name="counts", spec=spec(uids=["count", "total"]))
+    with pytest.raises(FailedPrecondition) as caught:
+        service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old, spec=spec(uids=["count"])))
+    assert caught.value.reason == "UPDATE_INCOMPATIBLE" and "total" in caught.value.message
+    with pytest.raises(FailedPrecondition):  # a batch replacement
+        service.create_job(new_job(name="counts", replace_job_id=old, spec=spec(uids=["count", "total"])))
+    scheduler.tick()
+    assert state(service, old) is S.JOB_STATE_RUNNING and engine.run_of(old).calls == []
+    assert service.store.count_jobs() == 1
+
+
+def test_an_update_that_fails_to_start_resumes_the_old_job(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    old = running(service, scheduler, engine, new_job, name="counts")
+    new = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
+    scheduler.tick()
+    location = engine.run_of(new.id).request.restore_from
+    engine.run_of(new.id).state = EngineState.FAILED
+    engine.run_of(new.id).error = "StateMigrationException: incompatible state"
+    scheduler.tick()
+    assert state(service, new.id) is S.JOB_STATE_FAILED
+    assert state(service, old) is S.JOB_STATE_RUNNING
+    assert engine.launched[-1].job_id == old and engine.launched[-1].restore_from == location
+    assert "resumed from its savepoint" in texts(service, old, MessageImportance.JOB_MESSAGE_WARNING)
+    assert "resumed from its savepoint" in texts(service, new.id, MessageImportance.JOB_MESSAGE_ERROR)
+    engine.run_of(old).state = EngineState.RUNNING
+    scheduler.tick()
+    assert state(service, old) is S.JOB_STATE_RUNNING
+    # The resumed job lives on: it can be drained as usual.
+    service.update_job("proj", None, old, requested_state=S.JOB_STATE_DRAINED)
+    scheduler.tick()
+    assert state(service, old) is S.JOB_STATE_DRAINED
+
+
+def test_an_update_whose_savepoint_fails_leaves_the_old_job_running(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    old = running(service, scheduler, engine, new_job, name="counts")
+    engine.savepoints_fail = True
+    new = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
+    scheduler.tick()
+    assert state(service, new.id) is S.JOB_STATE_FAILED
+    assert "could not be stopped with a savepoint" in texts(service, new.id, MessageImportance.JOB_MESSAGE_ERROR)
+    scheduler.tick()
+    assert state(service, old) is S.JOB_STATE_RUNNING
+    assert service.store.get_run(old).actions == frozenset()  # type: ignore[union-attr]
+    engine.savepoints_fail = False
+    again = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
+    scheduler.tick()
+    engine.run_of(again.id).state = EngineState.RUNNING
+    scheduler.tick()
+    assert service.store.get_job(old).replaced_by_job_id == again.id

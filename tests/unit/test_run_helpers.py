@@ -1,0 +1,41 @@
+"""The pure parts of ``tidegate run``: reading the script's options, the endpoint Beam wants, job names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tidegate.gcs_emulator import emulator_url
+from tidegate.run import beam_endpoint, job_name_for, option_value
+
+JOB_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def test_option_value_reads_both_spellings_and_the_last_wins() -> None:
+    argv = ["--input", "a.txt", "--project=one", "--temp_location", "/tmp/x", "--project", "two"]
+    assert option_value(argv, "project") == "two"
+    assert option_value(argv, "temp_location") == "/tmp/x"
+    assert option_value(argv, "region") is None
+    assert option_value(["--project"], "project") is None  # a flag without its value
+    assert option_value(["--projects=x"], "project") is None
+
+
+def test_beam_endpoint_spells_loopback_hosts_localhost() -> None:
+    assert beam_endpoint("http://127.0.0.1:8080") == "http://localhost:8080"
+    assert beam_endpoint("http://[::1]:9000/") == "http://localhost:9000"
+    assert beam_endpoint("http://localhost:8080") == "http://localhost:8080"
+    assert beam_endpoint("https://tidegate.example:443") == "https://tidegate.example:443"
+
+
+def test_job_names_are_valid_dataflow_names() -> None:
+    for script in ("wordcount.py", "My_Pipeline v2.py", "2024-report.py", "___.py"):
+        name = job_name_for(Path(script))
+        assert JOB_NAME.fullmatch(name), name
+    assert job_name_for(Path("wordcount.py")).startswith("wordcount-")
+    assert job_name_for(Path("a.py")) != job_name_for(Path("a.py"))
+
+
+def test_emulator_url_names_a_reachable_host() -> None:
+    assert emulator_url("0.0.0.0", 9023) == "http://127.0.0.1:9023"
+    assert emulator_url("127.0.0.1", 1) == "http://127.0.0.1:1"
+    assert emulator_url("::1", 9023) == "http://[::1]:9023"
