@@ -106,7 +106,7 @@ def main() -> None:
         write_text(source, args.lines)
         port = free_port()
         server = [
-            "-m", "tidegate.cli", "server", "--port", str(port), "--grpc-port", "0",
+            "-m", "tidegate.cli", "server", "--port", str(port), "--grpc-port", "0", "--job-port", "0",
             "--data-dir", str(work / "data"), "--max-jobs", "0",
         ]  # fmt: skip
         with process(*server, port=port, health="/healthz"):

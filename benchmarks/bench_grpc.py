@@ -88,6 +88,7 @@ def tidegate(data_dir: Path) -> Iterator[Server]:
     """A ``tidegate server`` with REST and gRPC, ready for both."""
     port, grpc_port = free_port(), free_port()
     args = ["-m", "tidegate.cli", "server", "--engines", "none", "--port", str(port), "--grpc-port", str(grpc_port)]
+    args += ["--job-port", "0"]
     with started([*args, "--data-dir", str(data_dir)], f"http://127.0.0.1:{port}/healthz", grpc_port) as pid:
         yield Server(pid, port, grpc_port)
 

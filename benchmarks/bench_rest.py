@@ -68,30 +68,43 @@ def process(*args: str, port: int, health: str) -> Iterator[None]:
 @contextmanager
 def tidegate(data_dir: Path) -> Iterator[int]:
     port = free_port()
-    args = ["-m", "tidegate.cli", "server", "--engines", "none", "--grpc-port", "0", "--port", str(port)]
+    args = ["-m", "tidegate.cli", "server", "--engines", "none", "--grpc-port", "0", "--job-port", "0"]
+    args += ["--port", str(port)]
     args += ["--data-dir", str(data_dir)]
     with process(*args, port=port, health="/healthz"):
         yield port
 
 
-def throughput(seconds: float, clients: int) -> dict[str, float]:
-    results: dict[str, float] = {}
+def throughput(seconds: float, clients: int, rounds: int = 5) -> dict[str, float]:
+    """Requests/s per endpoint; both servers run at once and take turns, ``rounds`` times each.
+
+    Taking turns in short windows lets the noise of a shared machine fall on each endpoint
+    alike; each rate is the total of its requests over the total of its windows.
+    """
+    totals: dict[str, list[float]] = {}
     port = free_port()
-    with process(str(ROOT / "benchmarks" / "empty_app.py"), str(port), port=port, health="/empty"):
-        results["empty GET"], _ = loadgen.rate(port, loadgen.get("/empty"), clients, seconds)
-        results["empty POST"], _ = loadgen.rate(
-            port, loadgen.post("/empty", lambda n: b'{"name": "x"}'), clients, seconds
-        )
-    with tempfile.TemporaryDirectory() as folder, tidegate(Path(folder)) as port:
-        job = httpx.post(f"http://127.0.0.1:{port}{BASE}", json={"name": "probe", "type": "JOB_TYPE_BATCH"}).json()
-        results["GetJob"], errors = loadgen.rate(
-            port, loadgen.get(f"{BASE}/{job['id']}?%24alt=json%3Benum-encoding%3Dint"), clients, seconds
-        )
-        assert errors == 0, f"{errors} GetJob errors"
+    with (
+        process(str(ROOT / "benchmarks" / "empty_app.py"), str(port), port=port, health="/empty"),
+        tempfile.TemporaryDirectory() as folder,
+        tidegate(Path(folder)) as tg_port,
+    ):
+        job = httpx.post(f"http://127.0.0.1:{tg_port}{BASE}", json={"name": "probe", "type": "JOB_TYPE_BATCH"}).json()
         body = lambda n: json.dumps({"name": f"job-{n}", "type": 1, "labels": {"bench": "yes"}}).encode()  # noqa: E731
-        results["CreateJob"], errors = loadgen.rate(port, loadgen.post(BASE, body), clients, seconds)
-        assert errors == 0, f"{errors} CreateJob errors"
-    return results
+        cases = {
+            "empty GET": (port, loadgen.get("/empty")),
+            "GetJob": (tg_port, loadgen.get(f"{BASE}/{job['id']}?%24alt=json%3Benum-encoding%3Dint")),
+            "empty POST": (port, loadgen.post("/empty", lambda n: b'{"name": "x"}')),
+            "CreateJob": (tg_port, loadgen.post(BASE, body)),
+        }
+        window = seconds / rounds
+        for n in range(rounds):
+            for name, (target, factory) in cases.items():
+                # a round's CreateJob windows must not repeat names: offset the counter per round
+                made = factory if name != "CreateJob" else (lambda f, k: lambda i: f(i + k * 1_000_000))(factory, n)
+                rate, errors = loadgen.rate(target, made, clients, window)
+                assert errors == 0, f"{errors} {name} errors"
+                totals.setdefault(name, []).append(rate)
+    return {name: statistics.fmean(rates) for name, rates in totals.items()}
 
 
 def fill(data_dir: Path, count: int) -> None:
@@ -107,36 +120,51 @@ def fill(data_dir: Path, count: int) -> None:
     store.close()
 
 
-def page_latency(port: int, list_filter: str, deep: bool, samples: int = 30) -> float:
-    """Median milliseconds to fetch one page of 50 (the first, or the fifth)."""
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-        params = {"filter": list_filter, "pageSize": "50"}
-        if deep:
-            for _ in range(4):
-                params["pageToken"] = client.get(BASE, params=params).json()["nextPageToken"]
-        timings = []
-        for _ in range(samples):
-            start = time.perf_counter()
-            response = client.get(BASE, params=params)
-            timings.append((time.perf_counter() - start) * 1000)
-            assert response.status_code == 200 and len(response.json()["jobs"]) == 50
-        return statistics.median(timings)
+def page_params(client: httpx.Client, list_filter: str, deep: bool) -> dict[str, str]:
+    """The query of one page of 50: the first, or the fifth (four page tokens in)."""
+    params = {"filter": list_filter, "pageSize": "50"}
+    if deep:
+        for _ in range(4):
+            params["pageToken"] = client.get(BASE, params=params).json()["nextPageToken"]
+    return params
 
 
-def list_latency(small: int, large: int) -> dict[str, tuple[float, float]]:
+def timed_page(client: httpx.Client, params: dict[str, str]) -> float:
+    start = time.perf_counter()
+    response = client.get(BASE, params=params)
+    elapsed = (time.perf_counter() - start) * 1000
+    assert response.status_code == 200 and len(response.json()["jobs"]) == 50
+    return elapsed
+
+
+def list_latency(small: int, large: int, samples: int = 200) -> dict[str, tuple[float, float]]:
+    """Median ms per page, per case, for ``small`` and ``large`` jobs stored.
+
+    Both servers run at once and the samples alternate between them, so the noise of a
+    shared machine falls on both sides alike.
+    """
     results: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         for count in (small, large):
             started = time.perf_counter()
             fill(Path(folder) / str(count), count)
             print(f"  stored {count} jobs in {time.perf_counter() - started:.1f} s", flush=True)
-        cases = [(f, d) for f in ("ALL", "ACTIVE", "TERMINATED") for d in (False, True)]
-        measured: dict[int, dict[str, float]] = {}
-        for count in (small, large):
-            with tidegate(Path(folder) / str(count)) as port:
-                measured[count] = {f"{f} {'deep' if d else 'first'}": page_latency(port, f, d) for f, d in cases}
-        for key in measured[small]:
-            results[key] = (measured[small][key], measured[large][key])
+        with (
+            tidegate(Path(folder) / str(small)) as small_port,
+            tidegate(Path(folder) / str(large)) as large_port,
+            httpx.Client(base_url=f"http://127.0.0.1:{small_port}") as small_client,
+            httpx.Client(base_url=f"http://127.0.0.1:{large_port}") as large_client,
+        ):
+            for list_filter in ("ALL", "ACTIVE", "TERMINATED"):
+                for deep in (False, True):
+                    small_params = page_params(small_client, list_filter, deep)
+                    large_params = page_params(large_client, list_filter, deep)
+                    small_ms, large_ms = [], []
+                    for _ in range(samples):
+                        small_ms.append(timed_page(small_client, small_params))
+                        large_ms.append(timed_page(large_client, large_params))
+                    key = f"{list_filter} {'deep' if deep else 'first'}"
+                    results[key] = (statistics.median(small_ms), statistics.median(large_ms))
     return results
 
 

@@ -39,7 +39,7 @@ from tidegate.model import EngineRun, Job, MessageImportance, Snapshot
 from tidegate.scheduler_updates import UPDATE_ACTION, Updates
 from tidegate.service import JobService
 
-__all__ = ["Prepare", "Scheduler", "SchedulerSettings", "default_prepare"]
+__all__ = ["Prepare", "Scheduler", "SchedulerSettings", "default_prepare", "failure_summary"]
 
 log = logging.getLogger(__name__)
 S = JobState
@@ -442,5 +442,16 @@ class Scheduler:
             return
         if current.current_state in (S.JOB_STATE_STOPPED, S.JOB_STATE_QUEUED):
             self._to(current, S.JOB_STATE_PENDING, "starting workers")
-        self._to(current, S.JOB_STATE_FAILED, error.splitlines()[0] if error else "failed")
+        self._to(current, S.JOB_STATE_FAILED, failure_summary(error))
         self._updates.failed(current, error)
+
+
+def failure_summary(error: str, limit: int = 500) -> str:
+    """The one line that says why a run failed: a traceback's exception line, else the first line."""
+    lines = [line for line in error.splitlines() if line.strip()]
+    if not lines:
+        return "failed"
+    line = lines[0]
+    if line.startswith("Traceback (most recent call last)"):
+        line = next((x for x in reversed(lines) if not x[0].isspace()), line)
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -243,8 +243,12 @@ def job_to_pb(job: Job, view: int = JobView.SUMMARY) -> Any:
     return pb
 
 
+@functools.lru_cache(maxsize=8192)
 def rfc3339(value: datetime) -> str:
-    """A UTC time as protobuf's JSON prints a Timestamp (0, 3 or 6 fraction digits)."""
+    """A UTC time as protobuf's JSON prints a Timestamp (0, 3 or 6 fraction digits).
+
+    Cached: clients poll the same jobs, whose times rarely change.
+    """
     micros = value.microsecond
     spec = "seconds" if micros == 0 else "milliseconds" if micros % 1000 == 0 else "microseconds"
     return value.isoformat(timespec=spec)[:-6] + "Z"

@@ -50,6 +50,7 @@ from tidegate.engines.beam import (
     write_json,
 )
 from tidegate.engines.beam_report import WORKER_LOGGER, Names, Progress, now, setup_logging
+from tidegate.engines.beam_sdk_worker import anonymous_gcs_for_an_emulator
 
 if TYPE_CHECKING:
     from apache_beam.portability.api import beam_runner_api_pb2
@@ -70,7 +71,7 @@ def _use_local_environment(proto: beam_runner_api_pb2.Pipeline, num_workers: int
     if num_workers <= 1:
         env: environments.Environment = environments.EmbeddedPythonEnvironment.default()
     else:  # exec: no shell between the pipeline process and its SDK workers
-        command = f"exec {shlex.quote(sys.executable)} -m apache_beam.runners.worker.sdk_worker_main"
+        command = f"exec {shlex.quote(sys.executable)} -m tidegate.engines.beam_sdk_worker"
         env = environments.SubprocessSDKEnvironment.from_command_string(command)
     local = env.to_runner_api(None)  # type: ignore[arg-type]  # the context is unused for these two
     for env_id, current in proto.components.environments.items():
@@ -131,6 +132,7 @@ def _run(workdir: Path, run: Mapping[str, Any]) -> None:
     pickling: Any = pickler  # untyped
     pickling.set_library(options.get("pickle_library") or pickler.DEFAULT_PICKLE_LIB)  # as the SDK harness does
     _fail_when_an_sdk_worker_dies(workdir)
+    anonymous_gcs_for_an_emulator()
     proto = beam_runner_api_pb2.Pipeline.FromString((workdir / PIPELINE_FILE).read_bytes())
     names = Names(proto)
     _use_local_environment(proto, num_workers)

@@ -7,6 +7,7 @@ schema (``schema.sql`` for a fresh database, ``migrations/`` for an existing one
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -42,7 +43,9 @@ def micros(t: datetime) -> int:
     return ((t if t.tzinfo else t.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND
 
 
+@functools.lru_cache(maxsize=8192)
 def from_micros(value: int) -> datetime:
+    """The time ``micros`` gave (cached: the same jobs' times are read again and again)."""
     return _EPOCH + timedelta(microseconds=value)
 
 
