@@ -102,6 +102,8 @@ class SchedulerSettings:
     """RESOURCE_CLEANING_UP for every batch job (otherwise only for jobs that ask for it)."""
     lease: timedelta = timedelta(seconds=30)
     tick: float = 0.25
+    starting_tick: float = 0.02
+    """The tick while a job is PENDING: a run's start is seen within this, not within ``tick``."""
     worker_id: str = ""
     snapshot_dir: Path | None = None
     """Snapshots get a folder each under it (default: ``snapshots`` beside ``work_dir``)."""
@@ -128,6 +130,7 @@ class Scheduler:
         self.prepare = prepare
         self.worker = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
+        self._starting = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_renewal: datetime | None = None
@@ -208,7 +211,7 @@ class Scheduler:
                 self.tick()
             except Exception:  # a bad tick must not stop the scheduler
                 log.exception("scheduler tick failed")
-            self._wake.wait(self.settings.tick)
+            self._wake.wait(self.settings.starting_tick if self._starting else self.settings.tick)
             self._wake.clear()
 
     def tick(self) -> None:
@@ -219,6 +222,7 @@ class Scheduler:
         self._admit(now)
         for job_id in self.store.job_ids_in_states(_RUNNING_STATES):
             self._reconcile(job_id)
+        self._starting = bool(self.store.job_ids_in_states((S.JOB_STATE_PENDING,)))
 
     # -- leases ------------------------------------------------------------------------
 
