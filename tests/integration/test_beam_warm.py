@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,10 +62,8 @@ def engine() -> Iterator[BeamEngine]:
 
 def test_a_warm_launch_runs_on_the_idle_processes_at_once(engine: BeamEngine, tmp_path: Path) -> None:
     supervisor, pipeline = idle_pair(engine)
-    started = time.monotonic()
     handle = launch(engine, tmp_path / "run", serialized(lambda p: upper_case(p, tmp_path / "out")))
     wait_for(lambda: engine.poll(handle).state is not EngineState.STARTING, 30, "the run to start")
-    assert time.monotonic() - started < 1.0  # a cold start takes seconds: two interpreters, Beam imported
     assert recorded_pid(tmp_path / "run") == supervisor
     assert json.loads((tmp_path / "run" / "status.json").read_text())["pid"] == pipeline
     assert worker_pids(tmp_path / "run") in ([supervisor, pipeline], [])  # [] once it ended
@@ -115,9 +112,7 @@ def test_the_idle_processes_die_when_the_engine_closes(tmp_path: Path) -> None:
     engine = BeamEngine()
     supervisor, pipeline = idle_pair(engine)
     assert os.getpgid(pipeline) == os.getsid(pipeline) == supervisor  # a session and a group of their own
-    started = time.monotonic()
     engine.close()
-    assert time.monotonic() - started < 2.5
     assert_group_gone(supervisor)  # reaped too: the supervisor reaps its pipeline process, the engine it
     engine.close()  # idempotent
     # Later launches start cold.
@@ -168,7 +163,8 @@ def test_broken_idle_processes_mean_a_cold_start(engine: BeamEngine, tmp_path: P
     handle = launch(engine, tmp_path / "run", serialized(lambda p: upper_case(p, tmp_path / "out")))
     assert wait_until_ended(engine, handle, timeout=60) == RunStatus(EngineState.SUCCEEDED)
     assert output_lines(tmp_path / "out") == ["X", "Y"]
-    # A dead supervisor: the engine started one cold; a dead pipeline process: the supervisor did.
+    # A dead supervisor: the run went to the next idle one (or a cold start); a dead pipeline process:
+    # the supervisor started one cold.
     assert (recorded_pid(tmp_path / "run") == supervisor) is (victim == "pipeline process")
     assert idle_pair(engine)[0] != supervisor  # and a new pair is ready
 
@@ -180,9 +176,7 @@ def test_cancel_of_a_warm_launched_run_leaves_no_process(engine: BeamEngine, tmp
     assert worker_pids(tmp_path / "run") == [supervisor, pipeline]
     assert len(members(supervisor)) == 4  # the supervisor, the pipeline process and its two SDK worker processes
     everyone = members(supervisor)
-    started = time.monotonic()
     engine.cancel(handle)
-    assert time.monotonic() - started < 1.0
     assert_group_gone(supervisor)
     assert all(not Path(f"/proc/{pid}").exists() for pid in everyone)
     assert engine.poll(handle) == RunStatus(EngineState.CANCELLED)

@@ -84,9 +84,9 @@ def _launch(
         args=args,
         restore_from=restore_from,
     )
-    started = time.monotonic()
     handle = engine.launch(request)
-    assert time.monotonic() - started < 2, "launch must not wait for the submission"
+    # launch does not wait for the submission, which takes seconds (bench_flink.py measures them)
+    assert engine.poll(handle).state is EngineState.STARTING
     return handle
 
 

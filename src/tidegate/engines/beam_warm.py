@@ -1,13 +1,13 @@
 """Warm starts of Beam runs: one run's processes, started before the run, wait for it.
 
 A cold start of a run costs two fresh Python interpreters and an import of Beam: seconds.
-``WarmStart`` keeps one idle supervisor ready (``beam_worker --warm``): a session and a
-process group of its own, and under it the run's pipeline process, Beam imported, both
-waiting on a pipe. ``take`` writes a workdir (and the environment the run would have
+``WarmStart`` keeps idle supervisors ready (``beam_worker --warm``; two by default), each
+a session and a process group of its own, and under it the run's pipeline process, Beam
+imported, both waiting on a pipe. ``take`` writes a workdir (and the environment the run would have
 had) into it; from then on the two are what a cold launch would have started (see
 ``beam_worker``), and the next idle supervisor starts.
 
-An idle supervisor dies with the engine and is never left behind: ``close`` stops it
+An idle supervisor dies with the engine and is never left behind: ``close`` stops each
 (SIGTERM: it kills and reaps its pipeline process, then exits); the end of the engine
 process ends it too (``PR_SET_PDEATHSIG``, and the end of its stdin), and its pipeline
 process dies with it in turn. Once handed a run, both drop the parent-death signal: a
@@ -16,6 +16,7 @@ run outlives the engine, as a cold-started one does.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -70,24 +71,29 @@ _SPAWNER = _Spawner()
 
 
 class WarmStart:
-    """Keeps one idle supervisor of a Beam run ready, and hands it the next run."""
+    """Keeps ``size`` idle supervisors of Beam runs ready, and hands the oldest the next run.
 
-    def __init__(self, python: str, env: Callable[[], dict[str, str]]) -> None:
+    Two by default: a job that follows another at once then finds one that has had time to
+    import Beam, not one that started as the previous run did.
+    """
+
+    def __init__(self, python: str, env: Callable[[], dict[str, str]], size: int = 2) -> None:
         """Idle supervisors run ``python`` with the environment ``env()`` gives when each starts."""
         self._python = python
         self._env = env
+        self._size = size
         self._ready = threading.Condition()
-        self._idle: subprocess.Popen[bytes] | None = None
-        self._starting = False
+        self._idle: collections.deque[subprocess.Popen[bytes]] = collections.deque()
+        self._starting = 0
         self._failures = 0
         self._closed = False
         self._refill()
 
     @property
     def idle_pid(self) -> int | None:
-        """The idle supervisor's pid (its process group's id too), if there is one now."""
+        """The pid of the idle supervisor the next run goes to (its process group's id too), if there is one now."""
         with self._ready:
-            return self._idle.pid if self._idle is not None else None
+            return self._idle[0].pid if self._idle else None
 
     def take(self, workdir: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes] | None:
         """Hand the run in ``workdir`` to the idle supervisor and return it; None when there is none to hand it to.
@@ -101,10 +107,15 @@ class WarmStart:
             self._refill()  # the next one starts as this run does
 
     def _hand(self, workdir: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes] | None:
-        with self._ready:
-            idle, self._idle = self._idle, None
-        if idle is None:
-            return None
+        while True:
+            with self._ready:
+                if not self._idle:
+                    return None
+                idle = self._idle.popleft()
+            if self._hand_to(idle, workdir, env):
+                return idle
+
+    def _hand_to(self, idle: subprocess.Popen[bytes], workdir: Path, env: Mapping[str, str]) -> bool:
         message = json.dumps({"workdir": str(workdir), "env": dict(env)}).encode() + b"\n"
         try:
             if idle.poll() is not None:
@@ -113,16 +124,16 @@ class WarmStart:
             idle.stdin.write(message)
             idle.stdin.close()
         except OSError as error:
-            log.warning("the idle Beam supervisor (pid %d) is gone, starting the run cold: %s", idle.pid, error)
+            log.warning("the idle Beam supervisor (pid %d) is gone: %s", idle.pid, error)
             _stop(idle)
             with self._ready:
                 self._failures += 1
                 if self._failures == _MAX_FAILURES:
                     log.warning("%d idle Beam supervisors died unused: Beam runs start cold from now on", _MAX_FAILURES)
-            return None
+            return False
         with self._ready:
             self._failures = 0
-        return idle
+        return True
 
     def close(self) -> None:
         """Stop the idle supervisor and its pipeline process, and start no more; idempotent.
@@ -132,16 +143,18 @@ class WarmStart:
         with self._ready:
             self._closed = True
             self._ready.wait_for(lambda: not self._starting, timeout=_STOP_WAIT_S * 3)
-            idle, self._idle = self._idle, None
-        if idle is not None:
-            _stop(idle)
+            idle, self._idle = list(self._idle), collections.deque()
+        for one in idle:
+            _stop(one)
 
     def _refill(self) -> None:
         with self._ready:
-            if self._closed or self._starting or self._idle is not None or self._failures >= _MAX_FAILURES:
+            if self._closed or self._failures >= _MAX_FAILURES:
                 return
-            self._starting = True
-        _SPAWNER.submit(self._start)
+            missing = self._size - len(self._idle) - self._starting
+            self._starting += max(0, missing)
+        for _ in range(missing):
+            _SPAWNER.submit(self._start)
 
     def _start(self) -> None:
         """On the spawner's thread: start an idle supervisor (or none, if closed since)."""
@@ -158,12 +171,12 @@ class WarmStart:
         finally:
             with self._ready:
                 keep = idle is not None and not self._closed
-                if keep:
-                    self._idle = idle
+                if idle is not None and keep:
+                    self._idle.append(idle)
             if idle is not None and not keep:
                 _stop(idle)  # closed while it started
             with self._ready:
-                self._starting = False
+                self._starting -= 1
                 self._ready.notify_all()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
