@@ -346,8 +346,8 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="submit a Beam pipeline script to the server and follow its job",
         description="Run PIPELINE with Beam's DataflowRunner pointed at the server, then follow the job: state"
-        " changes and messages as they happen. Exits 0 when the job is done, 1 when it fails or is cancelled"
-        " (Ctrl-C cancels it).",
+        " changes and messages as they happen. Exits 0 when the job is done, drained or updated (replaced),"
+        " 1 when it fails or is cancelled (Ctrl-C cancels it).",
     )
     run_parser.add_argument(
         "--python", default=sys.executable, help="the Python with apache-beam[gcp] that runs PIPELINE"

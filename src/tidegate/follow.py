@@ -130,10 +130,14 @@ def follow(follower: Follower, interrupts: Interrupts, job_id: str, *, cancel_pa
 
 
 def outcome(job: dict[str, Any], follower: Follower, interrupted: bool) -> int:
-    """0 for a job that is done; otherwise ``CliError`` with a one-line reason (a failure's last error line)."""
+    """0 for a job that ended well; otherwise ``CliError`` with a one-line reason (a failure's last error line).
+
+    Ending well: DONE; DRAINED (a streaming job stopped as asked, its in-flight data
+    written); UPDATED (replaced by a job that carries its state on).
+    """
     state = str(job.get("currentState", ""))
     job_id = job.get("id", "")
-    if state == "JOB_STATE_DONE":
+    if state in ("JOB_STATE_DONE", "JOB_STATE_DRAINED", "JOB_STATE_UPDATED"):
         return 0
     if state == "JOB_STATE_FAILED":
         reason = last_line(follower.errors[-1]) if follower.errors else "no error message"

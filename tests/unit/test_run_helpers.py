@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from tidegate.cli import Client, CliError
+from tidegate.follow import Follower, outcome
 from tidegate.gcs_emulator import emulator_url
 from tidegate.run import beam_endpoint, job_name_for, option_value
 
@@ -39,3 +43,27 @@ def test_emulator_url_names_a_reachable_host() -> None:
     assert emulator_url("0.0.0.0", 9023) == "http://127.0.0.1:9023"
     assert emulator_url("127.0.0.1", 1) == "http://127.0.0.1:1"
     assert emulator_url("::1", 9023) == "http://[::1]:9023"
+
+
+def _follower(errors: list[str] | None = None) -> Follower:
+    return Follower(client=Client("http://127.0.0.1:1"), path="/unused", importance="", errors=errors or [])
+
+
+@pytest.mark.parametrize("state", ["JOB_STATE_DONE", "JOB_STATE_DRAINED", "JOB_STATE_UPDATED"])
+def test_a_job_that_ended_well_exits_0(state: str) -> None:
+    assert outcome({"id": "j", "currentState": state}, _follower(), interrupted=False) == 0
+
+
+def test_a_failed_job_exits_1_with_its_last_error_line() -> None:
+    follower = _follower(["Traceback (most recent call last):\n  File x\nValueError: no price"])
+    with pytest.raises(CliError) as raised:
+        outcome({"id": "j", "currentState": "JOB_STATE_FAILED"}, follower, interrupted=False)
+    assert raised.value.code == 1
+    assert str(raised.value) == "job j failed: ValueError: no price"
+
+
+def test_a_cancelled_job_exits_1() -> None:
+    with pytest.raises(CliError) as raised:
+        outcome({"id": "j", "currentState": "JOB_STATE_CANCELLED"}, _follower(), interrupted=True)
+    assert raised.value.code == 1
+    assert str(raised.value) == "job j was cancelled (Ctrl-C)"
