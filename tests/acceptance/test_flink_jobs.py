@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.flink_output import read_seen, read_windows, wait_windows
+
 from .conftest import LOCATION, Server
 
 pytestmark = pytest.mark.slow
@@ -96,29 +98,6 @@ def _wait_state(server: Server, job_id: str, wanted: str, timeout: float = 180) 
     return job
 
 
-def _windows(out: Path) -> list[tuple[int, int, int, int, str]]:
-    path = out / "windows.txt"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        key, end, count, total, version = line.split(",")
-        rows.append((int(key), int(end), int(count), int(total), version))
-    return rows
-
-
-def _seen(out: Path) -> list[int]:
-    path = out / "seen.txt"
-    return [int(line) for line in path.read_text().split()] if path.exists() else []
-
-
-def _wait_windows(out: Path, count: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while len(_windows(out)) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} window results after {timeout} s"
-        time.sleep(0.3)
-
-
 def test_streaming_jobs_drain_cancel_fail_and_a_batch_job_finishes(flink: Server, tmp_path: Path) -> None:
     drained, cancelled = tmp_path / "drained", tmp_path / "cancelled"
     batch_out = tmp_path / "sums.txt"
@@ -130,24 +109,24 @@ def test_streaming_jobs_drain_cancel_fail_and_a_batch_job_finishes(flink: Server
 
     # Drain: RUNNING → DRAINING → DRAINED, the open window fired and written.
     _wait_state(flink, drain_id, "JOB_STATE_RUNNING")
-    _wait_windows(drained, 3)
+    wait_windows(drained, 3)
     response = _request(flink, drain_id, "JOB_STATE_DRAINED")
     assert response.status_code == 200, response.text
     assert response.json()["currentState"] in ("JOB_STATE_DRAINING", "JOB_STATE_DRAINED")
     _wait_state(flink, drain_id, "JOB_STATE_DRAINED", timeout=120)
-    seen, windows = _seen(drained), _windows(drained)
+    seen, windows = read_seen(drained), read_windows(drained)
     assert sum(row[2] for row in windows) == len(seen), "every element read is in a written window"
     history = [c["currentState"] for c in flink_history(flink, drain_id)]
     assert history[-2:] == ["JOB_STATE_DRAINING", "JOB_STATE_DRAINED"]
 
     # Cancel: RUNNING → CANCELLING → CANCELLED; nothing written after.
     _wait_state(flink, cancel_id, "JOB_STATE_RUNNING")
-    _wait_windows(cancelled, 1)
+    wait_windows(cancelled, 1)
     assert _request(flink, cancel_id, "JOB_STATE_CANCELLED").status_code == 200
     _wait_state(flink, cancel_id, "JOB_STATE_CANCELLED", timeout=60)
-    written = len(_seen(cancelled))
+    written = len(read_seen(cancelled))
     time.sleep(2)
-    assert len(_seen(cancelled)) == written
+    assert len(read_seen(cancelled)) == written
 
     # A failing job: FAILED, Flink's root exception as a JOB_MESSAGE_ERROR.
     _wait_state(flink, fail_id, "JOB_STATE_FAILED")
@@ -180,7 +159,7 @@ def test_a_snapshot_and_a_job_started_from_it(flink: Server, tmp_path: Path) -> 
     source_out, restored_out = tmp_path / "source", tmp_path / "restored"
     source_id = _create(flink, "snapshotted", "windowed_counts.py", "--out", str(source_out))
     _wait_state(flink, source_id, "JOB_STATE_RUNNING")
-    _wait_windows(source_out, 3)
+    wait_windows(source_out, 3)
 
     response = httpx.post(
         f"{_jobs(flink)}/{source_id}:snapshot", json={"ttl": "3600s", "description": "before v2"}, timeout=180
@@ -210,8 +189,8 @@ def test_a_snapshot_and_a_job_started_from_it(flink: Server, tmp_path: Path) -> 
     )
     assert _get(flink, restored_id)["createdFromSnapshotId"] == snapshot["id"]
     _wait_state(flink, restored_id, "JOB_STATE_RUNNING")
-    _wait_windows(restored_out, 3)
-    for key, (count, total) in _first_totals(_windows(restored_out)).items():
+    wait_windows(restored_out, 3)
+    for key, (count, total) in _first_totals(read_windows(restored_out)).items():
         assert total > count, f"key {key}: the running total did not carry over ({count}, {total})"
     assert _request(flink, restored_id, "JOB_STATE_CANCELLED").status_code == 200
 
@@ -254,7 +233,7 @@ def test_update_refused_failed_and_done(flink: Server, tmp_path: Path) -> None:
     assert response.status_code == 200, response.text
     old_id = response.json()["id"]
     _wait_state(flink, old_id, "JOB_STATE_RUNNING")
-    _wait_windows(old_out, 3)
+    wait_windows(old_out, 3)
 
     # Incompatible: a stateful operator would lose its state. Refused; the old job runs on.
     response = create(new_out, "windowed_counts.py", UIDS[:1], replaceJobId=old_id)
@@ -268,9 +247,9 @@ def test_update_refused_failed_and_done(flink: Server, tmp_path: Path) -> None:
     _wait_state(flink, failed_id, "JOB_STATE_FAILED", timeout=240)
     assert _get(flink, old_id)["currentState"] == "JOB_STATE_RUNNING"
     assert any("resumed from its savepoint" in m["messageText"] for m in _messages(flink, old_id))
-    before = len(_windows(old_out))
-    _wait_windows(old_out, before + 3, timeout=120)  # the resumed run writes again, totals going on
-    rows = _windows(old_out)
+    before = len(read_windows(old_out))
+    wait_windows(old_out, before + 3, timeout=120)  # the resumed run writes again, totals going on
+    rows = read_windows(old_out)
     for key in {row[0] for row in rows}:
         totals = [row[3] for row in rows if row[0] == key]
         assert totals == sorted(totals), f"key {key}: the running total went back after the resume"
@@ -283,8 +262,8 @@ def test_update_refused_failed_and_done(flink: Server, tmp_path: Path) -> None:
     assert new["replaceJobId"] == old_id
     old = _wait_state(flink, old_id, "JOB_STATE_UPDATED", timeout=60)
     assert old["replacedByJobId"] == new_id
-    _wait_windows(new_out, 3)
-    for key, (count, total) in _first_totals(_windows(new_out)).items():
+    wait_windows(new_out, 3)
+    for key, (count, total) in _first_totals(read_windows(new_out)).items():
         assert total > count, f"key {key}: the running total did not carry over ({count}, {total})"
     assert _request(flink, new_id, "JOB_STATE_CANCELLED").status_code == 200
     _wait_state(flink, new_id, "JOB_STATE_CANCELLED", timeout=60)

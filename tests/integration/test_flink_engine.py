@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.flink_output import read_seen, read_windows, wait_windows
 from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus
 from tidegate.engines.flink import FlinkEngine
 from tidegate.model import MessageImportance
@@ -101,30 +102,6 @@ def _wait(engine: FlinkEngine, handle: Handle, wanted: set[EngineState], timeout
     return status, time.monotonic() - started
 
 
-def _windows(out: Path) -> list[tuple[int, int, int, int, str]]:
-    """The ``key,window_end,count,total,version`` lines written so far."""
-    path = out / "windows.txt"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        key, end, count, total, version = line.split(",")
-        rows.append((int(key), int(end), int(count), int(total), version))
-    return rows
-
-
-def _seen(out: Path) -> list[int]:
-    path = out / "seen.txt"
-    return [int(line) for line in path.read_text().split()] if path.exists() else []
-
-
-def _wait_windows(out: Path, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while len(_windows(out)) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} window results after {timeout} s"
-        time.sleep(0.3)
-
-
 def _start_counting(engine: FlinkEngine, tmp_path: Path, out: Path, *args: str, restore_from: str = "") -> Handle:
     handle = _launch(engine, tmp_path, "windowed_counts.py", "--out", str(out), *args, restore_from=restore_from)
     _, took = _wait(engine, handle, {EngineState.RUNNING}, timeout=120)
@@ -144,7 +121,7 @@ def _check_totals(rows: list[tuple[int, int, int, int, str]]) -> None:
 def test_drain_fires_the_open_window_and_ends_drained(engine: FlinkEngine, tmp_path: Path) -> None:
     out = tmp_path / "out"
     handle = _start_counting(engine, tmp_path, out)
-    _wait_windows(out, 6)
+    wait_windows(out, 6)
     metrics = engine.metrics(handle)
     stages = engine.stages(handle)
 
@@ -152,7 +129,7 @@ def test_drain_fires_the_open_window_and_ends_drained(engine: FlinkEngine, tmp_p
     _, took = _wait(engine, handle, {EngineState.DRAINED}, timeout=60)
     print(f"drain -> DRAINED in {took:.1f} s")
 
-    seen, rows = _seen(out), _windows(out)
+    seen, rows = read_seen(out), read_windows(out)
     # Every element that entered was counted in a fired window: the open one fired too.
     assert sum(row[2] for row in rows) == len(seen) == len(set(seen))
     assert sorted(seen) == list(range(len(seen)))
@@ -174,7 +151,7 @@ def test_drain_fires_the_open_window_and_ends_drained(engine: FlinkEngine, tmp_p
 def test_cancel_ends_cancelled_and_writes_nothing_after(engine: FlinkEngine, tmp_path: Path) -> None:
     out = tmp_path / "out"
     handle = _start_counting(engine, tmp_path, out)
-    _wait_windows(out, 3)
+    wait_windows(out, 3)
 
     engine.cancel(handle)
     _, took = _wait(engine, handle, {EngineState.CANCELLED}, timeout=60)
@@ -192,22 +169,22 @@ def test_update_stops_with_a_savepoint_and_the_new_run_continues_the_totals(
 ) -> None:
     first_out, second_out = tmp_path / "first", tmp_path / "second"
     first = _start_counting(engine, tmp_path, first_out, "--version", "v1")
-    _wait_windows(first_out, 6)
+    wait_windows(first_out, 6)
 
     savepoint = engine.stop_with_savepoint(first, tmp_path / "savepoints")
     assert savepoint
     _wait(engine, first, {EngineState.CANCELLED}, timeout=30)
-    before, seen_before = _windows(first_out), _seen(first_out)
+    before, seen_before = read_windows(first_out), read_seen(first_out)
 
     second = _start_counting(engine, tmp_path, second_out, "--version", "v2", restore_from=savepoint)
-    _wait_windows(second_out, 6)
+    wait_windows(second_out, 6)
     engine.cancel(second)
     _wait(engine, second, {EngineState.CANCELLED}, timeout=60)
 
-    after = _windows(second_out)
+    after = read_windows(second_out)
     assert {row[4] for row in after} == {"v2"}
     # The source goes on where it stopped; each key's window and total continue where they were.
-    assert min(_seen(second_out)) == max(seen_before) + 1
+    assert min(read_seen(second_out)) == max(seen_before) + 1
     _check_totals(before + after)
     for key in {row[0] for row in before}:
         assert next(row for row in after if row[0] == key)[3] > [row for row in before if row[0] == key][-1][3]
@@ -218,7 +195,7 @@ def test_update_stops_with_a_savepoint_and_the_new_run_continues_the_totals(
 def test_a_new_run_from_a_snapshot_resumes_its_state(engine: FlinkEngine, tmp_path: Path) -> None:
     first_out, second_out = tmp_path / "first", tmp_path / "second"
     first = _start_counting(engine, tmp_path, first_out)
-    _wait_windows(first_out, 6)
+    wait_windows(first_out, 6)
 
     started = time.monotonic()
     snapshot = engine.snapshot(first, tmp_path / "snapshots")
@@ -228,11 +205,11 @@ def test_a_new_run_from_a_snapshot_resumes_its_state(engine: FlinkEngine, tmp_pa
     _wait(engine, first, {EngineState.CANCELLED}, timeout=60)
 
     second = _start_counting(engine, tmp_path, second_out, restore_from=snapshot)
-    _wait_windows(second_out, 3)
+    wait_windows(second_out, 3)
     engine.cancel(second)
     _wait(engine, second, {EngineState.CANCELLED}, timeout=60)
 
-    before, after = _windows(first_out), _windows(second_out)
+    before, after = read_windows(first_out), read_windows(second_out)
     _check_totals(after)
     for key in {row[0] for row in after}:
         _, end, count, total, _ = next(row for row in after if row[0] == key)
