@@ -34,6 +34,13 @@ TIDEGATE = Path(sys.executable).with_name("tidegate")
 LOCATION = "us-central1"
 START_TIMEOUT = 30.0
 
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = Path(__file__).resolve().parent / "beam_pipelines"
+"""Pipeline scripts that Beam's own runners run from the Beam client environment."""
+CLIENT_PYTHON = ROOT / ".beam-client-venv" / "bin" / "python"
+TEXT = "the quick brown fox\njumps over the lazy dog\nthe dog sleeps\n"
+"""The word counts' input: 12 words."""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -64,6 +71,10 @@ class Server:
     port: int
     store_url: str
     log: Path
+    grpc_port: int = 0
+    """The gRPC API's port (0: not served; ``start_server(..., grpc=True)`` serves it)."""
+    job_port: int = 0
+    """Beam's Job API port (0: not served; ``start_server(..., job_api=True)`` serves it)."""
     _store: Store | None = field(default=None, repr=False)
 
     @property
@@ -105,7 +116,7 @@ def _wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> bool:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             text = log.read_text(errors="replace")
-            if "address already in use" in text.lower():
+            if "address already in use" in text.lower() or "cannot listen" in text:
                 return False
             pytest.fail(f"tidegate server exited with {proc.returncode}:\n{text}")
         try:
@@ -135,12 +146,13 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     """A factory of running servers, ``start_server("sqlite" | "postgresql", engines="none", *flags)``.
 
     They are stopped after the module. ``engines="none"`` is an API-only server (jobs wait in
-    STOPPED); ``engines="beam"`` runs jobs.
+    STOPPED); ``engines="beam"`` runs jobs. ``grpc=True`` and ``job_api=True`` also serve the
+    gRPC API and Beam's Job API, each on a free port of its own (``Server.grpc_port``, ``job_port``).
     """
     running: list[tuple[subprocess.Popen[bytes], Server, Any]] = []
     schemas: list[str] = []
 
-    def start(dialect: str, engines: str = "none", *flags: str) -> Server:
+    def start(dialect: str, engines: str = "none", *flags: str, grpc: bool = False, job_api: bool = False) -> Server:
         data_dir = tmp_path_factory.mktemp(f"tidegate-{dialect}")
         extra: list[str] = []
         store_url = f"sqlite:///{(data_dir / 'tidegate.db').resolve()}"
@@ -156,15 +168,17 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             extra = ["--database-url", store_url]
         for attempt in range(3):
             port = free_port()
+            grpc_port, job_port = (free_port() if grpc else 0), (free_port() if job_api else 0)
             log_path = data_dir / f"server-{attempt}.log"
-            command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--job-port", "0"]
+            command = [str(TIDEGATE), "server", "--port", str(port)]
+            command += ["--grpc-port", str(grpc_port), "--job-port", str(job_port)]
             command += ["--engines", engines]
             command += ["--data-dir", str(data_dir), *flags]
             log = log_path.open("wb")
             proc = subprocess.Popen(
                 [*command, *extra], stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=data_dir
             )
-            server = Server(dialect=dialect, port=port, store_url=store_url, log=log_path)
+            server = Server(dialect, port, store_url, log_path, grpc_port=grpc_port, job_port=job_port)
             running.append((proc, server, log))
             if _wait_healthy(proc, server.base, log_path):
                 return server
@@ -199,3 +213,28 @@ def server(start_server: Callable[..., Server]) -> Server:
 def project() -> str:
     """A project of the test's own, so tests sharing a server never see each other's jobs."""
     return f"t-{secrets.token_hex(5)}"
+
+
+@pytest.fixture(scope="module")
+def client_python() -> Path:
+    """The Python of Beam's client side (``apache-beam[gcp]``, as a Dataflow user has it), set up if missing."""
+    subprocess.run(["bash", str(ROOT / "scripts" / "setup-beam-client")], check=True)
+    return CLIENT_PYTHON
+
+
+def dataflow_args(server: Server, project: str, staging: Path) -> list[str]:
+    """DataflowRunner's options for a job in ``project`` on ``server``, staging into a local folder."""
+    staging.mkdir(parents=True, exist_ok=True)
+    return [
+        "--runner=DataflowRunner",
+        f"--dataflow_endpoint=http://localhost:{server.port}",
+        "--no_auth",
+        f"--project={project}",
+        f"--region={LOCATION}",
+        f"--temp_location={staging}",
+    ]
+
+
+def portable_args(job_port: int, project: str, *extra: str) -> list[str]:
+    """PortableRunner's options for a job in ``project``; Beam's default environment is DOCKER."""
+    return ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", f"--project={project}", *extra]

@@ -10,10 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
-from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 
+from .clients import discovery_client
 from .conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -23,14 +22,7 @@ LOCATION = "us-central1"
 
 @pytest.fixture(scope="module")
 def dataflow(start_server: Callable[..., Server]) -> Iterator[Any]:
-    server = start_server("sqlite")
-    service = discovery.build(
-        "dataflow",
-        "v1b3",
-        static_discovery=True,
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": server.base},
-    )
+    service = discovery_client(start_server("sqlite").base)
     yield service
     service.close()  # its HTTP connections, before the server goes
 

@@ -14,37 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Server, clean_env
+from .conftest import PIPELINES, TEXT, Server, clean_env, dataflow_args
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-PIPELINES = Path(__file__).resolve().parent / "beam_pipelines"
-CLIENT_PYTHON = ROOT / ".beam-client-venv" / "bin" / "python"
-TEXT = "the quick brown fox\njumps over the lazy dog\nthe dog sleeps\n"
-
-
-@pytest.fixture(scope="module")
-def client_python() -> Path:
-    subprocess.run(["bash", str(ROOT / "scripts" / "setup-beam-client")], check=True)
-    return CLIENT_PYTHON
 
 
 @pytest.fixture(scope="module")
 def beam_server(start_server: Callable[..., Server]) -> Server:
     return start_server("sqlite", "beam")
-
-
-def dataflow_args(server: Server, project: str, staging: Path) -> list[str]:
-    staging.mkdir(parents=True, exist_ok=True)
-    return [
-        "--runner=DataflowRunner",
-        f"--dataflow_endpoint=http://localhost:{server.port}",
-        "--no_auth",
-        f"--project={project}",
-        "--region=us-central1",
-        f"--temp_location={staging}",
-    ]
 
 
 def run(python: Path, script: str, *args: str, timeout: float = 240) -> str:

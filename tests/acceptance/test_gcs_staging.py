@@ -22,14 +22,10 @@ import pytest
 
 from tidegate.gcs_emulator import GcsEmulator, ensure_bucket
 
-from .conftest import TIDEGATE, Server, clean_env, free_port
+from .conftest import PIPELINES, TEXT, TIDEGATE, Server, clean_env, free_port
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-PIPELINES = Path(__file__).resolve().parent / "beam_pipelines"
-CLIENT_PYTHON = ROOT / ".beam-client-venv" / "bin" / "python"
-TEXT = "the quick brown fox\njumps over the lazy dog\nthe dog sleeps\n"
 EXPECTED = sorted(f"{word}: {count}" for word, count in collections.Counter(TEXT.split()).items())
 BUCKET = "tidegate-staging"
 GCSIO_SCRIPT = """
@@ -54,12 +50,6 @@ after = sorted(p for p, _ in gcs.list_files("gs://made/"))
 bucket = gcs.get_bucket("made") is not None and gcs.get_bucket("nothere") is None
 print(json.dumps({"bucket": bucket, "listed": listed, "range": ranged, "exists": exists, "after": after}))
 """
-
-
-@pytest.fixture(scope="module")
-def client_python() -> Path:
-    subprocess.run(["bash", str(ROOT / "scripts" / "setup-beam-client")], check=True)
-    return CLIENT_PYTHON
 
 
 @pytest.fixture(scope="module")

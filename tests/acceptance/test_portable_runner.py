@@ -21,15 +21,9 @@ import grpc
 import httpx
 import pytest
 
-from .conftest import TIDEGATE, Server, clean_env, free_port
+from .conftest import LOCATION, PIPELINES, TEXT, TIDEGATE, Server, clean_env, free_port, portable_args
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-PIPELINES = Path(__file__).resolve().parent / "beam_pipelines"
-CLIENT_PYTHON = ROOT / ".beam-client-venv" / "bin" / "python"
-TEXT = "the quick brown fox\njumps over the lazy dog\nthe dog sleeps\n"
-LOCATION = "us-central1"
 
 
 @dataclass(frozen=True)
@@ -41,12 +35,7 @@ class JobServer:
 
     def args(self, project: str, *extra: str) -> list[str]:
         """PortableRunner's options for a job in ``project``; Beam's default environment is DOCKER."""
-        return [
-            "--runner=PortableRunner",
-            f"--job_endpoint=localhost:{self.job_port}",
-            f"--project={project}",
-            *extra,
-        ]
+        return portable_args(self.job_port, project, *extra)
 
     def jobs(self, project: str) -> list[dict[str, Any]]:
         """The project's jobs over Dataflow's REST API."""
@@ -60,15 +49,9 @@ class JobServer:
 
 
 @pytest.fixture(scope="module")
-def client_python() -> Path:
-    subprocess.run(["bash", str(ROOT / "scripts" / "setup-beam-client")], check=True)
-    return CLIENT_PYTHON
-
-
-@pytest.fixture(scope="module")
 def job_server(start_server: Callable[..., Server]) -> JobServer:
-    port = free_port()
-    return JobServer(start_server("sqlite", "beam", "--job-port", str(port)), port)
+    server = start_server("sqlite", "beam", job_api=True)
+    return JobServer(server, server.job_port)
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from google.api_core import exceptions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import dataflow_v1beta3 as dataflow
 
+from .clients import official_rest
 from .conftest import LOCATION, Server
 
 pytestmark = pytest.mark.slow
@@ -39,14 +39,8 @@ class Clients:
 
 
 def _clients(server: Server) -> Clients:
-    options = {"api_endpoint": server.base}
-    return Clients(
-        server=server,
-        jobs=dataflow.JobsV1Beta3Client(transport="rest", client_options=options, credentials=AnonymousCredentials()),
-        messages=dataflow.MessagesV1Beta3Client(
-            transport="rest", client_options=options, credentials=AnonymousCredentials()
-        ),
-    )
+    official = official_rest(server.base)
+    return Clients(server=server, jobs=official.jobs, messages=official.messages)
 
 
 @pytest.fixture(scope="module")
