@@ -205,6 +205,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         flink_rest_url=args.flink_rest_url or "",
         gcs_emulator_port=args.gcs_emulator or 0,
         gcs_buckets=tuple(args.gcs_bucket),
+        launcher_python=args.launcher_python or "",
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
@@ -302,6 +303,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--gcs-bucket", action="append", default=[], metavar="NAME", help="a bucket the GCS emulator creates"
+    )
+    server.add_argument(
+        "--launcher-python",
+        default=os.environ.get("TIDEGATE_LAUNCHER_PYTHON"),
+        metavar="PYTHON",
+        help="the Python that runs flex templates' Beam programs; it needs apache-beam[gcp] (default: the server's)",
     )
 
     emulator = commands.add_parser("gcs-emulator", help="run a GCS emulator for gs:// paths (STORAGE_EMULATOR_HOST)")

@@ -46,6 +46,8 @@ class Settings:
     """Start a GCS emulator on this port beside the server (``STORAGE_EMULATOR_HOST`` for staging and jobs); 0: none."""
     gcs_buckets: tuple[str, ...] = ()
     """Buckets the server's GCS emulator creates at start."""
+    launcher_python: str = ""
+    """The Python that runs flex templates' Beam programs (it needs apache-beam[gcp]); empty: the server's own."""
 
     @property
     def store_url(self) -> str:

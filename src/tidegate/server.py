@@ -40,7 +40,11 @@ def build_service(settings: Settings) -> JobService:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.store_url)
     store.migrate()
-    return JobService(store, default_location=settings.default_location)
+    service = JobService(store, default_location=settings.default_location)
+    if settings.launcher_python:
+        service.launcher_python = settings.launcher_python
+    service.launcher_endpoint = f"http://localhost:{settings.port}"  # Beam stages locally for localhost only
+    return service
 
 
 def build_engines(names: tuple[str, ...], settings: Settings | None = None) -> dict[str, Engine]:

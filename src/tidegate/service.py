@@ -20,6 +20,7 @@ from tidegate.jobspec import PIPELINE_ARTIFACT, decode_spec, parse_spec
 from tidegate.lifecycle import ACTIVE_STATES, Actor, JobState, JobType, PlanKind, plan_request
 from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJob, Page, StateChange
 from tidegate.service_snapshots import SnapshotCases
+from tidegate.service_templates import TemplateCases
 from tidegate.service_updates import check_update
 from tidegate.staging import read_staged
 from tidegate.store import Change, Store
@@ -77,7 +78,7 @@ class RunObserver(Protocol):
     def stages(self, job: Job) -> list[StageDetails]: ...
 
 
-class JobService(SnapshotCases):
+class JobService(SnapshotCases, TemplateCases):
     """Create, read, list and update jobs; take service-side edges for the scheduler."""
 
     def __init__(
@@ -107,6 +108,19 @@ class JobService(SnapshotCases):
 
     def create_job(self, new: NewJob) -> Job:
         """Create a job in STOPPED (held when it asks for ``JOB_STATE_STOPPED``); idempotent per request id."""
+        new = self._checked(new)
+        now = self.clock()
+        held = new.requested_state is JobState.JOB_STATE_STOPPED
+        hint = "held in JOB_STATE_STOPPED until it is started (requestedState JOB_STATE_RUNNING)" if held else ""
+        job, created = self.store.create_job(new, new_job_id(now), now, hint)
+        return self._notify(job) if created else job
+
+    def check_new_job(self, new: NewJob) -> None:
+        """Every check ``create_job`` makes (its staged files read), without creating the job."""
+        self._checked(new)
+
+    def _checked(self, new: NewJob) -> NewJob:
+        """The job as it will be stored (defaults set, staged files read); raises if it cannot be created."""
         check_scope(new.project_id, new.location)
         if not _JOB_NAME.fullmatch(new.name):
             raise InvalidArgument(
@@ -131,12 +145,7 @@ class JobService(SnapshotCases):
         if new.created_from_snapshot_id:
             self.snapshot_to_restore(new.project_id, new.created_from_snapshot_id)
         new = self._with_staged_pipeline(new)
-        new = self._with_program(new)
-        now = self.clock()
-        held = new.requested_state is JobState.JOB_STATE_STOPPED
-        hint = "held in JOB_STATE_STOPPED until it is started (requestedState JOB_STATE_RUNNING)" if held else ""
-        job, created = self.store.create_job(new, new_job_id(now), now, hint)
-        return self._notify(job) if created else job
+        return self._with_program(new)
 
     @staticmethod
     def _with_staged_pipeline(new: NewJob) -> NewJob:

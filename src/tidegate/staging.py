@@ -16,7 +16,7 @@ import httpx
 
 from tidegate.errors import InvalidArgument
 
-__all__ = ["MAX_STAGED_BYTES", "read_staged"]
+__all__ = ["MAX_STAGED_BYTES", "read_staged", "read_staged_if_present"]
 
 MAX_STAGED_BYTES = 256 * 1024 * 1024
 
@@ -31,7 +31,9 @@ def read_staged(url: str) -> bytes:
                 raise InvalidArgument(f"the staged file {url} is larger than {MAX_STAGED_BYTES} bytes")
             return path.read_bytes()
         if parsed.scheme == "gs":
-            return _read_gcs(parsed.netloc, parsed.path.lstrip("/"))
+            data = _read_gcs(parsed.netloc, parsed.path.lstrip("/"))
+            if data is not None:  # always: only missing_ok reads give None
+                return data
     except OSError as error:
         message = f"cannot read the staged file {url}: {error}"
         raise InvalidArgument(message, reason="STAGED_FILE_UNREADABLE") from error
@@ -42,7 +44,17 @@ def read_staged(url: str) -> bytes:
     )
 
 
-def _read_gcs(bucket: str, name: str) -> bytes:
+def read_staged_if_present(url: str) -> bytes | None:
+    """``read_staged``, but None when nothing lies at the URL (a missing file, or a 404 from the emulator)."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file") and not Path(parsed.path if parsed.scheme else url).exists():
+        return None
+    if parsed.scheme == "gs":
+        return _read_gcs(parsed.netloc, parsed.path.lstrip("/"), missing_ok=True)
+    return read_staged(url)
+
+
+def _read_gcs(bucket: str, name: str, *, missing_ok: bool = False) -> bytes | None:
     host = os.environ.get("STORAGE_EMULATOR_HOST", "")
     if not host:
         raise InvalidArgument(
@@ -56,6 +68,8 @@ def _read_gcs(bucket: str, name: str) -> bytes:
         response = httpx.get(url, timeout=30)
     except httpx.HTTPError as error:
         raise InvalidArgument(f"cannot read gs://{bucket}/{name}: {error}", reason="STAGED_FILE_UNREADABLE") from error
+    if response.status_code == 404 and missing_ok:
+        return None
     if response.status_code != 200:
         raise InvalidArgument(
             f"cannot read gs://{bucket}/{name}: the emulator answered {response.status_code}",

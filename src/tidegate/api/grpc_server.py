@@ -30,9 +30,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_status import rpc_status
 
-from tidegate.api import wire
+from tidegate.api import templates_api, wire
 from tidegate.api.rest import MAX_BODY_BYTES
-from tidegate.errors import InvalidArgument, TidegateError
+from tidegate.errors import InvalidArgument, NotFound, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
 from tidegate.service import JobService
@@ -63,8 +63,14 @@ _MESSAGES = (
     "DeleteSnapshotResponse",
     "ListSnapshotsRequest",
     "ListSnapshotsResponse",
+    "GetJobMetricsRequest",
+    "JobMetrics",
+    "GetJobExecutionDetailsRequest",
+    "JobExecutionDetails",
+    "GetStageExecutionDetailsRequest",
+    "StageExecutionDetails",
 )
-_pb: dict[str, Any] = {name: getattr(dataflow, name).pb() for name in _MESSAGES}
+_pb: dict[str, Any] = {name: getattr(dataflow, name).pb() for name in _MESSAGES} | templates_api.MESSAGES
 """The raw protobuf classes behind the client's proto-plus types, by name."""
 _pb["Job"] = wire.JobPb
 
@@ -129,7 +135,7 @@ def _enum(kind: Callable[[int], Any], value: int, what: str) -> Any:
 
 
 class GrpcApi:
-    """The handlers of ``JobsV1Beta3`` and ``MessagesV1Beta3``; one instance per server."""
+    """The handlers of Dataflow's services (jobs, messages, snapshots, metrics, templates); one per server."""
 
     def __init__(self, service: JobService) -> None:
         self.service = service
@@ -153,12 +159,40 @@ class GrpcApi:
             ("DeleteSnapshot", "DeleteSnapshotRequest", "DeleteSnapshotResponse", self.delete_snapshot),
             ("ListSnapshots", "ListSnapshotsRequest", "ListSnapshotsResponse", self.list_snapshots),
         ]
+        metrics: list[tuple[str, str, str, Callable[[Any], Any]]] = [
+            ("GetJobMetrics", "GetJobMetricsRequest", "JobMetrics", self.get_job_metrics),
+            (
+                "GetJobExecutionDetails",
+                "GetJobExecutionDetailsRequest",
+                "JobExecutionDetails",
+                self.get_job_execution_details,
+            ),
+            (
+                "GetStageExecutionDetails",
+                "GetStageExecutionDetailsRequest",
+                "StageExecutionDetails",
+                self.get_stage_execution_details,
+            ),
+        ]
+        calls = templates_api.TemplateCalls(self.service)
+        templates: list[tuple[str, str, str, Callable[[Any], Any]]] = [
+            ("CreateJobFromTemplate", "CreateJobFromTemplateRequest", "Job", calls.create_job_from_template),
+            ("LaunchTemplate", "LaunchTemplateRequest", "LaunchTemplateResponse", calls.launch_template),
+            ("GetTemplate", "GetTemplateRequest", "GetTemplateResponse", calls.get_template),
+        ]
+        launch_flex = calls.launch_flex_template
+        flex: list[tuple[str, str, str, Callable[[Any], Any]]] = [
+            ("LaunchFlexTemplate", "LaunchFlexTemplateRequest", "LaunchFlexTemplateResponse", launch_flex),
+        ]
         return [
             Method(service, name, _pb[request], _pb[response], call)
             for service, table in (
                 ("JobsV1Beta3", jobs),
                 ("MessagesV1Beta3", messages),
                 ("SnapshotsV1Beta3", snapshots),
+                ("MetricsV1Beta3", metrics),
+                ("TemplatesService", templates),
+                ("FlexTemplatesService", flex),
             )
             for name, request, response, call in table
         ]
@@ -248,6 +282,26 @@ class GrpcApi:
         for snapshot in self.service.list_snapshots(request.project_id, _location(request), request.job_id):
             response.snapshots.append(wire.snapshot_to_pb(snapshot))
         return response
+
+    # -- MetricsV1Beta3 ---------------------------------------------------------------
+
+    def get_job_metrics(self, request: Any) -> Any:
+        """GetJobMetrics: live while the job runs, final once it has ended (``start_time`` is checked, unused)."""
+        _time(request, "start_time")
+        _, metrics = self.service.metrics(request.project_id, _location(request), request.job_id)
+        return wire.metrics_to_pb(metrics, self.service.clock())
+
+    def get_job_execution_details(self, request: Any) -> Any:
+        """GetJobExecutionDetails: a summary per stage (one page holds them all)."""
+        _, stages = self.service.stages(request.project_id, _location(request), request.job_id)
+        return wire.stages_to_pb(stages)
+
+    def get_stage_execution_details(self, request: Any) -> Any:
+        """GetStageExecutionDetails: tidegate's workers are local processes, so a stage lists none."""
+        job, stages = self.service.stages(request.project_id, _location(request), request.job_id)
+        if request.stage_id not in {s.stage_id for s in stages}:
+            raise NotFound(f"Job {job.id} has no stage {request.stage_id}", reason="STAGE_NOT_FOUND")
+        return _pb["StageExecutionDetails"]()
 
     # -- MessagesV1Beta3 --------------------------------------------------------------
 

@@ -372,6 +372,10 @@ def _routes(api: RestApi) -> list[BaseRoute]:
     paths[located + "/stages/{stage_id}/executionDetails"] = {"GET": api.stage_execution_details}
     for prefix in ("/tidegate/v1/projects/{project_id}/locations/{location}", "/tidegate/v1/projects/{project_id}"):
         paths[prefix + "/jobs/{job_id}/history"] = {"GET": api.history}
+    from tidegate.api.rest_templates import TemplateRoutes  # it builds on this module's helpers
+
+    for path, handlers in TemplateRoutes(api).routes().items():
+        paths.setdefault(path, {}).update(handlers)
     routes: list[BaseRoute] = [_one_route(path, handlers) for path, handlers in paths.items()]
     routes.append(Route("/healthz", api.healthz, methods=["GET"]))
     return routes

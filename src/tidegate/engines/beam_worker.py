@@ -123,6 +123,7 @@ def _run(workdir: Path, run: Mapping[str, Any]) -> None:
     import apache_beam  # noqa: F401  # the SDK's import-time setup, before its submodules
     from apache_beam.internal import pickler
     from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.value_provider import RuntimeValueProvider
     from apache_beam.portability.api import beam_provision_api_pb2, beam_runner_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from google.protobuf import json_format, struct_pb2
@@ -158,6 +159,9 @@ def _run(workdir: Path, run: Mapping[str, Any]) -> None:
             return result
 
     runner = Runner(provision_info=provision)
+    # A template's runtime parameters (RuntimeValueProvider options) are read here when the SDK
+    # harness runs embedded; SDK worker processes read them from the provisioned options.
+    RuntimeValueProvider.set_runtime_options(options)  # type: ignore[no-untyped-call]
     runner._num_workers = num_workers  # run_via_runner_api, unlike run_pipeline, never sets it
     write_json(workdir / STATUS_FILE, {"state": "running", "pid": os.getpid(), "time": now()})
     _LOG.info("Running the pipeline with %d SDK worker process(es)", num_workers)
