@@ -19,16 +19,18 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from tidegate.errors import InvalidArgument
-from tidegate.lifecycle import JobType
-from tidegate.model import Job
+from tidegate.lifecycle import JobState, JobType
+from tidegate.model import Job, NewJob
 
 __all__ = [
     "CLEANUP_OPTION",
+    "COLUMN_FIELDS",
     "PIPELINE_ARTIFACT",
     "PROGRAM_ARTIFACT",
     "JobPb",
     "JobSpec",
     "decode_spec",
+    "job_from_pb",
     "parse_spec",
     "read_spec",
     "spec_of",
@@ -135,3 +137,59 @@ def parse_spec(spec: bytes, job_type: JobType, default_engine: str = "beam") -> 
         options=options,
         tidegate=own,
     )
+
+
+# Fields the store keeps in columns; everything else of a submitted job is its spec.
+COLUMN_FIELDS = (
+    "id",
+    "project_id",
+    "name",
+    "type_",
+    "current_state",
+    "current_state_time",
+    "requested_state",
+    "create_time",
+    "start_time",
+    "labels",
+    "location",
+    "client_request_id",
+    "replace_job_id",
+    "replaced_by_job_id",
+    "created_from_snapshot_id",
+)
+
+
+def job_from_pb(pb: Any, project_id: str, location: str) -> NewJob:
+    """A create request's job as a ``NewJob``: the columns, and the rest as its spec."""
+    if pb.project_id and pb.project_id != project_id:
+        raise InvalidArgument(
+            f"the job's projectId {pb.project_id!r} differs from the project in the path ({project_id!r})",
+            reason="PROJECT_MISMATCH",
+        )
+    if pb.location and pb.location != location:
+        raise InvalidArgument(
+            f"the job's location {pb.location!r} differs from the location in the path ({location!r})",
+            reason="LOCATION_MISMATCH",
+        )
+    try:
+        job_type = JobType(pb.type_)
+        requested = JobState(pb.requested_state)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid enum value in the job: {exc}", reason="INVALID_ENUM_VALUE") from exc
+    new = NewJob(
+        project_id=project_id,
+        location=location,
+        name=pb.name,
+        type=job_type,
+        spec=b"",
+        labels=dict(pb.labels),
+        client_request_id=pb.client_request_id,
+        requested_state=requested,
+        replace_job_id=pb.replace_job_id,
+        created_from_snapshot_id=pb.created_from_snapshot_id,
+    )
+    spec = JobPb()
+    spec.CopyFrom(pb)
+    for name in COLUMN_FIELDS:
+        spec.ClearField(name)
+    return NewJob(**{**new.__dict__, "spec": spec.SerializeToString(deterministic=True)})

@@ -31,9 +31,8 @@ from urllib.parse import urlparse
 
 from google.protobuf import json_format
 
-from tidegate.api.wire import job_from_pb
 from tidegate.errors import InvalidArgument, NotFound
-from tidegate.jobspec import JobPb, parse_spec
+from tidegate.jobspec import JobPb, job_from_pb, parse_spec
 from tidegate.lifecycle import JobType
 from tidegate.model import Job, ListFilter, NewJob
 from tidegate.staging import read_staged, read_staged_if_present

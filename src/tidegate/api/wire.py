@@ -20,16 +20,15 @@ from google.protobuf.message import Message
 
 from tidegate.engines.base import MetricValue, StageDetails
 from tidegate.errors import InvalidArgument
-from tidegate.jobspec import JobPb, spec_of
-from tidegate.lifecycle import JobState, JobType
-from tidegate.model import Job, JobMessage, NewJob, Snapshot, StateChange
+from tidegate.jobspec import JobPb, job_from_pb, spec_of
+from tidegate.model import Job, JobMessage, Snapshot, StateChange
 
 __all__ = [
     "JobPb",
     "JobView",
     "SnapshotPb",
     "enum_value",
-    "job_from_pb",
+    "job_from_pb",  # re-exported: the API adapters call it as wire.job_from_pb
     "job_to_json_dict",
     "job_to_pb",
     "message_to_pb",
@@ -43,24 +42,6 @@ __all__ = [
 JobMessagePb: Any = dataflow.JobMessage.pb()
 M = TypeVar("M", bound=Message)
 
-# Fields the store keeps in columns; everything else of a submitted job is its spec.
-_COLUMN_FIELDS = (
-    "id",
-    "project_id",
-    "name",
-    "type_",
-    "current_state",
-    "current_state_time",
-    "requested_state",
-    "create_time",
-    "start_time",
-    "labels",
-    "location",
-    "client_request_id",
-    "replace_job_id",
-    "replaced_by_job_id",
-    "created_from_snapshot_id",
-)
 # What a JOB_VIEW_SUMMARY answer keeps of the spec.
 _SUMMARY_SPEC_FIELDS = ("job_metadata",)
 
@@ -173,42 +154,6 @@ def enum_value(enum_type: Any, value: str | int, what: str) -> int:
     elif text in members:
         return members[text]
     raise InvalidArgument(f"invalid value {value!r} for {what}", reason="INVALID_ENUM_VALUE")
-
-
-def job_from_pb(pb: Any, project_id: str, location: str) -> NewJob:
-    """A create request's job as a ``NewJob``: the columns, and the rest as its spec."""
-    if pb.project_id and pb.project_id != project_id:
-        raise InvalidArgument(
-            f"the job's projectId {pb.project_id!r} differs from the project in the path ({project_id!r})",
-            reason="PROJECT_MISMATCH",
-        )
-    if pb.location and pb.location != location:
-        raise InvalidArgument(
-            f"the job's location {pb.location!r} differs from the location in the path ({location!r})",
-            reason="LOCATION_MISMATCH",
-        )
-    try:
-        job_type = JobType(pb.type_)
-        requested = JobState(pb.requested_state)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid enum value in the job: {exc}", reason="INVALID_ENUM_VALUE") from exc
-    new = NewJob(
-        project_id=project_id,
-        location=location,
-        name=pb.name,
-        type=job_type,
-        spec=b"",
-        labels=dict(pb.labels),
-        client_request_id=pb.client_request_id,
-        requested_state=requested,
-        replace_job_id=pb.replace_job_id,
-        created_from_snapshot_id=pb.created_from_snapshot_id,
-    )
-    spec = JobPb()
-    spec.CopyFrom(pb)
-    for name in _COLUMN_FIELDS:
-        spec.ClearField(name)
-    return NewJob(**{**new.__dict__, "spec": spec.SerializeToString(deterministic=True)})
 
 
 def _stamp(field: Any, value: datetime) -> None:
