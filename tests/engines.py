@@ -6,6 +6,7 @@ the real engines have real-run tests of their own.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,8 @@ class ScriptedEngine:
         self.runs: dict[str, ScriptedRun] = {}
         self.launched: list[LaunchRequest] = []
         self.savepoints_fail = False
+        self.savepoint_gate: threading.Event | None = None
+        """When set, ``stop_with_savepoint`` waits for it (up to 10 s, then fails): a savepoint under way."""
 
     def run_of(self, job_id: str) -> ScriptedRun:
         return self.runs[job_id]
@@ -80,6 +83,8 @@ class ScriptedEngine:
         return str(target / "_metadata")
 
     def stop_with_savepoint(self, handle: Handle, target: Path) -> str:
+        if self.savepoint_gate is not None and not self.savepoint_gate.wait(10):
+            raise RuntimeError("the savepoint was held for 10 s")
         location = self.snapshot(handle, target)
         run = self.runs[handle.ref]
         run.calls[-1] = "stop_with_savepoint"

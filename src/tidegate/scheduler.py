@@ -16,6 +16,7 @@ It never imports an engine's libraries: engines sit behind ``tidegate.engines.ba
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,6 +24,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -51,6 +53,8 @@ _RUNNING_STATES = (
     S.JOB_STATE_RESOURCE_CLEANING_UP,
 )
 _ENDED = (EngineState.SUCCEEDED, EngineState.FAILED, EngineState.CANCELLED, EngineState.DRAINED)
+_WATCHED_CLOSELY = (S.JOB_STATE_PENDING, S.JOB_STATE_CANCELLING, S.JOB_STATE_DRAINING)
+"""States in which the scheduler ticks every ``starting_tick``: they end when the engine says so."""
 
 _FINAL_OBSERVATIONS = "final-observations.json"
 
@@ -103,7 +107,9 @@ class SchedulerSettings:
     lease: timedelta = timedelta(seconds=30)
     tick: float = 0.25
     starting_tick: float = 0.02
-    """The tick while a job is PENDING: a run's start is seen within this, not within ``tick``."""
+    """The tick while a job is PENDING, CANCELLING or DRAINING: a run's start or end is seen within this."""
+    messages_every: float = 1.0
+    """Seconds between two reads of a run's messages (and at once when the engine's state changes)."""
     worker_id: str = ""
     snapshot_dir: Path | None = None
     """Snapshots get a folder each under it (default: ``snapshots`` beside ``work_dir``)."""
@@ -134,6 +140,8 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_renewal: datetime | None = None
+        self._messages_read: dict[str, tuple[EngineState, float]] = {}
+        """Per job: the engine's state and the time (monotonic) when its messages were last read."""
         service.subscribe(lambda job: self._wake.set())
         service.observer = self
         self._updates = Updates(self)
@@ -199,6 +207,10 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="tidegate-scheduler", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Make the loop tick now (a thread of the scheduler's finished something)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
@@ -222,7 +234,7 @@ class Scheduler:
         self._admit(now)
         for job_id in self.store.job_ids_in_states(_RUNNING_STATES):
             self._reconcile(job_id)
-        self._starting = bool(self.store.job_ids_in_states((S.JOB_STATE_PENDING,)))
+        self._starting = bool(self.store.job_ids_in_states(_WATCHED_CLOSELY))
 
     # -- leases ------------------------------------------------------------------------
 
@@ -315,16 +327,24 @@ class Scheduler:
         state, wanted = job.current_state, job.requested_state
         if state.terminal:
             self.store.update_run(job.id, self.worker, release=True)
+            self._messages_read.pop(job.id, None)
             return
         if state is S.JOB_STATE_PENDING and not run.ref:
             if wanted is S.JOB_STATE_CANCELLED:
+                if self._updates.stopping(job):
+                    with contextlib.suppress(TidegateError):  # the stop failed: the old job runs on
+                        if self._updates.stop_old(job) is None:
+                            return  # the old job's stop ends first; the abort then resumes it
                 self._abort_launch(job)
                 return
             self._launch(job, run, engine)
             return
         handle = Handle(run.engine, run.ref)
         status = engine.poll(handle)
-        run = self._pull_messages(job, run, engine, handle)
+        read = self._messages_read.get(job.id)
+        if read is None or read[0] is not status.state or time.monotonic() - read[1] >= self.settings.messages_every:
+            run = self._pull_messages(job, run, engine, handle)
+            self._messages_read[job.id] = (status.state, time.monotonic())
         if state is S.JOB_STATE_PENDING:
             if wanted is S.JOB_STATE_CANCELLED:
                 engine.cancel(handle)
@@ -350,17 +370,20 @@ class Scheduler:
             elif status.state in (EngineState.CANCELLED, EngineState.DRAINED):
                 self._fail(job, f"the engine ended the run by itself ({status.state.value})")
         elif state is S.JOB_STATE_CANCELLING:
-            self._once(run, "cancel", lambda: engine.cancel(handle))
-            if engine.poll(handle).state in _ENDED:
+            # Polled again only just after the request: the next ticks' polls see the rest.
+            if self._once(run, "cancel", lambda: engine.cancel(handle)):
+                status = engine.poll(handle)
+            if status.state in _ENDED:
                 self._to(job, S.JOB_STATE_CANCELLED, "workers stopped")
         elif state is S.JOB_STATE_DRAINING:
             if wanted is S.JOB_STATE_CANCELLED:
-                self._once(run, "cancel", lambda: engine.cancel(handle))
-                if engine.poll(handle).state in _ENDED:
+                if self._once(run, "cancel", lambda: engine.cancel(handle)):
+                    status = engine.poll(handle)
+                if status.state in _ENDED:
                     self._to(job, S.JOB_STATE_CANCELLED, "cancelled while draining; workers stopped", Actor.USER)
                 return
-            self._once(run, "drain", lambda: engine.drain(handle))
-            status = engine.poll(handle)
+            if self._once(run, "drain", lambda: engine.drain(handle)):
+                status = engine.poll(handle)
             if status.state in (EngineState.DRAINED, EngineState.SUCCEEDED):
                 self._to(job, S.JOB_STATE_DRAINED, "in-flight data written")
             elif status.state is EngineState.FAILED:
@@ -372,9 +395,14 @@ class Scheduler:
             self._to(job, S.JOB_STATE_DONE, "resources cleaned up")
 
     def _launch(self, job: Job, run: EngineRun, engine: Engine) -> None:
+        if job.replace_job_id and self._updates.under_way(job):
+            return  # the old job is being stopped with a savepoint; the stopping thread wakes the loop
         request = self.launch_request(job)
         if job.replace_job_id and not request.restore_from:  # an update: the old job's state first
-            request = replace(request, restore_from=self._updates.stop_old(job))
+            location = self._updates.stop_old(job)
+            if location is None:
+                return  # the old job is being stopped with a savepoint: a later tick launches
+            request = replace(request, restore_from=location)
         handle = engine.launch(request)
         self.store.update_run(job.id, self.worker, ref=handle.ref)
         self.service.add_message(
@@ -415,6 +443,16 @@ class Scheduler:
         else:
             self._to(job, S.JOB_STATE_DONE, "the run succeeded")
 
+    def _last_messages(self, job: Job) -> None:
+        """The messages an ended run wrote since they were last read."""
+        run, found = self.store.get_run(job.id), self._handle(job)
+        if run is None or found is None:
+            return
+        try:
+            self._pull_messages(job, run, *found)
+        except Exception:  # messages are a courtesy too
+            log.exception("could not read the last messages of job %s", job.id)
+
     def _pull_messages(self, job: Job, run: EngineRun, engine: Engine, handle: Handle) -> EngineRun:
         messages, cursor = engine.messages(handle, run.message_cursor)
         for message in messages:
@@ -424,17 +462,25 @@ class Scheduler:
             run = EngineRun(run.job_id, run.engine, run.ref, run.worker, run.lease_until, cursor, run.actions)
         return run
 
-    def _once(self, run: EngineRun, action: str, send: Callable[[], None]) -> None:
-        if action not in run.actions:
-            send()
-            self.store.update_run(run.job_id, self.worker, actions=run.actions | {action})
+    def _once(self, run: EngineRun, action: str, send: Callable[[], None]) -> bool:
+        """Send a request to the engine unless it was sent before; whether it was sent now."""
+        if action in run.actions:
+            return False
+        send()
+        self.store.update_run(run.job_id, self.worker, actions=run.actions | {action})
+        return True
 
     def _to(self, job: Job, target: JobState, reason: str, actor: Actor = Actor.SERVICE) -> None:
-        if target.terminal or target is S.JOB_STATE_RESOURCE_CLEANING_UP:
-            self._keep_observations(job)
+        if target is S.JOB_STATE_RESOURCE_CLEANING_UP:
+            self._keep_observations(job)  # before the run's files go
         self.service.advance(job.id, target, reason, actor=actor)
         if target.terminal:
+            # After the edge, so that the job's end is not held up by reading them (the engine
+            # still answers for the ended run until it is released).
+            self._keep_observations(job)
+            self._last_messages(job)
             self.store.update_run(job.id, self.worker, release=True)
+            self._messages_read.pop(job.id, None)
 
     def _fail(self, job: Job, error: str) -> None:
         current = self.store.get_job(job.id)

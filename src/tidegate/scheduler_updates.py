@@ -2,16 +2,19 @@
 
 When the new job is launched, the old job's run is stopped with a savepoint (the old
 job stays RUNNING meanwhile; its run is marked ``update`` so that its end is not taken
-for a failure) and the new job starts from that savepoint. Once the new job runs, the
-old one becomes UPDATED with ``replacedByJobId``. If the new job fails to start (or is
-cancelled first), the old job's run is launched again from the same savepoint and the
-old job simply stays RUNNING; both jobs get a message saying so.
+for a failure) and the new job starts from that savepoint. The stop runs in a thread of
+its own (a savepoint takes seconds, and the scheduler's other jobs must not wait for it);
+every lifecycle edge and store write stays on the scheduler's thread. Once the new job
+runs, the old one becomes UPDATED with ``replacedByJobId``. If the new job fails to
+start (or is cancelled first), the old job's run is launched again from the same
+savepoint and the old job simply stays RUNNING; both jobs get a message saying so.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+import threading
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,17 +37,75 @@ UPDATE_ACTION = "update"
 """Marks the old job's run while it is stopped for an update."""
 
 
+@dataclass
+class _Stopping:
+    """An old job's stop with a savepoint, under way in a thread of its own."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    location: str = ""
+    error: Exception | None = None
+
+
 class Updates:
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.store = scheduler.store
         self.service = scheduler.service
+        self._stopping: dict[str, _Stopping] = {}
+        """Per new job: the stop of the job it replaces, while under way."""
+        self._lock = threading.Lock()
 
-    def stop_old(self, new: Job) -> str:
-        """Stop the job ``new`` replaces with a savepoint (once); the savepoint's location."""
+    def stop_old(self, new: Job) -> str | None:
+        """The savepoint of the job ``new`` replaces, once it is stopped with one; None while that is under way.
+
+        The stop (a savepoint, which takes seconds) runs in a thread of its own, so the
+        scheduler's other jobs go on meanwhile; the scheduler is woken when it is done.
+        Every store write stays on the scheduler's thread: the thread only asks the engine.
+        """
         kept = self.store.get_artifact(new.id, UPDATE_SAVEPOINT)
         if kept is not None:
             return kept.decode()
+        with self._lock:
+            stopping = self._stopping.get(new.id)
+        if stopping is None:
+            self._start_stop(new)
+            return None
+        if not stopping.done.is_set():
+            return None
+        with self._lock:
+            del self._stopping[new.id]
+        old = self.store.get_job(new.replace_job_id)
+        if stopping.error is not None:  # the old job goes on as it was; the update fails
+            error = stopping.error
+            run = self.store.get_run(old.id)
+            if run is not None:
+                self.store.update_run(old.id, run.worker, actions=run.actions - {UPDATE_ACTION})
+            detail = error.message if isinstance(error, TidegateError) else str(error)
+            self.service.add_message(
+                old.id, MessageImportance.JOB_MESSAGE_WARNING, f"The update to job {new.id} failed: {detail}"
+            )
+            raise FailedPrecondition(
+                f"job {old.id} could not be stopped with a savepoint ({detail}); it keeps running"
+            ) from error
+        location = stopping.location
+        self.store.put_artifact(new.id, UPDATE_SAVEPOINT, location.encode())
+        text = f"Stopped with a savepoint for its replacement, job {new.id}: {location}"
+        self.service.add_message(old.id, MessageImportance.JOB_MESSAGE_BASIC, text)
+        self.service.add_message(new.id, MessageImportance.JOB_MESSAGE_BASIC, f"Starting from job {old.id}'s state")
+        return location
+
+    def stopping(self, new: Job) -> bool:
+        """Whether the job ``new`` replaces is being stopped with a savepoint (or was, not yet seen by ``stop_old``)."""
+        with self._lock:
+            return new.id in self._stopping
+
+    def under_way(self, new: Job) -> bool:
+        """Whether the job ``new`` replaces is being stopped with a savepoint right now."""
+        with self._lock:
+            stopping = self._stopping.get(new.id)
+        return stopping is not None and not stopping.done.is_set()
+
+    def _start_stop(self, new: Job) -> None:
         old = self.store.get_job(new.replace_job_id)
         if old.current_state is not S.JOB_STATE_RUNNING:
             raise FailedPrecondition(f"the job to replace, {old.id}, is {old.current_state.name}, no longer RUNNING")
@@ -55,23 +116,22 @@ class Updates:
         if not isinstance(engine, SavepointStopper):
             raise FailedPrecondition(f"the {run.engine} engine cannot update a running job")
         self.store.update_run(old.id, run.worker, actions=run.actions | {UPDATE_ACTION})
+        stopping = _Stopping()
+        with self._lock:
+            self._stopping[new.id] = stopping
+        handle, target = Handle(run.engine, run.ref), self._target(new)
+        threading.Thread(
+            target=self._stop, args=(engine, handle, target, stopping), name=f"update-{new.id}", daemon=True
+        ).start()
+
+    def _stop(self, engine: SavepointStopper, handle: Handle, target: Path, stopping: _Stopping) -> None:
         try:
-            location = engine.stop_with_savepoint(Handle(run.engine, run.ref), self._target(new))
-        except Exception as error:  # the old job goes on as it was; the update fails
-            log.exception("could not stop job %s with a savepoint", old.id)
-            self.store.update_run(old.id, run.worker, actions=run.actions - {UPDATE_ACTION})
-            detail = error.message if isinstance(error, TidegateError) else str(error)
-            self.service.add_message(
-                old.id, MessageImportance.JOB_MESSAGE_WARNING, f"The update to job {new.id} failed: {detail}"
-            )
-            raise FailedPrecondition(
-                f"job {old.id} could not be stopped with a savepoint ({detail}); it keeps running"
-            ) from error
-        self.store.put_artifact(new.id, UPDATE_SAVEPOINT, location.encode())
-        text = f"Stopped with a savepoint for its replacement, job {new.id}: {location}"
-        self.service.add_message(old.id, MessageImportance.JOB_MESSAGE_BASIC, text)
-        self.service.add_message(new.id, MessageImportance.JOB_MESSAGE_BASIC, f"Starting from job {old.id}'s state")
-        return location
+            stopping.location = engine.stop_with_savepoint(handle, target)
+        except Exception as error:  # handed to the scheduler's thread, which fails the update
+            log.exception("could not stop run %s with a savepoint", handle.ref)
+            stopping.error = error
+        stopping.done.set()
+        self.scheduler.wake()
 
     def _target(self, new: Job) -> Path:
         return self.scheduler.settings.snapshots / f"update-{new.id}"

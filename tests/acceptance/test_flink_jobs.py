@@ -147,6 +147,13 @@ def _snapshots(server: Server, suffix: str = "") -> str:
     return f"{server.base}/v1b3/projects/{PROJECT}/locations/{LOCATION}{suffix}/snapshots"
 
 
+def _savepoint_folder(server: Server, snapshot_id: str) -> Path:
+    """Where the snapshot's savepoint lies on this machine (the server's local Flink cluster wrote it)."""
+    path = server.store.get_snapshot(snapshot_id).path
+    folder = Path(path.removeprefix("file:"))
+    return folder.parent if folder.name == "_metadata" else folder
+
+
 def _first_totals(rows: list[tuple[int, int, int, int, str]]) -> dict[int, tuple[int, int]]:
     """Per key, the first window's (count, running total)."""
     first: dict[int, tuple[int, int]] = {}
@@ -173,6 +180,14 @@ def test_a_snapshot_and_a_job_started_from_it(flink: Server, tmp_path: Path) -> 
     assert httpx.get(f"{_snapshots(flink)}/{snapshot['id']}", timeout=30).json()["id"] == snapshot["id"]
     listed = httpx.get(_snapshots(flink, f"/jobs/{source_id}"), timeout=30).json()["snapshots"]
     assert [s["id"] for s in listed] == [snapshot["id"]]
+    savepoint = _savepoint_folder(flink, snapshot["id"])
+    assert (savepoint / "_metadata").is_file(), savepoint
+    # One with a short time to live: the scheduler deletes it, and its savepoint, once it has expired.
+    response = httpx.post(f"{_jobs(flink)}/{source_id}:snapshot", json={"ttl": "1s"}, timeout=180)
+    assert response.status_code == 200 and response.json()["state"] == "READY", response.text
+    short_lived = response.json()["id"]
+    short_savepoint = _savepoint_folder(flink, short_lived)
+    assert short_savepoint.is_dir()
 
     # The source stops; a new job starts from the snapshot and its running totals go on.
     assert _request(flink, source_id, "JOB_STATE_CANCELLED").status_code == 200
@@ -199,6 +214,12 @@ def test_a_snapshot_and_a_job_started_from_it(flink: Server, tmp_path: Path) -> 
     assert response.status_code == 400 and "SNAPSHOT_NOT_RUNNING" in response.text
     assert httpx.delete(f"{_snapshots(flink)}/{snapshot['id']}", timeout=60).status_code == 200
     assert httpx.get(f"{_snapshots(flink)}/{snapshot['id']}", timeout=30).status_code == 404
+    assert not savepoint.exists() and not savepoint.parent.exists(), "the deleted snapshot's savepoint is on disk"
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{_snapshots(flink)}/{short_lived}", timeout=30).status_code != 404:
+        assert time.monotonic() < deadline, "the expired snapshot is still there"
+        time.sleep(0.5)
+    assert not short_savepoint.exists() and not short_savepoint.parent.exists(), "the expired savepoint is on disk"
     _wait_state(flink, restored_id, "JOB_STATE_CANCELLED", timeout=60)
 
 

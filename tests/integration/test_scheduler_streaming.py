@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -49,6 +51,16 @@ def state(service: JobService, job_id: str) -> JobState:
 
 def texts(service: JobService, job_id: str, importance: MessageImportance = MessageImportance.JOB_MESSAGE_DEBUG) -> str:
     return "\n".join(m.text for m in service.list_messages("proj", None, job_id, importance).items)
+
+
+def tick_until(scheduler: Scheduler, done: Callable[[], bool]) -> None:
+    """Tick until ``done()``: an update's stop with a savepoint runs in a thread, so it takes ticks to show."""
+    deadline = time.monotonic() + 30
+    scheduler.tick()
+    while not done():
+        assert time.monotonic() < deadline, "the scheduler did not get there in 30 s"
+        time.sleep(0.005)
+        scheduler.tick()
 
 
 def running(
@@ -178,7 +190,8 @@ def test_an_update_replaces_the_job_and_carries_its_state(
             spec=spec({"total": "sum"}, uids=["count", "sum"]),
         )
     )
-    scheduler.tick()  # the new job is admitted and launched: the old one stops with a savepoint
+    # The new job is admitted; the old one stops with a savepoint; then the new one is launched from it.
+    tick_until(scheduler, lambda: new.id in engine.runs)
     assert engine.run_of(old).calls == ["stop_with_savepoint"]
     restore = engine.run_of(new.id).request.restore_from
     assert restore.endswith("_metadata")
@@ -213,7 +226,7 @@ def test_an_update_that_fails_to_start_resumes_the_old_job(
 ) -> None:
     old = running(service, scheduler, engine, new_job, name="counts")
     new = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
-    scheduler.tick()
+    tick_until(scheduler, lambda: new.id in engine.runs)
     location = engine.run_of(new.id).request.restore_from
     engine.run_of(new.id).state = EngineState.FAILED
     engine.run_of(new.id).error = "StateMigrationException: incompatible state"
@@ -238,7 +251,7 @@ def test_an_update_whose_savepoint_fails_leaves_the_old_job_running(
     old = running(service, scheduler, engine, new_job, name="counts")
     engine.savepoints_fail = True
     new = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
-    scheduler.tick()
+    tick_until(scheduler, lambda: state(service, new.id).terminal)
     assert state(service, new.id) is S.JOB_STATE_FAILED
     assert "could not be stopped with a savepoint" in texts(service, new.id, MessageImportance.JOB_MESSAGE_ERROR)
     scheduler.tick()
@@ -246,7 +259,48 @@ def test_an_update_whose_savepoint_fails_leaves_the_old_job_running(
     assert service.store.get_run(old).actions == frozenset()  # type: ignore[union-attr]
     engine.savepoints_fail = False
     again = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
-    scheduler.tick()
+    tick_until(scheduler, lambda: again.id in engine.runs)
     engine.run_of(again.id).state = EngineState.RUNNING
     scheduler.tick()
     assert service.store.get_job(old).replaced_by_job_id == again.id
+
+
+def test_other_jobs_advance_while_an_update_waits_for_its_savepoint(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    old = running(service, scheduler, engine, new_job, name="counts")
+    other = running(service, scheduler, engine, new_job, name="other")
+    engine.savepoint_gate = threading.Event()  # the old job's savepoint stays under way until it is set
+    new = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
+    scheduler.tick()  # the update starts: the old job is being stopped with a savepoint
+    service.update_job("proj", None, other, requested_state=S.JOB_STATE_CANCELLED)
+    scheduler.tick()
+    assert state(service, other) is S.JOB_STATE_CANCELLED
+    assert engine.run_of(other).calls == ["cancel"]
+    # The update is still under way, untouched: the old job RUNNING, the new one not launched.
+    assert state(service, old) is S.JOB_STATE_RUNNING and state(service, new.id) is S.JOB_STATE_PENDING
+    assert new.id not in engine.runs
+    engine.savepoint_gate.set()
+    tick_until(scheduler, lambda: new.id in engine.runs)
+    assert engine.run_of(new.id).request.restore_from.endswith("_metadata")
+    engine.run_of(new.id).state = EngineState.RUNNING
+    tick_until(scheduler, lambda: state(service, old) is S.JOB_STATE_UPDATED)
+    assert state(service, new.id) is S.JOB_STATE_RUNNING
+
+
+def test_a_cancel_during_the_savepoint_of_an_update_resumes_the_old_job(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    old = running(service, scheduler, engine, new_job, name="counts")
+    engine.savepoint_gate = threading.Event()
+    new = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
+    scheduler.tick()
+    service.update_job("proj", None, new.id, requested_state=S.JOB_STATE_CANCELLED)
+    scheduler.tick()
+    assert state(service, new.id) is S.JOB_STATE_PENDING  # the stop under way ends first
+    engine.savepoint_gate.set()
+    tick_until(scheduler, lambda: state(service, new.id).terminal)
+    assert state(service, new.id) is S.JOB_STATE_CANCELLED and new.id not in engine.runs
+    assert state(service, old) is S.JOB_STATE_RUNNING
+    assert engine.launched[-1].job_id == old and engine.launched[-1].restore_from.endswith("_metadata")
+    assert "resumed from its savepoint" in texts(service, old, MessageImportance.JOB_MESSAGE_WARNING)

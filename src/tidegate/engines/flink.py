@@ -52,12 +52,14 @@ from tidegate.engines.flink_cluster import (
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
 from tidegate.model import MessageImportance
 
-__all__ = ["FlinkEngine"]
+__all__ = ["CLIENT_JVM_OPTIONS", "FlinkEngine"]
 
 _JOB_ID_LINE = re.compile(r"JobID\s+([0-9a-f]{32})")
 _PERSISTED = ("tmp", "submitted", "submit_error", "requested")
 _DRAIN_RETRY_SECONDS = 3.0
-_CLIENT_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # the CLI lives seconds: skip the optimizing JIT
+_STARTING_POLL_SECONDS = 0.1
+_DRAIN_CHECK_SECONDS = 1.0
+CLIENT_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # the CLI lives seconds: skip the optimizing JIT
 _BASIC, _DETAILED = MessageImportance.JOB_MESSAGE_BASIC, MessageImportance.JOB_MESSAGE_DETAILED
 _SQL_DRIVER = '''"""tidegate's Flink SQL driver: python driver.py SCRIPT streaming|batch."""
 import re, sys
@@ -97,7 +99,9 @@ class _Run:
     requested: str = ""  # "", "cancel", "drain" or "stop"
     process: subprocess.Popen[bytes] | None = None
     trigger: tuple[str, float] | None = None  # the drain's savepoint trigger and when it was made
+    drain_checked: float = 0.0  # when the drain's trigger was last checked (monotonic)
     seen_running: bool = False
+    asked_at: float = 0.0  # when Flink was last asked for the job's state (monotonic)
     final: RunStatus | None = None
     notes: list[tuple[float, MessageImportance, str]] = field(default_factory=list)
     log: list[Message] = field(default_factory=list)
@@ -126,7 +130,7 @@ class FlinkEngine:
     ) -> None:
         self.state_dir = state_dir.absolute()
         self.flink_venv = (flink_venv or Path(os.environ.get("TIDEGATE_FLINK_VENV", ".flink-venv"))).absolute()
-        self._flink_conf = {"env.java.opts.client": _CLIENT_JVM, **(flink_conf or {})}
+        self._flink_conf = {"env.java.opts.client": CLIENT_JVM_OPTIONS, **(flink_conf or {})}
         self._submit_timeout = submit_timeout
         self._savepoint_timeout = savepoint_timeout
         self._cluster: LocalFlinkCluster | None = None
@@ -189,15 +193,19 @@ class FlinkEngine:
                 return RunStatus(EngineState.STARTING)
             ended = EngineState.CANCELLED if run.requested == "cancel" else EngineState.FAILED
             return self._finish(run, RunStatus(ended, run.submit_error))
+        if not run.seen_running and time.monotonic() - run.asked_at < _STARTING_POLL_SECONDS:
+            return RunStatus(EngineState.STARTING)  # the scheduler ticks fast while a job starts: spare Flink
+        run.asked_at = time.monotonic()
         try:
-            job = self._rest.job(run.job_id)
+            # Not GET /jobs/:id: Flink's REST cache serves that up to web.refresh-interval (3 s) late.
+            state = self._rest.job_status(run.job_id)
+            all_running = state == "RUNNING" and (run.seen_running or self._rest.tasks_running(run.job_id))
         except NotFound:
             return self._finish(run, RunStatus(EngineState.FAILED, f"Flink does not know job {run.job_id}"))
         except Unavailable:
             if self._cluster is not None and not self._cluster.running():
                 return self._finish(run, RunStatus(EngineState.FAILED, "the local Flink cluster has stopped"))
             raise
-        state = str(job.get("state"))
         if state == "FINISHED":
             finished = {"drain": EngineState.DRAINED, "stop": EngineState.CANCELLED, "cancel": EngineState.CANCELLED}
             return self._finish(run, RunStatus(finished.get(run.requested, EngineState.SUCCEEDED)))
@@ -205,7 +213,7 @@ class FlinkEngine:
             return self._finish(run, RunStatus(EngineState.CANCELLED))
         if state == "FAILED":
             return self._finish(run, RunStatus(EngineState.FAILED, self._failure(run.job_id)))
-        if state == "RUNNING" and all(v.get("status") in ("RUNNING", "FINISHED") for v in job.get("vertices", [])):
+        if all_running:
             run.seen_running = True
             if run.requested == "drain":
                 self._drive_drain(run)
@@ -272,7 +280,14 @@ class FlinkEngine:
         run = self._run(handle)
         if run.submitted and not (run.final is not None and run.last_metrics):
             with contextlib.suppress(TidegateError):
-                run.last_metrics = self._rest.job_metrics(run.job_id) or run.last_metrics
+                found = self._rest.job_metrics(run.job_id)
+                for _ in range(3 if run.seen_running and run.final is None and not run.last_metrics else 0):
+                    if found:
+                        break
+                    # Flink fetches metrics when asked, in the background: a first request finds none yet.
+                    time.sleep(0.3)
+                    found = self._rest.job_metrics(run.job_id)
+                run.last_metrics = found or run.last_metrics
         return list(run.last_metrics)
 
     def stages(self, handle: Handle) -> list[StageDetails]:
@@ -390,11 +405,15 @@ class FlinkEngine:
         """Trigger the drain, and again while Flink refuses it (e.g. before all tasks run)."""
         if run.trigger is not None:
             trigger_id, at = run.trigger
+            now = time.monotonic()
+            if now - at < _DRAIN_RETRY_SECONDS or now - run.drain_checked < _DRAIN_CHECK_SECONDS:
+                return  # not yet worth asking: spare Flink, which is busy draining
+            run.drain_checked = now
             try:
                 status, location, failure = self._rest.savepoint_status(run.job_id, trigger_id)
             except TidegateError:
                 status, location, failure = "COMPLETED", "", "the drain request failed"
-            if status != "COMPLETED" or location or time.monotonic() - at < _DRAIN_RETRY_SECONDS:
+            if status != "COMPLETED" or location:
                 return
             self._note(run, MessageImportance.JOB_MESSAGE_WARNING, f"Drain not taken, retrying: {failure[:500]}")
         trigger_id = ""  # a failed request is retried like a refused drain

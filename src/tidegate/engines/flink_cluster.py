@@ -136,8 +136,26 @@ class FlinkRestClient:
         return int(overview.get("taskmanagers", 0)) > 0 and int(overview.get("slots-total", 0)) > 0
 
     def job(self, job_id: str) -> dict[str, Any]:
-        """``GET /jobs/:id``: state, timestamps and vertices."""
+        """``GET /jobs/:id``: state, timestamps and vertices, as cached by Flink (``web.refresh-interval``)."""
         return dict(self.get(f"/jobs/{job_id}"))
+
+    def job_status(self, job_id: str) -> str:
+        """``GET /jobs/:id/status``: the job's state now (asked of the JobManager, not of the REST cache)."""
+        try:
+            return str(self.get(f"/jobs/{job_id}/status").get("status", ""))
+        except FailedPrecondition as error:  # an unknown job is a 500 here, not a 404
+            if "FlinkJobNotFoundException" in error.message:
+                raise NotFound(f"Flink does not know job {job_id}") from None
+            raise
+
+    def tasks_running(self, job_id: str) -> bool:
+        """Whether every task of the job runs (or has finished), from ``/jobs/overview`` (not cached either)."""
+        for job in self.get("/jobs/overview").get("jobs", []):
+            if job.get("jid") == job_id:
+                tasks = job.get("tasks") or {}
+                total = int(tasks.get("total", 0))
+                return total > 0 and int(tasks.get("running", 0)) + int(tasks.get("finished", 0)) == total
+        return False
 
     def cancel(self, job_id: str) -> None:
         """``PATCH /jobs/:id?mode=cancel``."""
@@ -161,8 +179,8 @@ class FlinkRestClient:
         failure = operation.get("failure-cause") or {}
         return status, str(operation.get("location") or ""), str(failure.get("stack-trace") or "")
 
-    def wait_savepoint(self, job_id: str, trigger_id: str, timeout: float) -> str:
-        """Wait for a savepoint trigger; its location, or ``FailedPrecondition`` with Flink's cause."""
+    def wait_savepoint(self, job_id: str, trigger_id: str, timeout: float, interval: float = 0.05) -> str:
+        """Wait for a savepoint trigger, asking every ``interval`` s; its location, or ``FailedPrecondition``."""
         deadline = time.monotonic() + timeout
         while True:
             status, location, failure = self.savepoint_status(job_id, trigger_id)
@@ -172,7 +190,7 @@ class FlinkRestClient:
                 raise FailedPrecondition(f"Flink savepoint of job {job_id} failed: {failure[:4000]}")
             if time.monotonic() > deadline:
                 raise Unavailable(f"Flink savepoint of job {job_id} did not finish within {timeout:.0f} s")
-            time.sleep(0.3)
+            time.sleep(interval)
 
     # -- reports: what the engine shows of a job ------------------------------------------
 

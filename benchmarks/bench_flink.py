@@ -1,0 +1,441 @@
+"""Flink streaming jobs through tidegate, against Flink driven directly, on one Flink cluster in one run.
+
+    .venv/bin/python benchmarks/bench_flink.py [--reps 4] [--poll 0.05] [--rate 20] [--quick]
+
+One local Flink cluster (from the Flink environment of ``scripts/setup-flink``) serves
+both sides:
+
+- tidegate: a ``tidegate server --engines flink --flink-rest-url`` on that cluster; jobs
+  are created, drained, cancelled and updated through the Dataflow REST API (v1b3) and
+  their state is read through it;
+- directly: Flink's own ``flink run --detached --python`` from the Flink environment,
+  with the same client configuration tidegate's engine writes (so the two submit paths
+  differ only by what tidegate adds), and Flink's REST API (stop with a drain savepoint,
+  cancel, stop with a savepoint then ``flink run -s`` from it); state polled on Flink's
+  REST API.
+
+Both sides poll their API every ``--poll`` seconds. RUNNING means the same on both
+sides: Flink says RUNNING and every task runs (tidegate's "workers are processing
+data"). The direct side reads Flink's uncached endpoints (``/jobs/overview``,
+``/jobs/:id/status``), as tidegate's engine does: ``/jobs/:id`` answers from a cache
+refreshed every ``web.refresh-interval`` (3 s). The program is the acceptance tests' keyed windowed job
+(``tests/integration/flink_jobs/windowed_counts.py``), whose source emits ``--rate``
+records a second; the update's gap is the longest interval between two consecutive
+records it writes across the switch (old and new job write to the same file, which the
+benchmark tails every 5 ms).
+
+Prints, per metric, median and worst for both sides and the ratio tidegate/direct of the
+medians (target: at most 1.2). The sides take turns, tidegate first in odd repetitions
+and Flink first in even ones, so a shared machine's noise falls on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_rest import free_port
+
+from tidegate.engines.flink import CLIENT_JVM_OPTIONS
+from tidegate.engines.flink_cluster import LocalFlinkCluster, find_flink_home, flink_python, stop_group, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAM = ROOT / "tests" / "integration" / "flink_jobs" / "windowed_counts.py"
+UIDS = ["count-per-window", "running-total"]
+TARGET = 1.2
+JOBS = "/v1b3/projects/bench/locations/us-central1/jobs"
+TERMINAL = {"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_DRAINED", "JOB_STATE_UPDATED"}
+METRICS = ("submit -> RUNNING", "drain -> DRAINED", "cancel -> CANCELLED", "update: longest output gap")
+
+
+def until(check: Callable[[], bool], interval: float, timeout: float, what: str) -> None:
+    """Call ``check`` every ``interval`` seconds until it is true."""
+    deadline = time.perf_counter() + timeout
+    while not check():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+class Tail:
+    """Tails a file of one record per line, noting when each line appeared (every 5 ms)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.arrivals: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        seen = 0
+        while not self._stop.is_set():
+            try:
+                lines = self.path.read_bytes().count(b"\n")
+            except OSError:
+                lines = 0
+            if lines > seen:
+                self.arrivals += [time.perf_counter()] * (lines - seen)
+                seen = lines
+            time.sleep(0.005)
+
+    def count(self) -> int:
+        return len(self.arrivals)
+
+    def since(self, moment: float) -> int:
+        return sum(1 for at in self.arrivals if at > moment)
+
+    def longest_gap(self, after: float) -> float:
+        """The longest interval between consecutive records, of those ending after ``after``."""
+        times = self.arrivals
+        return max((b - a for a, b in itertools.pairwise(times) if b > after), default=0.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Side(Protocol):
+    name: str
+
+    def submit(self, out: Path, version: str) -> tuple[str, float]:
+        """Start the program writing into ``out``; its id and the seconds to RUNNING."""
+
+    def drain(self, job: str) -> float:
+        """Seconds from the drain request to DRAINED (Flink: FINISHED)."""
+
+    def cancel(self, job: str) -> float:
+        """Seconds from the cancel request to CANCELLED."""
+
+    def update(self, job: str, out: Path, version: str) -> tuple[str, float]:
+        """Replace the job by a new one from its state; the new id and the seconds until it runs."""
+
+
+class Tidegate:
+    """Jobs through tidegate's Dataflow REST API."""
+
+    name = "tidegate"
+
+    def __init__(self, base: str, poll: float, rate: int) -> None:
+        self.client = httpx.Client(base_url=base, timeout=120)
+        self.poll, self.rate = poll, rate
+
+    def _body(self, out: Path, version: str, **extra: Any) -> dict[str, Any]:
+        options = {
+            "engine": "flink",
+            "program": str(PROGRAM),
+            "args": ["--out", str(out), "--version", version, "--rate", str(self.rate)],
+            "uids": UIDS,
+        }
+        return {
+            "name": f"bench-{version}",
+            "type": "JOB_TYPE_STREAMING",
+            "environment": {"sdkPipelineOptions": {"options": {"tidegate": options}}},
+            **extra,
+        }
+
+    def _state(self, job: str) -> str:
+        response = self.client.get(f"{JOBS}/{job}")
+        response.raise_for_status()
+        return str(response.json()["currentState"])
+
+    def _wait(self, job: str, wanted: str, timeout: float = 300) -> None:
+        def reached() -> bool:
+            state = self._state(job)
+            if state != wanted and state in TERMINAL:
+                raise RuntimeError(f"tidegate job {job} ended {state}, wanted {wanted}: {self._errors(job)}")
+            return state == wanted
+
+        until(reached, self.poll, timeout, f"tidegate job {job} to {wanted}")
+
+    def _errors(self, job: str) -> str:
+        messages = self.client.get(f"{JOBS}/{job}/messages", params={"pageSize": 1000}).json().get("jobMessages", [])
+        return "\n".join(m.get("messageText", "")[:1500] for m in messages[-5:])
+
+    def _create(self, body: dict[str, Any]) -> str:
+        response = self.client.post(JOBS, json=body)
+        if response.status_code != 200:
+            raise RuntimeError(f"CreateJob answered {response.status_code}: {response.text}")
+        return str(response.json()["id"])
+
+    def submit(self, out: Path, version: str) -> tuple[str, float]:
+        start = time.perf_counter()
+        job = self._create(self._body(out, version))
+        self._wait(job, "JOB_STATE_RUNNING")
+        return job, time.perf_counter() - start
+
+    def _request(self, job: str, state: str) -> float:
+        start = time.perf_counter()
+        self.client.put(f"{JOBS}/{job}", json={"requestedState": state}).raise_for_status()
+        self._wait(job, state)
+        return time.perf_counter() - start
+
+    def drain(self, job: str) -> float:
+        return self._request(job, "JOB_STATE_DRAINED")
+
+    def cancel(self, job: str) -> float:
+        return self._request(job, "JOB_STATE_CANCELLED")
+
+    def update(self, job: str, out: Path, version: str) -> tuple[str, float]:
+        start = time.perf_counter()
+        new = self._create(self._body(out, version, replaceJobId=job))
+        self._wait(new, "JOB_STATE_RUNNING")
+        return new, time.perf_counter() - start
+
+
+class Direct:
+    """Jobs with Flink's CLI and REST API, as a script driving Flink itself would."""
+
+    name = "direct"
+
+    def __init__(self, rest_url: str, venv: Path, work: Path, poll: float, rate: int) -> None:
+        self.rest = httpx.Client(base_url=rest_url, timeout=120)
+        self.venv, self.work, self.poll, self.rate = venv, work, poll, rate
+        self.home = find_flink_home(venv)
+        self.conf = work / "direct-client-conf"
+        url = httpx.URL(rest_url)
+        settings = {
+            "rest.address": url.host,
+            "rest.port": str(url.port),
+            "execution.target": "remote",
+            "python.client.executable": str(flink_python(venv)),
+            "env.java.opts.client": CLIENT_JVM_OPTIONS,
+        }
+        write_config(self.conf, settings, self.home)
+        self.clis: list[subprocess.Popen[bytes]] = []
+
+    def _run(self, out: Path, version: str, savepoint: str = "") -> str:
+        job = os.urandom(16).hex()
+        command = [str(self.home / "bin" / "flink"), "run", "--detached", f"-D$internal.pipeline.job-id={job}"]
+        command += ["--fromSavepoint", savepoint] if savepoint else []
+        command += ["--python", str(PROGRAM), "--out", str(out), "--version", version, "--rate", str(self.rate)]
+        env = dict(os.environ, FLINK_CONF_DIR=str(self.conf), FLINK_LOG_DIR=str(self.work / "direct-log"))
+        env.pop("PYTHONPATH", None)
+        env.pop("VIRTUAL_ENV", None)
+        env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        log = open(self.work / f"direct-{job}.log", "wb")  # noqa: SIM115 (the CLI writes it while it runs)
+        self.clis.append(
+            subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        )
+        log.close()
+        return job
+
+    def _status(self, job: str) -> str:
+        """The job's state now (``/jobs/:id`` would answer from Flink's cache, up to 3 s late)."""
+        response = self.rest.get(f"/jobs/{job}/status")
+        if response.status_code == 500 and "FlinkJobNotFoundException" in response.text:
+            return ""  # not submitted yet
+        response.raise_for_status()
+        return str(response.json()["status"])
+
+    def _wait_running(self, job: str) -> None:
+        cli = self.clis[-1]
+
+        def running() -> bool:
+            jobs = {j["jid"]: j for j in self.rest.get("/jobs/overview").json()["jobs"]}
+            found = jobs.get(job)
+            if found is None:
+                if cli.poll() not in (None, 0):
+                    log = (self.work / f"direct-{job}.log").read_text(errors="replace")
+                    raise RuntimeError(f"flink run failed:\n{log[-4000:]}")
+                return False
+            if found["state"] in ("FAILED", "CANCELED", "FINISHED"):
+                raise RuntimeError(f"Flink job {job} ended {found['state']}")
+            tasks = found["tasks"]
+            return found["state"] == "RUNNING" and 0 < tasks["running"] + tasks["finished"] == tasks["total"]
+
+        until(running, self.poll, 300, f"Flink job {job} to RUNNING")
+
+    def _wait_state(self, job: str, wanted: str) -> None:
+        until(lambda: self._status(job) == wanted, self.poll, 300, f"Flink job {job} to {wanted}")
+
+    def submit(self, out: Path, version: str) -> tuple[str, float]:
+        start = time.perf_counter()
+        job = self._run(out, version)
+        self._wait_running(job)
+        return job, time.perf_counter() - start
+
+    def drain(self, job: str) -> float:
+        start = time.perf_counter()
+        body = {"drain": True, "targetDirectory": str(self.work / "direct-savepoints"), "formatType": "CANONICAL"}
+        self.rest.post(f"/jobs/{job}/stop", json=body).raise_for_status()
+        self._wait_state(job, "FINISHED")
+        return time.perf_counter() - start
+
+    def cancel(self, job: str) -> float:
+        start = time.perf_counter()
+        self.rest.patch(f"/jobs/{job}?mode=cancel").raise_for_status()
+        self._wait_state(job, "CANCELED")
+        return time.perf_counter() - start
+
+    def update(self, job: str, out: Path, version: str) -> tuple[str, float]:
+        start = time.perf_counter()
+        body = {"drain": False, "targetDirectory": str(self.work / "direct-savepoints"), "formatType": "CANONICAL"}
+        trigger = self.rest.post(f"/jobs/{job}/stop", json=body).json()["request-id"]
+        location = ""
+
+        def saved() -> bool:
+            nonlocal location
+            answer = self.rest.get(f"/jobs/{job}/savepoints/{trigger}").json()
+            if answer.get("status", {}).get("id") != "COMPLETED":
+                return False
+            location = str((answer.get("operation") or {}).get("location") or "")
+            if not location:
+                raise RuntimeError(f"the savepoint of Flink job {job} failed: {str(answer)[:2000]}")
+            return True
+
+        until(saved, self.poll, 300, f"the savepoint of Flink job {job}")
+        new = self._run(out, version, savepoint=location)
+        self._wait_running(new)
+        return new, time.perf_counter() - start
+
+    def close(self) -> None:
+        for cli in self.clis:
+            if cli.poll() is None:
+                stop_group(cli, 2.0)
+            cli.wait()
+        self.rest.close()
+
+
+def scenario(side: Side, work: Path, rep: int, rate: int, results: dict[str, dict[str, list[float]]]) -> None:
+    """One repetition on one side: submit and drain; submit, update and cancel."""
+    mine = results[side.name]
+    first = work / f"{side.name}-{rep}-drained"
+    tail = Tail(first / "seen.txt")
+    job, took = side.submit(first, "v1")
+    mine["submit -> RUNNING"].append(took)
+    until(lambda: tail.count() >= rate, 0.05, 120, "output of the first job")
+    tail.close()
+    drained = side.drain(job)
+    mine["drain -> DRAINED"].append(drained)
+
+    second = work / f"{side.name}-{rep}-updated"
+    tail = Tail(second / "seen.txt")
+    job, took = side.submit(second, "v1")
+    mine["submit -> RUNNING"].append(took)
+    until(lambda: tail.count() >= 2 * rate, 0.05, 120, "output of the job to update")
+    asked = time.perf_counter()
+    new, new_running = side.update(job, second, "v2")
+    resumed = time.perf_counter()
+    until(lambda: tail.since(resumed) >= rate, 0.05, 120, "output of the updated job")  # a second of output again
+    tail.close()
+    gap = tail.longest_gap(asked)
+    mine["update: longest output gap"].append(gap)
+    cancelled = side.cancel(new)
+    mine["cancel -> CANCELLED"].append(cancelled)
+    print(
+        f"  rep {rep + 1} {side.name:<8}  submit {mine['submit -> RUNNING'][-2]:6.2f} {took:6.2f} s   "
+        f"drain {drained:5.2f} s   update gap {gap:6.2f} s (new job running {new_running:6.2f} s)   "
+        f"cancel {cancelled:5.2f} s",
+        flush=True,
+    )
+
+
+@contextmanager
+def tidegate_server(work: Path, rest_url: str) -> Iterator[str]:
+    port = free_port()
+    command = [sys.executable, "-m", "tidegate.cli", "server", "--engines", "flink", "--flink-rest-url", rest_url]
+    command += ["--port", str(port), "--grpc-port", "0", "--job-port", "0", "--max-jobs", "0"]
+    command += ["--data-dir", str(work / "tidegate")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_") or k == "TIDEGATE_FLINK_VENV"}
+    with open(work / "tidegate.log", "wb") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        until(lambda: _answers(base) or proc.poll() is not None, 0.05, 60, "tidegate server")
+        if proc.poll() is not None:
+            raise RuntimeError(f"tidegate server exited:\n{(work / 'tidegate.log').read_text()}")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def _answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def report(results: dict[str, dict[str, list[float]]]) -> bool:
+    print(f"\n{'':<28}{'tidegate':>18}{'direct':>18}{'ratio tidegate/direct':>28}")
+    print(f"{'':<28}{'median   worst':>18}{'median   worst':>18}{'median':>12}{'worst':>8}")
+    passed = True
+    for metric in METRICS:
+        tg, direct = results["tidegate"][metric], results["direct"][metric]
+        if not tg or not direct:
+            print(f"{metric:<28}no measurement on one side")
+            passed = False
+            continue
+        ratio = statistics.median(tg) / statistics.median(direct)
+        worst = max(tg) / max(direct)
+        ok = ratio <= TARGET
+        passed = passed and ok
+        print(
+            f"{metric:<28}{statistics.median(tg):8.2f} {max(tg):7.2f} s{statistics.median(direct):8.2f} "
+            f"{max(direct):7.2f} s{ratio:10.2f}{worst:9.2f}   {'pass' if ok else 'FAIL'}  ({len(tg)} runs each)"
+        )
+    print(f"target: median ratio <= {TARGET} for every metric: {'PASS' if passed else 'FAIL'}")
+    return passed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=4, help="repetitions per side (each: 3 Flink submissions)")
+    parser.add_argument("--poll", type=float, default=0.05, help="seconds between state polls, on both sides")
+    parser.add_argument("--rate", type=int, default=20, help="records a second the job's source emits")
+    parser.add_argument("--quick", action="store_true", help="one repetition per side")
+    args = parser.parse_args()
+    reps = 1 if args.quick else args.reps
+    setup = subprocess.run(["bash", str(ROOT / "scripts" / "setup-flink")], check=True, capture_output=True, text=True)
+    venv = Path(setup.stdout.strip().splitlines()[-1])
+    print(
+        f"bench_flink {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {reps} repetitions per side, "
+        f"polling every {args.poll} s, source at {args.rate} records/s",
+        flush=True,
+    )
+    results: dict[str, dict[str, list[float]]] = {side: {m: [] for m in METRICS} for side in ("tidegate", "direct")}
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        cluster = LocalFlinkCluster(
+            work / "flink-cluster", python=flink_python(venv), rest_port=free_port(), rpc_port=free_port()
+        )
+        started = time.perf_counter()
+        cluster.start(find_flink_home(venv))
+        print(f"  one Flink cluster at {cluster.rest_url}, ready in {time.perf_counter() - started:.1f} s", flush=True)
+        direct = Direct(cluster.rest_url, venv, work, args.poll, args.rate)
+        try:
+            with tidegate_server(work, cluster.rest_url) as base:
+                sides: list[Side] = [Tidegate(base, args.poll, args.rate), direct]
+                for rep in range(reps):
+                    for side in sides if rep % 2 == 0 else sides[::-1]:
+                        try:
+                            scenario(side, work, rep, args.rate, results)
+                        except (RuntimeError, TimeoutError) as error:  # a shared machine's trouble: say so, go on
+                            print(f"  rep {rep + 1} {side.name:<8}  FAILED: {str(error).splitlines()[0][:300]}")
+        finally:
+            direct.close()
+            cluster.stop()
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
