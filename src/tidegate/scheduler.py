@@ -40,6 +40,7 @@ from tidegate.lifecycle import Actor, JobState
 from tidegate.model import EngineRun, Job, MessageImportance, Snapshot
 from tidegate.scheduler_updates import UPDATE_ACTION, Updates
 from tidegate.service import JobService
+from tidegate.service_updates import STATE_UIDS_ARTIFACT, read_state_uids
 
 __all__ = ["Prepare", "Scheduler", "SchedulerSettings", "default_prepare", "failure_summary"]
 
@@ -425,6 +426,9 @@ class Scheduler:
             path = workdir / (Path(spec.program).name or spec.program_artifact)
             path.write_bytes(program)
             request = replace(request, program=str(path))
+        under = read_state_uids(self.store.get_artifact(job.id, STATE_UIDS_ARTIFACT))
+        if under:
+            request = replace(request, state_uids=under)
         return request
 
     def _abort_launch(self, job: Job) -> None:

@@ -6,10 +6,16 @@ update is compatible when every uid the old job declared maps onto one the new j
 declares: through ``transformNameMapping`` (old name → new name) when it names it,
 else unchanged. An old job that declared no uids is not checked here: Flink itself
 refuses a savepoint whose state has no operator to go to, and the old job then resumes.
+
+A renamed operator carries its state on by running under the uid its state was saved
+with (Flink finds state by uid): the new job keeps ``{its uid: the uid it runs under}``
+as an artifact (``STATE_UIDS_ARTIFACT``), built from the mapping and the old job's own,
+and the Flink engine applies it when the program sets its uids.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from tidegate.errors import FailedPrecondition
@@ -18,7 +24,18 @@ from tidegate.lifecycle import JobState, JobType
 from tidegate.model import Job
 from tidegate.store import Store
 
-__all__ = ["UIDS_OPTION", "check_update", "declared_uids", "missing_uids"]
+__all__ = [
+    "STATE_UIDS_ARTIFACT",
+    "UIDS_OPTION",
+    "check_update",
+    "declared_uids",
+    "missing_uids",
+    "read_state_uids",
+    "state_uids",
+]
+
+STATE_UIDS_ARTIFACT = "state-uids.json"
+"""A job's ``{operator uid: the uid it runs under}``, for operators renamed by updates (JSON)."""
 
 UIDS_OPTION = "uids"
 """The key under the ``tidegate`` pipeline options that lists a program's stateful operator uids."""
@@ -66,3 +83,30 @@ def check_update(store: Store, old: Job, new_spec: JobSpec, new_type: JobType, m
             reason="UPDATE_INCOMPATIBLE",
             metadata={"missingUids": ",".join(missing)},
         )
+
+
+def state_uids(previous: Mapping[str, str], mapping: Mapping[str, str], new_uids: Sequence[str]) -> dict[str, str]:
+    """The uids the new job's operators run under where that is not their own: ``{uid: uid of its state}``.
+
+    ``previous``: the same for the old job (an operator renamed before runs under an older
+    uid still); ``mapping``: old uid → new uid (``transformNameMapping``). Raises
+    FAILED_PRECONDITION when an operator would run under the uid another operator of the
+    new job has as its own.
+    """
+    under = {uid: state for uid, state in previous.items() if uid not in mapping}
+    for old, new in mapping.items():
+        under[new] = previous.get(old, old)
+    under = {uid: state for uid, state in under.items() if uid != state}
+    for uid, state in under.items():
+        if state in new_uids and state not in under:
+            raise FailedPrecondition(
+                f"The new job's operator {uid!r} would carry the state of {state!r}, but the new job also has an"
+                f" operator {state!r} of its own; rename that one too in transformNameMapping",
+                reason="UPDATE_INCOMPATIBLE",
+            )
+    return under
+
+
+def read_state_uids(data: bytes | None) -> dict[str, str]:
+    """A ``STATE_UIDS_ARTIFACT`` as stored (empty when the job has none)."""
+    return {str(k): str(v) for k, v in json.loads(data).items()} if data else {}

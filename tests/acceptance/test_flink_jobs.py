@@ -230,7 +230,9 @@ UIDS = ["count-per-window", "running-total"]
 def test_update_refused_failed_and_done(flink: Server, tmp_path: Path) -> None:
     old_out, failed_out, new_out = tmp_path / "old", tmp_path / "failed", tmp_path / "new"
 
-    def create(out: Path, program: str, uids: list[str], **extra: Any) -> httpx.Response:
+    def create(
+        out: Path, program: str, uids: list[str], total_uid: str = "running-total", **extra: Any
+    ) -> httpx.Response:
         body = {
             "name": "updated",
             "type": "JOB_TYPE_STREAMING",
@@ -240,7 +242,7 @@ def test_update_refused_failed_and_done(flink: Server, tmp_path: Path) -> None:
                         "tidegate": {
                             "engine": "flink",
                             "program": str(JOBS / program),
-                            "args": ["--out", str(out), "--version", out.name],
+                            "args": ["--out", str(out), "--version", out.name, "--total-uid", total_uid],
                             "uids": uids,
                         }
                     }
@@ -275,8 +277,15 @@ def test_update_refused_failed_and_done(flink: Server, tmp_path: Path) -> None:
         totals = [row[3] for row in rows if row[0] == key]
         assert totals == sorted(totals), f"key {key}: the running total went back after the resume"
 
-    # A compatible update: the old job ends UPDATED, the new one continues its totals.
-    response = create(new_out, "windowed_counts.py", UIDS, replaceJobId=old_id)
+    # A compatible update that renames the stateful running total (transformNameMapping onto
+    # operator uids): the old job ends UPDATED, the new one continues its totals.
+    renamed = ["count-per-window", "running-total-v2"]
+    mapping = {"running-total": "running-total-v2"}
+    response = create(new_out, "windowed_counts.py", renamed, "running-total-v2", replaceJobId=old_id)
+    assert response.status_code == 400 and "running-total" in response.text, "unmapped, the rename loses state"
+    response = create(
+        new_out, "windowed_counts.py", renamed, "running-total-v2", replaceJobId=old_id, transformNameMapping=mapping
+    )
     assert response.status_code == 200, response.text
     new_id = response.json()["id"]
     new = _wait_state(flink, new_id, "JOB_STATE_RUNNING", timeout=240)

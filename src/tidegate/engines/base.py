@@ -60,6 +60,9 @@ class LaunchRequest:
     num_workers: int = 1
     restore_from: str = ""
     """A savepoint or snapshot location to start from (update, or a job created from a snapshot)."""
+    state_uids: Mapping[str, str] = field(default_factory=dict)
+    """For Flink: operators to run under another uid than the program gives them, the one their
+    saved state has (``{uid in the program: uid to run under}``; operators renamed by updates)."""
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from tidegate.engines.flink_cluster import (
     stop_group,
     write_config,
 )
+from tidegate.engines.flink_uids import driver_command
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
 from tidegate.model import MessageImportance
 
@@ -347,6 +348,8 @@ class FlinkEngine:
             driver = tmp / "sql_driver.py"
             driver.write_text(_SQL_DRIVER, encoding="utf-8")
             command += ["--python", str(driver), str(program), "streaming" if request.streaming else "batch"]
+        elif request.state_uids:  # operators renamed by updates run under the uids their state has
+            command += driver_command(tmp, request.state_uids, program, request.args)
         else:
             command += ["--python", str(program), *request.args]
         env = dict(os.environ, FLINK_CONF_DIR=str(self._client_conf(home)), FLINK_LOG_DIR=str(tmp / "log"))
