@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.flink_output import read_seen, read_windows, wait_windows
@@ -271,3 +272,32 @@ def test_a_flink_sql_script_runs_as_one_job(engine: FlinkEngine, tmp_path: Path)
     lines = [line for part in out.rglob("*") if part.is_file() for line in part.read_text().split()]
     assert sorted(line.replace('"', "") for line in lines) == ["a;b,2", "c,1"]
     engine.release(handle)
+
+
+def test_a_local_cluster_whose_default_ports_are_taken_runs_on_others(tmp_path: Path) -> None:
+    """A Flink cluster of the user's own on 8081/6123 does not stop tidegate's local one."""
+    holders = []
+    for port in (8081, 6123):
+        holder = socket.socket()
+        try:
+            holder.bind(("127.0.0.1", port))
+            holder.listen()
+        except OSError:  # taken already: all the better
+            holder.close()
+            continue
+        holders.append(holder)
+    engine = FlinkEngine(state_dir=tmp_path / "state", flink_venv=_flink_venv(), task_slots=1)
+    try:
+        engine.start_cluster()
+        assert engine.rest_url != "http://localhost:8081"
+        overview = httpx.get(f"{engine.rest_url}/overview", timeout=30).json()
+        assert overview["taskmanagers"] == 1
+        out = tmp_path / "sums.txt"
+        handle = _launch(engine, tmp_path, "bounded_sum.py", str(out), streaming=False)
+        _wait(engine, handle, {EngineState.SUCCEEDED}, timeout=180)
+        assert sorted(out.read_text().split()) == ["a,4", "b,6", "c,5"]
+        engine.release(handle)
+    finally:
+        engine.close()
+        for holder in holders:
+            holder.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -52,6 +53,8 @@ from tidegate.engines.flink_cluster import (
 from tidegate.engines.flink_uids import driver_command
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
 from tidegate.model import MessageImportance
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CLIENT_JVM_OPTIONS", "FlinkEngine"]
 
@@ -121,8 +124,8 @@ class FlinkEngine:
         state_dir: Path,
         rest_url: str | None = None,
         flink_venv: Path | None = None,
-        rest_port: int = 8081,
-        rpc_port: int = 6123,
+        rest_port: int | None = None,
+        rpc_port: int | None = None,
         task_slots: int = 4,
         savepoint_dir: str | None = None,
         flink_conf: Mapping[str, str] | None = None,
@@ -144,7 +147,7 @@ class FlinkEngine:
                 task_slots=task_slots,
                 settings=self._flink_conf,
             )
-        self.rest_url = rest_url or f"http://localhost:{rest_port}"
+        self.rest_url = rest_url or f"http://localhost:{rest_port or 8081}"
         self._savepoint_dir = (savepoint_dir or (self.state_dir / "flink-savepoints").as_uri()).rstrip("/")
         self._rest = FlinkRestClient(self.rest_url)
         self._runs: dict[str, _Run] = {}
@@ -156,6 +159,11 @@ class FlinkEngine:
         with self._cluster_lock:
             if self._cluster is not None and not self._cluster.running():
                 self._cluster.start(find_flink_home(self.flink_venv))
+                log.info("local Flink cluster started; its web UI and REST API: %s", self._cluster.rest_url)
+                if self._cluster.rest_url != self.rest_url:  # its default port was taken: it chose another
+                    self.rest_url = self._cluster.rest_url
+                    self._rest, stale = FlinkRestClient(self.rest_url), self._rest
+                    stale.close()
 
     def close(self) -> None:
         """End submissions in flight and stop the local cluster if this engine started it."""

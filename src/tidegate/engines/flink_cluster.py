@@ -291,6 +291,26 @@ def _time(ms: object) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC) if isinstance(ms, int) and ms > 0 else None
 
 
+_DEFAULT_REST_PORT, _DEFAULT_RPC_PORT = 8081, 6123
+_DEFAULT_PORTS = (_DEFAULT_REST_PORT, _DEFAULT_RPC_PORT)
+
+
+def _chosen_port(wanted: int | None, default: int) -> int:
+    """``wanted`` if free (else Unavailable); with none wanted, ``default`` if free, else any free port."""
+    if wanted is not None:
+        if _port_in_use(wanted):
+            raise Unavailable(
+                f"cannot start a local Flink cluster: port {wanted} is in use "
+                "(another Flink cluster? give its REST address instead, or choose other ports)"
+            )
+        return wanted
+    if not _port_in_use(default):
+        return default
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return int(probe.getsockname()[1])
+
+
 class LocalFlinkCluster:
     """A standalone Flink cluster on this machine: one JobManager and one TaskManager.
 
@@ -303,16 +323,19 @@ class LocalFlinkCluster:
         folder: Path,
         *,
         python: Path,
-        rest_port: int = 8081,
-        rpc_port: int = 6123,
+        rest_port: int | None = None,
+        rpc_port: int | None = None,
         task_slots: int = 4,
         settings: Mapping[str, str] | None = None,
     ) -> None:
         self.flink_home = Path()  # set by start
         self.folder = folder
         self.python = python
-        self.rest_port = rest_port
-        self.rpc_port = rpc_port
+        # None: Flink's default port when it is free, another free one when it is not (a
+        # Flink cluster of the user's own may hold the defaults).
+        self._ports = (rest_port, rpc_port)
+        self.rest_port = rest_port or _DEFAULT_REST_PORT
+        self.rpc_port = rpc_port or _DEFAULT_RPC_PORT
         self.task_slots = task_slots
         self.extra_settings = dict(settings or {})
         self._processes: list[subprocess.Popen[bytes]] = []
@@ -375,12 +398,9 @@ class LocalFlinkCluster:
             return
         self.stop()  # what is left of a cluster that died
         self.flink_home = flink_home
-        for port in (self.rest_port, self.rpc_port):
-            if _port_in_use(port):
-                raise Unavailable(
-                    f"cannot start a local Flink cluster: port {port} is in use "
-                    "(another Flink cluster? give its REST address instead, or choose other ports)"
-                )
+        self.rest_port, self.rpc_port = (
+            _chosen_port(wanted, default) for wanted, default in zip(self._ports, _DEFAULT_PORTS, strict=True)
+        )
         for sub in ("log", "run", "savepoints", "checkpoints"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         write_config(self.conf_dir, self.settings(), self.flink_home)
