@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -301,3 +302,18 @@ def test_a_local_cluster_whose_default_ports_are_taken_runs_on_others(tmp_path: 
         engine.close()
         for holder in holders:
             holder.close()
+
+
+def test_a_taskmanager_that_exits_is_started_again(engine: FlinkEngine, tmp_path: Path) -> None:
+    """PyFlink's TaskManager can end itself on a fatal error; jobs then wait for a new one, not forever."""
+    cluster = engine._cluster
+    assert cluster is not None
+    taskmanager = cluster._processes[1]
+    os.killpg(taskmanager.pid, signal.SIGKILL)
+    taskmanager.wait()
+    out = tmp_path / "sums.txt"
+    handle = _launch(engine, tmp_path, "bounded_sum.py", str(out), streaming=False)
+    _wait(engine, handle, {EngineState.SUCCEEDED}, timeout=180)
+    assert sorted(out.read_text().split()) == ["a,4", "b,6", "c,5"]
+    assert cluster._processes[1].pid != taskmanager.pid and cluster.running()
+    engine.release(handle)

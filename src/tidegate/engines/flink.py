@@ -157,6 +157,7 @@ class FlinkEngine:
     def start_cluster(self) -> None:
         """Make sure the cluster can take jobs: start the local one if needed (blocks ~15 s)."""
         with self._cluster_lock:
+            self._revive_taskmanager()
             if self._cluster is not None and not self._cluster.running():
                 self._cluster.start(find_flink_home(self.flink_venv))
                 log.info("local Flink cluster started; its web UI and REST API: %s", self._cluster.rest_url)
@@ -164,6 +165,11 @@ class FlinkEngine:
                     self.rest_url = self._cluster.rest_url
                     self._rest, stale = FlinkRestClient(self.rest_url), self._rest
                     stale.close()
+
+    def _revive_taskmanager(self) -> None:
+        """The local cluster's TaskManager, started again if it ended itself (its jobs wait for its slots)."""
+        if self._cluster is not None and self._cluster.revive_taskmanager():
+            log.warning("the local Flink cluster's TaskManager had exited; started it again")
 
     def close(self) -> None:
         """End submissions in flight and stop the local cluster if this engine started it."""
@@ -197,6 +203,11 @@ class FlinkEngine:
         run = self._run(handle)
         if run.final is not None:
             return run.final
+        if self._cluster_lock.acquire(blocking=False):  # not while the cluster starts: that takes seconds
+            try:
+                self._revive_taskmanager()
+            finally:
+                self._cluster_lock.release()
         if not run.submitted:
             if not run.submit_error:
                 return RunStatus(EngineState.STARTING)

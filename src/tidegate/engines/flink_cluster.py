@@ -404,22 +404,7 @@ class LocalFlinkCluster:
         for sub in ("log", "run", "savepoints", "checkpoints"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         write_config(self.conf_dir, self.settings(), self.flink_home)
-        env = dict(os.environ, FLINK_CONF_DIR=str(self.conf_dir))
-        env.pop("PYTHONPATH", None)
-        env["PATH"] = f"{self.python.parent}{os.pathsep}{env.get('PATH', '')}"
-        for role in ("jobmanager", "taskmanager"):
-            with open(self.folder / "log" / f"{role}.console", "ab") as console:
-                self._processes.append(
-                    subprocess.Popen(
-                        ["bash", str(self.flink_home / "bin" / f"{role}.sh"), "start-foreground"],
-                        stdin=subprocess.DEVNULL,
-                        stdout=console,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                        cwd=self.folder,
-                        start_new_session=True,
-                    )
-                )
+        self._processes = [self._spawn("jobmanager"), self._spawn("taskmanager")]
         client = FlinkRestClient(self.rest_url, timeout=2.0)
         try:
             deadline = time.monotonic() + timeout
@@ -433,6 +418,37 @@ class LocalFlinkCluster:
                 time.sleep(0.5)
         finally:
             client.close()
+
+    def revive_taskmanager(self) -> bool:
+        """Start the TaskManager again if it exited while the JobManager runs on; whether it did.
+
+        PyFlink's TaskManager can end itself on a fatal error (a cancelled Python job's
+        "Reference count must not be negative"). The JobManager keeps its jobs: those
+        waiting for task slots get them once the new TaskManager registers.
+        """
+        if len(self._processes) != 2:
+            return False
+        jobmanager, taskmanager = self._processes
+        if jobmanager.poll() is not None or taskmanager.poll() is None:
+            return False
+        stop_group(taskmanager, 1.0)  # reap it, and end whatever of its group is left
+        self._processes[1] = self._spawn("taskmanager")
+        return True
+
+    def _spawn(self, role: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, FLINK_CONF_DIR=str(self.conf_dir))
+        env.pop("PYTHONPATH", None)
+        env["PATH"] = f"{self.python.parent}{os.pathsep}{env.get('PATH', '')}"
+        with open(self.folder / "log" / f"{role}.console", "ab") as console:
+            return subprocess.Popen(
+                ["bash", str(self.flink_home / "bin" / f"{role}.sh"), "start-foreground"],
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.folder,
+                start_new_session=True,
+            )
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop both processes (and the Python workers they started): SIGTERM, then SIGKILL."""
