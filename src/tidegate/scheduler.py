@@ -341,6 +341,7 @@ class Scheduler:
             self._launch(job, run, engine)
             return
         handle = Handle(run.engine, run.ref)
+        run = self._send_stop(job, run, engine, handle)
         status = engine.poll(handle)
         read = self._messages_read.get(job.id)
         if read is None or read[0] is not status.state or time.monotonic() - read[1] >= self.settings.messages_every:
@@ -371,20 +372,13 @@ class Scheduler:
             elif status.state in (EngineState.CANCELLED, EngineState.DRAINED):
                 self._fail(job, f"the engine ended the run by itself ({status.state.value})")
         elif state is S.JOB_STATE_CANCELLING:
-            # Polled again only just after the request: the next ticks' polls see the rest.
-            if self._once(run, "cancel", lambda: engine.cancel(handle)):
-                status = engine.poll(handle)
             if status.state in _ENDED:
                 self._to(job, S.JOB_STATE_CANCELLED, "workers stopped")
         elif state is S.JOB_STATE_DRAINING:
             if wanted is S.JOB_STATE_CANCELLED:
-                if self._once(run, "cancel", lambda: engine.cancel(handle)):
-                    status = engine.poll(handle)
                 if status.state in _ENDED:
                     self._to(job, S.JOB_STATE_CANCELLED, "cancelled while draining; workers stopped", Actor.USER)
                 return
-            if self._once(run, "drain", lambda: engine.drain(handle)):
-                status = engine.poll(handle)
             if status.state in (EngineState.DRAINED, EngineState.SUCCEEDED):
                 self._to(job, S.JOB_STATE_DRAINED, "in-flight data written")
             elif status.state is EngineState.FAILED:
@@ -464,6 +458,24 @@ class Scheduler:
         if cursor != run.message_cursor:
             self.store.update_run(job.id, self.worker, message_cursor=cursor)
             run = EngineRun(run.job_id, run.engine, run.ref, run.worker, run.lease_until, cursor, run.actions)
+        return run
+
+    def _send_stop(self, job: Job, run: EngineRun, engine: Engine, handle: Handle) -> EngineRun:
+        """Send a user's cancel or drain of a CANCELLING or DRAINING job first, before the tick polls the run.
+
+        The request leaves as soon as the tick starts: not after a poll and a read of the engine's
+        messages (several calls to a busy engine); the poll that follows sees its effect.
+        """
+        if job.current_state is S.JOB_STATE_CANCELLING or (
+            job.current_state is S.JOB_STATE_DRAINING and job.requested_state is S.JOB_STATE_CANCELLED
+        ):
+            action, send = "cancel", engine.cancel
+        elif job.current_state is S.JOB_STATE_DRAINING:
+            action, send = "drain", engine.drain
+        else:
+            return run
+        if self._once(run, action, lambda: send(handle)):
+            run = replace(run, actions=run.actions | {action})
         return run
 
     def _once(self, run: EngineRun, action: str, send: Callable[[], None]) -> bool:
