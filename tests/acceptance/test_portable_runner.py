@@ -21,6 +21,8 @@ import grpc
 import httpx
 import pytest
 
+from tests.processes import members as group_members
+
 from .conftest import LOCATION, PIPELINES, TEXT, TIDEGATE, Server, clean_env, free_port, portable_args
 
 pytestmark = pytest.mark.slow
@@ -72,20 +74,6 @@ def run(python: Path, script: str, *args: str, timeout: float = 240) -> subproce
 def last_json(done: subprocess.CompletedProcess[str]) -> Any:
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def group_members(pgid: int) -> list[int]:
-    """Every process (zombies included) whose process group is ``pgid``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[2]) == pgid:
-                found.append(int(proc.name))
-    return found
 
 
 def run_group(server: Server, job_id: str) -> int:

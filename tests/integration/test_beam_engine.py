@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import members
+
 if not os.environ.get("CI"):  # a laptop without Beam skips these; CI must have it
     pytest.importorskip("apache_beam")
 
@@ -160,20 +162,6 @@ def group_of(workdir: Path) -> int:
 def recorded_pid(workdir: Path) -> int:
     """The supervisor's pid as the engine recorded it at launch (the run's process group)."""
     return int(json.loads((workdir / "process.json").read_text())["pid"])
-
-
-def members(pgid: int) -> list[int]:
-    """Every process (zombies included) whose process group is ``pgid``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[2]) == pgid:
-                found.append(int(proc.name))
-    return found
 
 
 def assert_group_gone(pgid: int) -> None:

@@ -13,6 +13,7 @@ from google.cloud import dataflow_v1beta3 as dataflow
 
 from tidegate.api import wire
 from tidegate.errors import InvalidArgument, Unimplemented
+from tidegate.model import Job
 from tidegate.service import JobService, check_scope
 from tidegate.service_templates import TemplateInfo
 from tidegate.templates import LaunchEnvironment, TemplateLaunch, TemplateMetadata
@@ -93,6 +94,28 @@ def _job_name(name: str) -> str:
     return name
 
 
+def _launch(request: Any, params: Any, transform_name_mapping: Any) -> TemplateLaunch:
+    """A LaunchTemplate or LaunchFlexTemplate request's launch (their parameters differ in name only)."""
+    return TemplateLaunch(
+        project_id=request.project_id,
+        location=request.location or None,
+        job_name=_job_name(params.job_name),
+        parameters=dict(params.parameters),
+        environment=environment_of(params.environment),
+        validate_only=request.validate_only,
+        update=params.update,
+        transform_name_mapping=dict(transform_name_mapping),
+    )
+
+
+def _launched(response_type: str, job: Job | None) -> Any:
+    """A launch's response: the job, or none for a ``validate_only`` launch."""
+    response = MESSAGES[response_type]()
+    if job is not None:
+        response.job.CopyFrom(wire.job_to_pb(job, wire.JobView.SUMMARY))
+    return response
+
+
 class TemplateCalls:
     """The template RPCs, message in, message out."""
 
@@ -120,21 +143,8 @@ class TemplateCalls:
                 reason="DYNAMIC_TEMPLATE_UNSUPPORTED",
             )
         params = request.launch_parameters
-        launch = TemplateLaunch(
-            project_id=request.project_id,
-            location=request.location or None,
-            job_name=_job_name(params.job_name),
-            parameters=dict(params.parameters),
-            environment=environment_of(params.environment),
-            validate_only=request.validate_only,
-            update=params.update,
-            transform_name_mapping=dict(params.transform_name_mapping),
-        )
-        job = self.service.launch_template(launch, request.gcs_path)
-        response = MESSAGES["LaunchTemplateResponse"]()
-        if job is not None:
-            response.job.CopyFrom(wire.job_to_pb(job, wire.JobView.SUMMARY))
-        return response
+        launch = _launch(request, params, params.transform_name_mapping)
+        return _launched("LaunchTemplateResponse", self.service.launch_template(launch, request.gcs_path))
 
     def get_template(self, request: Any) -> Any:
         """GetTemplate: the template's metadata (the only view there is)."""
@@ -155,18 +165,6 @@ class TemplateCalls:
                 "launchOptions are not supported: pass the program's options as parameters",
                 reason="LAUNCH_OPTIONS_UNSUPPORTED",
             )
-        launch = TemplateLaunch(
-            project_id=request.project_id,
-            location=request.location or None,
-            job_name=_job_name(params.job_name),
-            parameters=dict(params.parameters),
-            environment=environment_of(params.environment),
-            validate_only=request.validate_only,
-            update=params.update,
-            transform_name_mapping=dict(params.transform_name_mappings),
-        )
+        launch = _launch(request, params, params.transform_name_mappings)
         job = self.service.launch_flex_template(launch, params.container_spec_gcs_path)
-        response = MESSAGES["LaunchFlexTemplateResponse"]()
-        if job is not None:
-            response.job.CopyFrom(wire.job_to_pb(job, wire.JobView.SUMMARY))
-        return response
+        return _launched("LaunchFlexTemplateResponse", job)
