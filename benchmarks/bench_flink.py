@@ -24,6 +24,12 @@ records a second; the update's gap is the longest interval between two consecuti
 records it writes across the switch (old and new job write to the same file, which the
 benchmark tails every 5 ms).
 
+Each repetition on each side: a job submitted and drained; a job submitted, updated and
+its replacement cancelled; a job submitted and cancelled (two cancels a repetition: a
+cancel's time is mostly Flink's own, which varies from 0.2 to 0.6 s). Each cancel's line
+splits its time by Flink's clock: until Flink's job is CANCELLING, until it is CANCELED,
+and until the side saw it.
+
 Prints, per metric, median and worst for both sides and the ratio tidegate/direct of the
 medians (target: at most 1.2). The sides take turns, tidegate first in odd repetitions
 and Flink first in even ones, so a shared machine's noise falls on both.
@@ -125,6 +131,9 @@ class Side(Protocol):
     def update(self, job: str, out: Path, version: str) -> tuple[str, float]:
         """Replace the job by a new one from its state; the new id and the seconds until it runs."""
 
+    def flink_job(self, job: str) -> str:
+        """The Flink job id behind ``job``."""
+
 
 class Tidegate:
     """Jobs through tidegate's Dataflow REST API."""
@@ -196,6 +205,12 @@ class Tidegate:
         new = self._create(self._body(out, version, replaceJobId=job))
         self._wait(new, "JOB_STATE_RUNNING")
         return new, time.perf_counter() - start
+
+    def flink_job(self, job: str) -> str:
+        """From the job's messages ("Flink accepted job ...")."""
+        messages = self.client.get(f"{JOBS}/{job}/messages", params={"pageSize": 1000}).json().get("jobMessages", [])
+        accepted = [m["messageText"].split()[-1] for m in messages if m["messageText"].startswith("Flink accepted job")]
+        return accepted[-1] if accepted else ""
 
 
 class Direct:
@@ -306,6 +321,9 @@ class Direct:
         self._wait_running(new)
         return new, time.perf_counter() - start
 
+    def flink_job(self, job: str) -> str:
+        return job
+
     def close(self) -> None:
         for cli in self.clis:
             if cli.poll() is None:
@@ -314,8 +332,10 @@ class Direct:
         self.rest.close()
 
 
-def scenario(side: Side, work: Path, rep: int, rate: int, results: dict[str, dict[str, list[float]]]) -> None:
-    """One repetition on one side: submit and drain; submit, update and cancel."""
+def scenario(
+    side: Side, flink: httpx.Client, work: Path, rep: int, rate: int, results: dict[str, dict[str, list[float]]]
+) -> None:
+    """One repetition on one side: submit and drain; submit, update and cancel; submit and cancel."""
     mine = results[side.name]
     first = work / f"{side.name}-{rep}-drained"
     tail = Tail(first / "seen.txt")
@@ -338,13 +358,44 @@ def scenario(side: Side, work: Path, rep: int, rate: int, results: dict[str, dic
     tail.close()
     gap = tail.longest_gap(asked)
     mine["update: longest output gap"].append(gap)
-    cancelled = side.cancel(new)
-    mine["cancel -> CANCELLED"].append(cancelled)
+    cancels = [cancel(side, flink, new, mine)]
+
+    third = work / f"{side.name}-{rep}-cancelled"
+    tail = Tail(third / "seen.txt")
+    job, _ = side.submit(third, "v1")
+    until(lambda: tail.count() >= rate, 0.05, 120, "output of the job to cancel")
+    tail.close()
+    cancels.append(cancel(side, flink, job, mine))
     print(
-        f"  rep {rep + 1} {side.name:<8}  submit {mine['submit -> RUNNING'][-2]:6.2f} {took:6.2f} s   "
-        f"drain {drained:5.2f} s   update gap {gap:6.2f} s (new job running {new_running:6.2f} s)   "
-        f"cancel {cancelled:5.2f} s",
+        f"  rep {rep + 1} {side.name:<8}  submit {' '.join(f'{t:5.2f}' for t in mine['submit -> RUNNING'][-2:])} s   "
+        f"drain {drained:5.2f} s   update gap {gap:6.2f} s (new job running {new_running:6.2f} s)\n"
+        + "".join(f"{'':22}{line}\n" for line in cancels),
+        end="",
         flush=True,
+    )
+
+
+def cancel(side: Side, flink: httpx.Client, job: str, mine: dict[str, list[float]]) -> str:
+    """Cancel ``job``, note the seconds it took; where the time went, by Flink's clock."""
+    asked = time.time()
+    took = side.cancel(job)
+    mine["cancel -> CANCELLED"].append(took)
+    seen, flink_job = asked + took, side.flink_job(job)
+    stamps: dict[str, int] = {}
+
+    def stamped() -> bool:  # /jobs/:id answers from a cache that Flink refreshes every 3 s
+        nonlocal stamps
+        stamps = flink.get(f"/jobs/{flink_job}").json().get("timestamps", {})
+        return bool(stamps.get("CANCELED"))
+
+    try:
+        until(stamped, 0.2, 10, "Flink's timestamps")
+    except (TimeoutError, httpx.HTTPError, ValueError):
+        return f"cancel {took:5.2f} s"
+    cancelling, cancelled = stamps["CANCELLING"] / 1000, stamps["CANCELED"] / 1000
+    return (
+        f"cancel {took:5.2f} s: to Flink's CANCELLING {cancelling - asked:5.3f} s, "
+        f"to its CANCELED {cancelled - cancelling:5.3f} s, until seen {seen - cancelled:5.3f} s"
     )
 
 
@@ -399,7 +450,7 @@ def report(results: dict[str, dict[str, list[float]]]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=4, help="repetitions per side (each: 3 Flink submissions)")
+    parser.add_argument("--reps", type=int, default=4, help="repetitions per side (each: 4 Flink submissions)")
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between state polls, on both sides")
     parser.add_argument("--rate", type=int, default=20, help="records a second the job's source emits")
     parser.add_argument("--quick", action="store_true", help="one repetition per side")
@@ -427,8 +478,11 @@ def main() -> None:
                 sides: list[Side] = [Tidegate(base, args.poll, args.rate), direct]
                 for rep in range(reps):
                     for side in sides if rep % 2 == 0 else sides[::-1]:
+                        if cluster.revive_taskmanager():  # PyFlink's can end itself when a job is cancelled
+                            print("  the TaskManager had exited; started it again", flush=True)
+                            until(lambda: bool(direct.rest.get("/taskmanagers").json()["taskmanagers"]), 0.2, 120, "TM")
                         try:
-                            scenario(side, work, rep, args.rate, results)
+                            scenario(side, direct.rest, work, rep, args.rate, results)
                         except (RuntimeError, TimeoutError) as error:  # a shared machine's trouble: say so, go on
                             print(f"  rep {rep + 1} {side.name:<8}  FAILED: {str(error).splitlines()[0][:300]}")
         finally:

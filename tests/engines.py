@@ -20,7 +20,7 @@ from tidegate.engines.base import (
     StageDetails,
     WorkerMessage,
 )
-from tidegate.errors import FailedPrecondition
+from tidegate.errors import FailedPrecondition, NotFound
 from tidegate.model import MessageImportance
 
 
@@ -34,6 +34,8 @@ class ScriptedRun:
     drain_to: EngineState = EngineState.DRAINED
     metrics: list[MetricValue] = field(default_factory=list)
     stages: list[StageDetails] = field(default_factory=list)
+    released: bool = False
+    polls: int = 0
 
 
 class ScriptedEngine:
@@ -44,7 +46,9 @@ class ScriptedEngine:
         self.launched: list[LaunchRequest] = []
         self.savepoints_fail = False
         self.savepoint_gate: threading.Event | None = None
-        """When set, ``stop_with_savepoint`` waits for it (up to 10 s, then fails): a savepoint under way."""
+        """When set, savepoints wait for it (up to 10 s, then fail): a savepoint under way."""
+        self.savepoint_waiting = threading.Event()
+        """Set once a savepoint waits for ``savepoint_gate``."""
 
     def run_of(self, job_id: str) -> ScriptedRun:
         return self.runs[job_id]
@@ -56,6 +60,7 @@ class ScriptedEngine:
 
     def poll(self, handle: Handle) -> RunStatus:
         run = self.runs[handle.ref]
+        run.polls += 1
         return RunStatus(run.state, run.error)
 
     def cancel(self, handle: Handle) -> None:
@@ -72,6 +77,10 @@ class ScriptedEngine:
         run.state = run.drain_to
 
     def snapshot(self, handle: Handle, target: Path) -> str:
+        if self.savepoint_gate is not None:
+            self.savepoint_waiting.set()
+            if not self.savepoint_gate.wait(10):
+                raise RuntimeError("the savepoint was held for 10 s")
         run = self.runs[handle.ref]
         run.calls.append("snapshot")
         if run.state is not EngineState.RUNNING:
@@ -83,8 +92,6 @@ class ScriptedEngine:
         return str(target / "_metadata")
 
     def stop_with_savepoint(self, handle: Handle, target: Path) -> str:
-        if self.savepoint_gate is not None and not self.savepoint_gate.wait(10):
-            raise RuntimeError("the savepoint was held for 10 s")
         location = self.snapshot(handle, target)
         run = self.runs[handle.ref]
         run.calls[-1] = "stop_with_savepoint"
@@ -92,17 +99,26 @@ class ScriptedEngine:
         return location
 
     def messages(self, handle: Handle, after: int) -> tuple[list[WorkerMessage], int]:
-        run = self.runs[handle.ref]
+        run = self._kept(handle)
         return run.messages[after:], len(run.messages)
 
     def metrics(self, handle: Handle) -> list[MetricValue]:
-        return list(self.runs[handle.ref].metrics)
+        return list(self._kept(handle).metrics)
 
     def stages(self, handle: Handle) -> list[StageDetails]:
-        return list(self.runs[handle.ref].stages)
+        return list(self._kept(handle).stages)
 
     def release(self, handle: Handle) -> None:
-        self.runs[handle.ref].calls.append("release")
+        run = self.runs[handle.ref]
+        run.calls.append("release")
+        run.released = True
+
+    def _kept(self, handle: Handle) -> ScriptedRun:
+        """A run that still answers: as in the real engines, a released run's records are gone."""
+        run = self.runs[handle.ref]
+        if run.released:
+            raise NotFound(f"run {handle.ref} was released")
+        return run
 
     def say(self, job_id: str, text: str, importance: MessageImportance = MessageImportance.JOB_MESSAGE_BASIC) -> None:
         self.runs[job_id].messages.append(WorkerMessage(datetime.now(UTC), importance, text))

@@ -1,7 +1,9 @@
 """The scheduler: admits jobs, hands them to engines, and walks them along legal edges.
 
-One loop (``tick``), run by a thread in ``tidegate server`` and woken by every job
-change. Each tick:
+One loop, run by a thread in ``tidegate server`` and woken by every job change. It
+ticks (``tick``) every ``tick`` seconds and at once when woken; while a job is PENDING,
+CANCELLING or DRAINING it also watches (``watch``) every ``starting_tick``: a pass over
+those jobs alone, whose end or start the engine is about to report. Each tick:
 
 1. renews the leases this worker holds, and fails the jobs whose worker's lease
    expired (the worker died);
@@ -55,7 +57,7 @@ _RUNNING_STATES = (
 )
 _ENDED = (EngineState.SUCCEEDED, EngineState.FAILED, EngineState.CANCELLED, EngineState.DRAINED)
 _WATCHED_CLOSELY = (S.JOB_STATE_PENDING, S.JOB_STATE_CANCELLING, S.JOB_STATE_DRAINING)
-"""States in which the scheduler ticks every ``starting_tick``: they end when the engine says so."""
+"""States in which the scheduler watches a job every ``starting_tick``: they end when the engine says so."""
 
 _FINAL_OBSERVATIONS = "final-observations.json"
 
@@ -108,7 +110,7 @@ class SchedulerSettings:
     lease: timedelta = timedelta(seconds=30)
     tick: float = 0.25
     starting_tick: float = 0.02
-    """The tick while a job is PENDING, CANCELLING or DRAINING: a run's start or end is seen within this."""
+    """The watch while a job is PENDING, CANCELLING or DRAINING: a run's start or end is seen within this."""
     messages_every: float = 1.0
     """Seconds between two reads of a run's messages (and at once when the engine's state changes)."""
     worker_id: str = ""
@@ -219,12 +221,17 @@ class Scheduler:
             self._thread.join(timeout=30)
 
     def _loop(self) -> None:
+        woken, last_tick = True, 0.0
         while not self._stop.is_set():
             try:
-                self.tick()
+                if woken or time.monotonic() - last_tick >= self.settings.tick:
+                    last_tick = time.monotonic()
+                    self.tick()
+                else:
+                    self.watch()
             except Exception:  # a bad tick must not stop the scheduler
                 log.exception("scheduler tick failed")
-            self._wake.wait(self.settings.starting_tick if self._starting else self.settings.tick)
+            woken = self._wake.wait(self.settings.starting_tick if self._starting else self.settings.tick)
             self._wake.clear()
 
     def tick(self) -> None:
@@ -234,6 +241,16 @@ class Scheduler:
         self._expire(now)
         self._admit(now)
         for job_id in self.store.job_ids_in_states(_RUNNING_STATES):
+            self._reconcile(job_id)
+        self._starting = bool(self.store.job_ids_in_states(_WATCHED_CLOSELY))
+
+    def watch(self) -> None:
+        """A pass over the jobs that are PENDING, CANCELLING or DRAINING alone, between two ticks.
+
+        Their engine is about to report a run's start or end; the other running jobs wait
+        for the next tick, so a watch costs the same however many jobs run.
+        """
+        for job_id in self.store.job_ids_in_states(_WATCHED_CLOSELY):
             self._reconcile(job_id)
         self._starting = bool(self.store.job_ids_in_states(_WATCHED_CLOSELY))
 
@@ -256,7 +273,7 @@ class Scheduler:
             if job.current_state is S.JOB_STATE_CANCELLING:
                 self._to(job, S.JOB_STATE_CANCELLED, "its worker is gone")
             elif job.current_state is S.JOB_STATE_RESOURCE_CLEANING_UP:
-                self._to(job, S.JOB_STATE_DONE, "its worker is gone; the job had succeeded")
+                self._to(job, S.JOB_STATE_DONE, "its worker is gone; the job had succeeded", observed=True)
             elif not job.current_state.terminal:
                 self._fail(job, text)
             self.store.update_run(run.job_id, self.worker, release=True)
@@ -343,10 +360,8 @@ class Scheduler:
         handle = Handle(run.engine, run.ref)
         run = self._send_stop(job, run, engine, handle)
         status = engine.poll(handle)
-        read = self._messages_read.get(job.id)
-        if read is None or read[0] is not status.state or time.monotonic() - read[1] >= self.settings.messages_every:
-            run = self._pull_messages(job, run, engine, handle)
-            self._messages_read[job.id] = (status.state, time.monotonic())
+        if status.state not in _ENDED or UPDATE_ACTION in run.actions:  # an ended run's edge reads them after
+            run = self._messages_when_due(job, run, engine, handle, status.state)
         if state is S.JOB_STATE_PENDING:
             if wanted is S.JOB_STATE_CANCELLED:
                 engine.cancel(handle)
@@ -387,7 +402,7 @@ class Scheduler:
                 self._fail(job, "the engine cancelled the run while it was draining")
         elif state is S.JOB_STATE_RESOURCE_CLEANING_UP:
             engine.release(handle)
-            self._to(job, S.JOB_STATE_DONE, "resources cleaned up")
+            self._to(job, S.JOB_STATE_DONE, "resources cleaned up", observed=True)
 
     def _launch(self, job: Job, run: EngineRun, engine: Engine) -> None:
         if job.replace_job_id and self._updates.under_way(job):
@@ -437,7 +452,7 @@ class Scheduler:
             self._to(job, S.JOB_STATE_RESOURCE_CLEANING_UP, "cleaning up temporary files and processes")
             engine.release(handle)
             shutil.rmtree(self.settings.work_dir / job.id, ignore_errors=True)
-            self._to(job, S.JOB_STATE_DONE, "resources cleaned up")
+            self._to(job, S.JOB_STATE_DONE, "resources cleaned up", observed=True)
         else:
             self._to(job, S.JOB_STATE_DONE, "the run succeeded")
 
@@ -450,6 +465,16 @@ class Scheduler:
             self._pull_messages(job, run, *found)
         except Exception:  # messages are a courtesy too
             log.exception("could not read the last messages of job %s", job.id)
+
+    def _messages_when_due(
+        self, job: Job, run: EngineRun, engine: Engine, handle: Handle, state: EngineState
+    ) -> EngineRun:
+        """Read the run's messages every ``messages_every``, and at once when its state changed."""
+        read = self._messages_read.get(job.id)
+        if read is None or read[0] is not state or time.monotonic() - read[1] >= self.settings.messages_every:
+            run = self._pull_messages(job, run, engine, handle)
+            self._messages_read[job.id] = (state, time.monotonic())
+        return run
 
     def _pull_messages(self, job: Job, run: EngineRun, engine: Engine, handle: Handle) -> EngineRun:
         messages, cursor = engine.messages(handle, run.message_cursor)
@@ -486,15 +511,21 @@ class Scheduler:
         self.store.update_run(run.job_id, self.worker, actions=run.actions | {action})
         return True
 
-    def _to(self, job: Job, target: JobState, reason: str, actor: Actor = Actor.SERVICE) -> None:
-        if target is S.JOB_STATE_RESOURCE_CLEANING_UP:
-            self._keep_observations(job)  # before the run's files go
+    def _to(
+        self, job: Job, target: JobState, reason: str, actor: Actor = Actor.SERVICE, *, observed: bool = False
+    ) -> None:
+        """Take an edge; on the run's last edges, keep its final metrics, stages and messages.
+
+        ``observed``: they were kept already (at RESOURCE_CLEANING_UP, before the engine
+        released the run and could no longer answer for it).
+        """
         self.service.advance(job.id, target, reason, actor=actor)
-        if target.terminal:
+        if (target.terminal or target is S.JOB_STATE_RESOURCE_CLEANING_UP) and not observed:
             # After the edge, so that the job's end is not held up by reading them (the engine
             # still answers for the ended run until it is released).
             self._keep_observations(job)
             self._last_messages(job)
+        if target.terminal:
             self.store.update_run(job.id, self.worker, release=True)
             self._messages_read.pop(job.id, None)
 
@@ -504,7 +535,7 @@ class Scheduler:
             return
         self.service.add_message(job.id, MessageImportance.JOB_MESSAGE_ERROR, error)
         if current.current_state is S.JOB_STATE_RESOURCE_CLEANING_UP:  # it already succeeded
-            self._to(current, S.JOB_STATE_DONE, "finished; cleaning up failed")
+            self._to(current, S.JOB_STATE_DONE, "finished; cleaning up failed", observed=True)
             return
         if current.current_state in (S.JOB_STATE_STOPPED, S.JOB_STATE_QUEUED):
             self._to(current, S.JOB_STATE_PENDING, "starting workers")

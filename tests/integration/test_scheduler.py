@@ -219,6 +219,66 @@ def test_resource_cleanup_is_opt_in(
         assert states(service, plain.id)[-2:] == [S.JOB_STATE_RUNNING, S.JOB_STATE_DONE]
 
 
+@pytest.mark.parametrize("ending", ["done", "cleanup", "cancel", "fail"])
+def test_a_runs_last_messages_and_metrics_are_kept_at_its_end(
+    service: JobService,
+    make_scheduler: Callable[..., Scheduler],
+    engine: ScriptedEngine,
+    new_job: Callable[..., NewJob],
+    caplog: pytest.LogCaptureFixture,
+    ending: str,
+) -> None:
+    """What the engine said as the run ended reaches the job, read once, before the run is released."""
+    from tidegate.api.wire import JobPb
+    from tidegate.engines.base import MetricValue
+
+    scheduler = make_scheduler(cleanup=ending == "cleanup")
+    job = service.create_job(new_job(spec=JobPb().SerializeToString()))
+    scheduler.tick()
+    run = engine.run_of(job.id)
+    run.state = EngineState.RUNNING
+    scheduler.tick()
+    assert state(service, job.id) is S.JOB_STATE_RUNNING
+    if ending == "cancel":
+        service.update_job("proj", None, job.id, requested_state=S.JOB_STATE_CANCELLED)
+    run.state = {"cancel": EngineState.CANCELLED, "fail": EngineState.FAILED}.get(ending, EngineState.SUCCEEDED)
+    run.error = "boom" if ending == "fail" else ""
+    engine.say(job.id, "the last words of the run")
+    run.metrics = [MetricValue(name="ElementCount", step="read", value=7)]
+    scheduler.tick()
+    scheduler.tick()
+    assert state(service, job.id).terminal
+    texts = [m.text for m in service.list_messages("proj", None, job.id).items]
+    assert texts.count("the last words of the run") == 1
+    assert scheduler.metrics(service.store.get_job(job.id)) == run.metrics
+    assert ("release" in run.calls) is (ending == "cleanup")
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_a_watch_polls_only_the_jobs_whose_start_or_end_is_near(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    """Between ticks, the scheduler watches PENDING, CANCELLING and DRAINING jobs alone."""
+    running, cancelled = service.create_job(new_job()), service.create_job(new_job())
+    scheduler.tick()
+    for job in (running, cancelled):
+        engine.run_of(job.id).state = EngineState.RUNNING
+    scheduler.tick()
+    service.update_job("proj", None, cancelled.id, requested_state=S.JOB_STATE_CANCELLED)
+    engine.cancel = lambda handle: None  # type: ignore[method-assign]  # the engine takes its time
+    scheduler.tick()
+    assert state(service, cancelled.id) is S.JOB_STATE_CANCELLING
+    polls = engine.run_of(running.id).polls, engine.run_of(cancelled.id).polls
+    scheduler.watch()
+    scheduler.watch()
+    assert engine.run_of(running.id).polls == polls[0]
+    assert engine.run_of(cancelled.id).polls == polls[1] + 2
+    engine.run_of(cancelled.id).state = EngineState.CANCELLED
+    scheduler.watch()
+    assert state(service, cancelled.id) is S.JOB_STATE_CANCELLED
+    assert state(service, running.id) is S.JOB_STATE_RUNNING
+
+
 def test_a_dead_workers_jobs_fail_after_the_lease(
     service: JobService,
     make_scheduler: Callable[..., Scheduler],
