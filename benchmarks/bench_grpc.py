@@ -11,7 +11,7 @@ requests/s, the gRPC/REST ratio, and the server's CPU time per request (from
 
 Baselines, measured the same way: an endpoint doing no work on each framework (the
 REST one of ``empty_app.py``; a gRPC ``GetJob`` answering a constant job on the same
-``grpc.server`` thread pool tidegate uses, served by this script with ``--serve-empty``).
+``grpc.aio`` server tidegate uses, served by this script with ``--serve-empty``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -209,17 +208,20 @@ def grpc_load(
 def serve_empty(port: int) -> None:
     """A gRPC server whose GetJob does no work: the framework's own cost per call."""
 
-    def get_job(request: Any, context: grpc.ServicerContext) -> Any:
+    async def get_job(request: Any, context: grpc.aio.ServicerContext) -> Any:
         return JobPb(id=request.job_id)
 
-    handler = grpc.unary_unary_rpc_method_handler(
-        get_job, request_deserializer=GetJobRequestPb.FromString, response_serializer=JobPb.SerializeToString
-    )
-    server = grpc.server(ThreadPoolExecutor(max_workers=8))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(JOBS[1:], {"GetJob": handler})])
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    server.wait_for_termination()
+    async def serve() -> None:
+        handler = grpc.unary_unary_rpc_method_handler(
+            get_job, request_deserializer=GetJobRequestPb.FromString, response_serializer=JobPb.SerializeToString
+        )
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(JOBS[1:], {"GetJob": handler})])
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
 
 
 def baselines(seconds: float, clients: int, channels: int) -> dict[str, Result]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from tidegate.admission import Capacity
-from tidegate.api.grpc_server import create_server
+from tidegate.api.grpc_server import GrpcServer
 from tidegate.api.rest import create_app
 from tidegate.config import Settings
 from tidegate.engines.base import Engine
@@ -180,7 +180,7 @@ def serve(settings: Settings) -> None:
     grpc_server = None
     if settings.grpc_port:
         try:
-            grpc_server, grpc_port = create_server(service, settings.host, settings.grpc_port)
+            grpc_server = GrpcServer(service, settings.host, settings.grpc_port)
         except OSError as exc:
             service.store.close()
             raise SystemExit(f"tidegate: {exc} (choose another --grpc-port, or 0 for no gRPC)") from exc
@@ -205,7 +205,7 @@ def serve(settings: Settings) -> None:
     scheduler = build_scheduler(settings, service)
     print(f"tidegate: REST API on http://{settings.host}:{settings.port} (store: {where})", flush=True)
     if grpc_server is not None:
-        print(f"tidegate: gRPC API on {settings.host}:{grpc_port}", flush=True)
+        print(f"tidegate: gRPC API on {settings.host}:{grpc_server.port}", flush=True)
     if job_server is not None:
         print(f"tidegate: Beam Job API on {settings.host}:{job_server.port}", flush=True)
     if gcs_emulator is not None:
@@ -223,7 +223,7 @@ def serve(settings: Settings) -> None:
             scheduler.stop()
             close_engines(scheduler.engines)
         if grpc_server is not None:
-            grpc_server.stop(grace=5).wait()
+            grpc_server.stop(grace=5)
         if job_server is not None:
             job_server.stop(grace=5)
         if gcs_emulator is not None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from google.cloud import dataflow_v1beta3 as dataflow
 
 from tests.engines import ScriptedEngine
 from tidegate.admission import Capacity
-from tidegate.api.grpc_server import GrpcApi
+from tidegate.api.grpc_server import PACKAGE, GrpcApi, GrpcServer
 from tidegate.api.rest import create_app
 from tidegate.engines.base import EngineState
 from tidegate.errors import FailedPrecondition, NotFound
@@ -50,8 +52,12 @@ class Client:
 
 
 @pytest.fixture
-def running_job(service: JobService, new_job: Callable[..., NewJob], tmp_path: Path) -> str:
-    engine = ScriptedEngine()
+def engine() -> ScriptedEngine:
+    return ScriptedEngine()
+
+
+@pytest.fixture
+def running_job(service: JobService, engine: ScriptedEngine, new_job: Callable[..., NewJob], tmp_path: Path) -> str:
     scheduler = Scheduler(
         service, {"beam": engine}, SchedulerSettings(work_dir=tmp_path / "runs", capacity=Capacity(max_jobs=4))
     )
@@ -101,6 +107,36 @@ def test_snapshots_over_grpc(service: JobService, running_job: str) -> None:
     api.delete_snapshot(dataflow.DeleteSnapshotRequest.pb()(project_id="proj", snapshot_id=snapshot.id))
     with pytest.raises(NotFound):
         api.get_snapshot(get)
+
+
+def test_a_savepoint_under_way_holds_up_no_other_grpc_call(
+    service: JobService, engine: ScriptedEngine, running_job: str
+) -> None:
+    """SnapshotJob waits for the engine off the gRPC server's event loop: GetJob answers meanwhile."""
+    engine.savepoint_gate = threading.Event()
+    server = GrpcServer(service, "127.0.0.1", 0)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            snapshot_job = channel.unary_unary(
+                f"/{PACKAGE}.JobsV1Beta3/SnapshotJob",
+                request_serializer=dataflow.SnapshotJobRequest.pb().SerializeToString,
+                response_deserializer=dataflow.Snapshot.pb().FromString,
+            )
+            get_job = channel.unary_unary(
+                f"/{PACKAGE}.JobsV1Beta3/GetJob",
+                request_serializer=dataflow.GetJobRequest.pb().SerializeToString,
+                response_deserializer=dataflow.Job.pb().FromString,
+            )
+            pending = snapshot_job.future(dataflow.SnapshotJobRequest.pb()(project_id="proj", job_id=running_job))
+            assert engine.savepoint_waiting.wait(10)
+            job = get_job(dataflow.GetJobRequest.pb()(project_id="proj", job_id=running_job), timeout=5)
+            assert job.id == running_job
+            assert not pending.done()
+            engine.savepoint_gate.set()
+            assert pending.result(timeout=10).state == dataflow.SnapshotState.READY
+    finally:
+        server.stop(grace=1)
 
 
 def test_snapshot_without_engines_is_refused(service: JobService, new_job: Callable[..., NewJob]) -> None:

@@ -10,17 +10,24 @@ Errors become their gRPC status codes, with a ``google.rpc.Status`` carrying a
 ``google.rpc.ErrorInfo`` detail in the trailing metadata, so the client raises
 NotFound, FailedPrecondition, InvalidArgument or AlreadyExists with ``e.reason`` set.
 Server reflection describes the services (``grpcurl localhost:PORT list``).
+
+The server is asyncio's (``grpc.aio``), on an event loop in a thread of its own: calls
+answer on the loop as REST's do, and the few that take seconds (savepoints, template
+launches) run in a small thread pool beside it. Python's thread-pool ``grpc.server``
+spent several times the CPU per call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.cloud import dataflow_v1beta3 as dataflow
@@ -37,9 +44,10 @@ from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
 from tidegate.service import JobService
 
-__all__ = ["ERROR_DOMAIN", "PACKAGE", "GrpcApi", "Method", "create_server", "error_status", "reflection_pool"]
+__all__ = ["ERROR_DOMAIN", "PACKAGE", "GrpcApi", "GrpcServer", "Method", "error_status", "reflection_pool"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 PACKAGE = "google.dataflow.v1beta3"
 ERROR_DOMAIN = "dataflow.googleapis.com"
@@ -73,6 +81,10 @@ _MESSAGES = (
 _pb: dict[str, Any] = {name: getattr(dataflow, name).pb() for name in _MESSAGES} | templates_api.MESSAGES
 """The raw protobuf classes behind the client's proto-plus types, by name."""
 _pb["Job"] = wire.JobPb
+_BLOCKING = frozenset(
+    {"SnapshotJob", "DeleteSnapshot", "CreateJobFromTemplate", "LaunchTemplate", "GetTemplate", "LaunchFlexTemplate"}
+)
+"""Methods that wait on an engine, files or a launcher (REST runs them in its thread pool too)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,8 @@ class Method:
     """The raw protobuf class of the request."""
     response: Any
     call: Callable[[Any], Any]
+    blocking: bool = False
+    """It may take seconds (a savepoint, a template launch): it runs off the event loop."""
 
     @property
     def full_service(self) -> str:
@@ -101,16 +115,18 @@ def error_status(error: TidegateError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-def _guard(method: Method) -> Callable[[Any, grpc.ServicerContext], Any]:
+def _guard(method: Method, pool: ThreadPoolExecutor) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
     @functools.wraps(method.call)
-    def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if method.blocking:
+                return await asyncio.get_running_loop().run_in_executor(pool, method.call, request)
             return method.call(request)
         except TidegateError as error:
-            context.abort_with_status(error_status(error))
+            await context.abort_with_status(error_status(error))
         except Exception as exc:
             log.exception("internal error in %s/%s", method.full_service, method.name)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
     return guarded
 
@@ -185,7 +201,7 @@ class GrpcApi:
             ("LaunchFlexTemplate", "LaunchFlexTemplateRequest", "LaunchFlexTemplateResponse", launch_flex),
         ]
         return [
-            Method(service, name, _pb[request], _pb[response], call)
+            Method(service, name, _pb[request], _pb[response], call, blocking=name in _BLOCKING)
             for service, table in (
                 ("JobsV1Beta3", jobs),
                 ("MessagesV1Beta3", messages),
@@ -324,11 +340,11 @@ class GrpcApi:
         return response
 
 
-def _handlers(methods: Iterable[Method]) -> list[grpc.GenericRpcHandler]:
+def _handlers(methods: Iterable[Method], pool: ThreadPoolExecutor) -> list[grpc.GenericRpcHandler]:
     by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for method in methods:
         by_service.setdefault(method.full_service, {})[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guard(method),
+            _guard(method, pool),
             request_deserializer=method.request.FromString,
             response_serializer=method.response.SerializeToString,
         )
@@ -373,28 +389,62 @@ def reflection_pool(methods: Iterable[Method]) -> descriptor_pool.DescriptorPool
     return pool
 
 
-def create_server(service: JobService, host: str, port: int, *, max_workers: int = 8) -> tuple[grpc.Server, int]:
-    """A gRPC server over ``service`` bound to ``host:port`` (0 picks a free port), not yet started.
+class GrpcServer:
+    """Dataflow's gRPC services over ``service``, on ``host:port`` (0 picks a free port); bound, not started.
 
-    Returns the server and the port it is bound to.
+    The ``grpc.aio`` server lives on an event loop in the thread ``tidegate-grpc``;
+    ``start`` and ``stop`` may be called from any other thread. Raises OSError when the
+    port cannot be bound.
     """
-    methods = GrpcApi(service).methods()
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tidegate-grpc"),
-        options=[
-            ("grpc.max_receive_message_length", MAX_BODY_BYTES),
-            ("grpc.max_send_message_length", MAX_BODY_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    server.add_generic_rpc_handlers(_handlers(methods))
-    names = sorted({m.full_service for m in methods})
-    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server, pool=reflection_pool(methods))
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = int(server.add_insecure_port(address))
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
-    if bound == 0:
-        raise OSError(f"cannot listen for gRPC on {address}")
-    return server, bound
+
+    def __init__(self, service: JobService, host: str, port: int, *, max_workers: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tidegate-grpc-blocking")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tidegate-grpc", daemon=True)
+        self._thread.start()
+        try:
+            self._server, self.port = self._on_loop(self._bind(service, host, port))
+        except BaseException:
+            self._end_loop()
+            raise
+
+    async def _bind(self, service: JobService, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+        methods = GrpcApi(service).methods()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_BODY_BYTES),
+                ("grpc.max_send_message_length", MAX_BODY_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        server.add_generic_rpc_handlers(_handlers(methods, self._pool))
+        names = sorted({m.full_service for m in methods})
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server, pool=reflection_pool(methods))
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound = int(server.add_insecure_port(address))
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
+        if bound == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+        return server, bound
+
+    def start(self) -> None:
+        self._on_loop(self._server.start())
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls, give those under way ``grace`` seconds, then end the loop and its thread."""
+        try:
+            self._on_loop(self._server.stop(grace))
+        finally:
+            self._end_loop()
+
+    def _on_loop(self, work: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    def _end_loop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._loop.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
