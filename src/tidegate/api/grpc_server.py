@@ -14,7 +14,8 @@ Server reflection describes the services (``grpcurl localhost:PORT list``).
 The server is asyncio's (``grpc.aio``), on an event loop in a thread of its own: calls
 answer on the loop as REST's do, and the few that take seconds (savepoints, template
 launches) run in a small thread pool beside it. Python's thread-pool ``grpc.server``
-spent several times the CPU per call.
+spent a third more CPU per call, its threads contending for the interpreter
+(``benchmarks/bench_grpc.py``).
 """
 
 from __future__ import annotations
