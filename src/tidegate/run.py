@@ -44,6 +44,7 @@ from urllib.parse import urlparse, urlunparse
 import httpx
 
 from tidegate.cli import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, Client, CliError, _job_path
+from tidegate.engines.base import WORKING_FOLDER_EXPERIMENT
 from tidegate.follow import POLL_SECONDS, Follower, Interrupts, follow, last_line, outcome, say
 from tidegate.gcs_emulator import EMULATOR_ENV, ensure_bucket
 
@@ -185,6 +186,7 @@ def _prepare_bucket(location: str, project: str) -> None:
 
 def _beam_args(args: argparse.Namespace, user_args: Sequence[str], name: str) -> list[str]:
     added = ["--runner=DataflowRunner", f"--dataflow_endpoint={beam_endpoint(args.server)}", "--no_auth"]
+    added.append(f"--experiments={WORKING_FOLDER_EXPERIMENT}={Path.cwd()}")  # relative paths: as for a local run
     for option, value in (("project", args.project), ("region", args.region), ("job_name", name)):
         if option_value(user_args, option) is None:
             added.append(f"--{option}={value}")

@@ -56,9 +56,11 @@ def beam_server(start_server: Callable[..., Server]) -> Server:
     return start_server("sqlite", "beam")
 
 
-def tidegate_run(server: Server, project: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def tidegate_run(
+    server: Server, project: str, *args: str, timeout: float = 240, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [str(TIDEGATE), "run", "--server", server.base, "--project", project, *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=clean_env())
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=clean_env(), cwd=cwd)
 
 
 def jobs(server: Server, project: str) -> list[dict[str, object]]:
@@ -99,6 +101,30 @@ def test_a_word_count_is_submitted_and_followed_to_done(
     expected = collections.Counter(TEXT.split())
     assert sorted(got.read_text().splitlines()) == sorted(f"{w}: {n}" for w, n in expected.items())
     assert history(beam_server, project, job["id"])[-1] == "JOB_STATE_DONE"
+
+
+def test_relative_paths_mean_what_they_mean_where_tidegate_run_runs(
+    beam_server: Server, client_python: Path, tmp_path: Path, project: str
+) -> None:
+    """As with a local run: the job reads and writes relative to the folder ``tidegate run`` ran in."""
+    (tmp_path / "input.txt").write_text(TEXT)
+    (tmp_path / "out").mkdir()
+    script = str(PIPELINES / "wordcount.py")
+    done = tidegate_run(
+        beam_server,
+        project,
+        "--python",
+        str(client_python),
+        script,
+        "--input=input.txt",
+        "--output=out/counts.txt",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    expected = collections.Counter(TEXT.split())
+    got = (tmp_path / "out" / "counts.txt").read_text()
+    assert sorted(got.splitlines()) == sorted(f"{w}: {n}" for w, n in expected.items())
+    assert f"Relative paths resolve against {tmp_path}" in done.stdout
 
 
 def test_a_failing_pipeline_exits_1_with_the_error(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tidegate.cli import Client, CliError
+from tidegate.engines.base import working_folder
 from tidegate.follow import Follower, outcome
 from tidegate.gcs_emulator import emulator_url
 from tidegate.run import beam_endpoint, job_name_for, option_value
@@ -22,6 +23,14 @@ def test_option_value_reads_both_spellings_and_the_last_wins() -> None:
     assert option_value(argv, "region") is None
     assert option_value(["--project"], "project") is None  # a flag without its value
     assert option_value(["--projects=x"], "project") is None
+
+
+def test_the_working_folder_is_the_last_tidegate_working_folder_experiment() -> None:
+    first, second = "tidegate_working_folder=/home/a", "tidegate_working_folder=/home/b c"
+    assert working_folder({"experiments": ["use_runner_v2", first, second]}) == "/home/b c"
+    assert working_folder({"experiments": ["tidegate_working_folder_x=/y", "use_runner_v2"]}) == ""
+    assert working_folder({"experiments": "tidegate_working_folder=/not/a/list"}) == ""
+    assert working_folder({}) == ""
 
 
 def test_beam_endpoint_spells_loopback_hosts_localhost() -> None:

@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 from tidegate.model import MessageImportance
 
 __all__ = [
+    "WORKING_FOLDER_EXPERIMENT",
     "Engine",
     "EngineState",
     "Handle",
@@ -27,7 +28,24 @@ __all__ = [
     "SavepointStopper",
     "StageDetails",
     "WorkerMessage",
+    "working_folder",
 ]
+
+WORKING_FOLDER_EXPERIMENT = "tidegate_working_folder"
+"""An experiment ``tidegate_working_folder=PATH`` that ``tidegate run`` adds: the folder it was run
+from, where the job's relative paths resolve (as they would for a local run) when the
+server's machine has that folder."""
+
+
+def working_folder(options: Mapping[str, object]) -> str:
+    """The ``tidegate_working_folder`` a job's pipeline options name (their last), or ""."""
+    experiments = options.get("experiments")
+    found = ""
+    for experiment in experiments if isinstance(experiments, list) else ():
+        name, _, value = str(experiment).partition("=")
+        if name == WORKING_FOLDER_EXPERIMENT:
+            found = value
+    return found
 
 
 class EngineState(enum.Enum):

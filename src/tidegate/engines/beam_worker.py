@@ -39,6 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from tidegate.engines.base import working_folder
 from tidegate.engines.beam import (
     PIPELINE_FILE,
     RUN_FILE,
@@ -158,6 +159,7 @@ def _run(workdir: Path, run: Mapping[str, Any]) -> None:
             progress.bundle_finished(stage, result.process_bundle.monitoring_infos)
             return result
 
+    _enter_working_folder(workdir, options)
     runner = Runner(provision_info=provision)
     # A template's runtime parameters (RuntimeValueProvider options) are read here when the SDK
     # harness runs embedded; SDK worker processes read them from the provisioned options.
@@ -173,6 +175,22 @@ def _run(workdir: Path, run: Mapping[str, Any]) -> None:
         raise
     progress.finish(succeeded=True)
     _LOG.info("The pipeline finished in %.1f s", time.monotonic() - started)
+
+
+def _enter_working_folder(workdir: Path, options: Mapping[str, Any]) -> None:
+    """Run where ``tidegate run`` was run from, so the job's relative paths mean what they meant there."""
+    folder = working_folder(options)
+    if not folder:
+        _LOG.debug("Relative paths resolve against the run's folder %s", workdir)
+    elif Path(folder).is_dir():
+        os.chdir(folder)
+        _LOG.info("Relative paths resolve against %s, where the job was submitted from", folder)
+    else:
+        _LOG.warning(
+            "The folder the job was submitted from (%s) is not on this machine: relative paths resolve against %s",
+            folder,
+            workdir,
+        )
 
 
 def _kill_others(sig: int) -> None:
