@@ -33,7 +33,7 @@ import loadgen
 
 from tidegate.lifecycle import JobState, JobType
 from tidegate.model import NewJob
-from tidegate.service import JobService
+from tidegate.service.jobs import JobService
 from tidegate.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

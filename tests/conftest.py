@@ -12,7 +12,7 @@ import pytest
 
 from tidegate.lifecycle import JobType
 from tidegate.model import NewJob
-from tidegate.service import JobService
+from tidegate.service.jobs import JobService
 from tidegate.store import Store
 
 POSTGRES_URL = os.environ.get("TIDEGATE_TEST_POSTGRES_URL", "")

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from tidegate.admission import Capacity
 from tidegate.api.grpc_server import GrpcServer
-from tidegate.api.rest import create_app
+from tidegate.api.rest.app import create_app
 from tidegate.config import Settings
 from tidegate.engines.base import Engine
-from tidegate.scheduler import Scheduler, SchedulerSettings
-from tidegate.service import JobService
+from tidegate.scheduler.admission import Capacity
+from tidegate.scheduler.loop import Scheduler, SchedulerSettings
+from tidegate.service.jobs import JobService
 from tidegate.store import Store
 
 if TYPE_CHECKING:
-    from tidegate.api.beam_job_api import BeamJobServer
+    from tidegate.api.beam_job.server import BeamJobServer
     from tidegate.gcs_emulator import GcsEmulator
 
 __all__ = ["build_engines", "build_scheduler", "build_service", "close_engines", "flink_venv", "serve"]
@@ -142,7 +142,7 @@ def _start_job_api(settings: Settings, service: JobService) -> BeamJobServer | N
     """Beam's Job API (PortableRunner's ``--job_endpoint``), started; None when ``job_port`` is 0."""
     if not settings.job_port:
         return None
-    from tidegate.api.beam_job_api import BeamJobServer  # imports Beam: only when it is asked for
+    from tidegate.api.beam_job.server import BeamJobServer  # imports Beam: only when it is asked for
 
     server = BeamJobServer(service, settings.host, settings.job_port, settings.data_dir / "beam-artifacts")
     server.start()

@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from tidegate.errors import FailedPrecondition, InvalidArgument
 from tidegate.lifecycle import TERMINAL_STATES, Actor, JobState, JobType, is_legal
 from tidegate.model import NewJob
-from tidegate.service import JobService
+from tidegate.service.jobs import JobService
 from tidegate.store import Store
 
 

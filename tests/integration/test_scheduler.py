@@ -10,13 +10,13 @@ import pytest
 
 from tests.conftest import Clock
 from tests.engines import ScriptedEngine
-from tidegate.admission import Capacity
 from tidegate.engines.base import EngineState
 from tidegate.jobspec import CLEANUP_OPTION
 from tidegate.lifecycle import JobState, JobType, is_legal
 from tidegate.model import MessageImportance, NewJob
-from tidegate.scheduler import Scheduler, SchedulerSettings
-from tidegate.service import JobService
+from tidegate.scheduler.admission import Capacity
+from tidegate.scheduler.loop import Scheduler, SchedulerSettings
+from tidegate.service.jobs import JobService
 
 S = JobState
 

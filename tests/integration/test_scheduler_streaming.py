@@ -13,14 +13,14 @@ import pytest
 
 from tests.conftest import Clock
 from tests.engines import ScriptedEngine
-from tidegate.admission import Capacity
 from tidegate.engines.base import EngineState
 from tidegate.errors import FailedPrecondition, InvalidArgument
 from tidegate.jobspec import JobPb
 from tidegate.lifecycle import JobState, JobType
 from tidegate.model import MessageImportance, NewJob, SnapshotState
-from tidegate.scheduler import Scheduler, SchedulerSettings
-from tidegate.service import JobService
+from tidegate.scheduler.admission import Capacity
+from tidegate.scheduler.loop import Scheduler, SchedulerSettings
+from tidegate.service.jobs import JobService
 
 S = JobState
 STREAMING = JobType.JOB_TYPE_STREAMING

@@ -14,15 +14,15 @@ import pytest
 from google.cloud import dataflow_v1beta3 as dataflow
 
 from tests.engines import ScriptedEngine
-from tidegate.admission import Capacity
 from tidegate.api.grpc_server import PACKAGE, GrpcApi, GrpcServer
-from tidegate.api.rest import create_app
+from tidegate.api.rest.app import create_app
 from tidegate.engines.base import EngineState
 from tidegate.errors import FailedPrecondition, NotFound
 from tidegate.lifecycle import JobState, JobType
 from tidegate.model import NewJob
-from tidegate.scheduler import Scheduler, SchedulerSettings
-from tidegate.service import JobService
+from tidegate.scheduler.admission import Capacity
+from tidegate.scheduler.loop import Scheduler, SchedulerSettings
+from tidegate.service.jobs import JobService
 
 BASE = "/v1b3/projects/proj/locations/us-central1"
 

@@ -12,7 +12,7 @@ from tests.conftest import Clock
 from tidegate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tidegate.lifecycle import Actor, JobState, JobType, PlanKind, is_legal, plan_request
 from tidegate.model import ListFilter, MessageImportance, NewJob
-from tidegate.service import JobService
+from tidegate.service.jobs import JobService
 from tidegate.store import Store
 
 S = JobState

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tidegate.admission import Capacity, Waiting, admit
+from tidegate.scheduler.admission import Capacity, Waiting, admit
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

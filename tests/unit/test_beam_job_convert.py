@@ -13,7 +13,7 @@ from apache_beam.portability.api import beam_job_api_pb2, beam_runner_api_pb2
 from apache_beam.runners.portability import portable_metrics
 from google.protobuf import struct_pb2
 
-from tidegate.api.beam_job_convert import (
+from tidegate.api.beam_job.convert import (
     beam_state,
     is_streaming,
     job_name,
@@ -23,7 +23,7 @@ from tidegate.api.beam_job_convert import (
 )
 from tidegate.engines.base import MetricValue
 from tidegate.lifecycle import JobState
-from tidegate.service import _JOB_NAME
+from tidegate.service.jobs import _JOB_NAME
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 B = beam_job_api_pb2.JobState

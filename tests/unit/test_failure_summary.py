@@ -1,6 +1,6 @@
 """The one-line reason a FAILED transition carries."""
 
-from tidegate.scheduler import failure_summary
+from tidegate.scheduler.loop import failure_summary
 
 TRACEBACK = """Traceback (most recent call last):
   File "pipeline.py", line 9, in <module>

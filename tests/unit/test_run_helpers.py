@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tidegate.cli import Client, CliError
+from tidegate.cli.commands import Client, CliError
+from tidegate.cli.follow import Follower, outcome
+from tidegate.cli.run import beam_endpoint, job_name_for, option_value
 from tidegate.engines.base import working_folder
-from tidegate.follow import Follower, outcome
 from tidegate.gcs_emulator import emulator_url
-from tidegate.run import beam_endpoint, job_name_for, option_value
 
 JOB_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tidegate.errors import InvalidArgument
-from tidegate.templates import (
+from tidegate.service.template_files import (
     LaunchEnvironment,
     Parameter,
     TemplateMetadata,

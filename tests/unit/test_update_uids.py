@@ -3,7 +3,7 @@
 import pytest
 
 from tidegate.errors import FailedPrecondition
-from tidegate.service_updates import read_state_uids, state_uids
+from tidegate.updates.compatibility import read_state_uids, state_uids
 
 
 def test_a_renamed_operator_runs_under_its_old_uid() -> None:

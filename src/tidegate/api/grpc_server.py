@@ -38,12 +38,12 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_status import rpc_status
 
-from tidegate.api import templates_api, wire
-from tidegate.api.rest import MAX_BODY_BYTES
+from tidegate.api import template_calls, wire
+from tidegate.api.rest.app import MAX_BODY_BYTES
 from tidegate.errors import InvalidArgument, NotFound, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
-from tidegate.service import JobService
+from tidegate.service.jobs import JobService
 
 __all__ = ["ERROR_DOMAIN", "PACKAGE", "GrpcApi", "GrpcServer", "Method", "error_status", "reflection_pool"]
 
@@ -79,7 +79,7 @@ _MESSAGES = (
     "GetStageExecutionDetailsRequest",
     "StageExecutionDetails",
 )
-_pb: dict[str, Any] = {name: getattr(dataflow, name).pb() for name in _MESSAGES} | templates_api.MESSAGES
+_pb: dict[str, Any] = {name: getattr(dataflow, name).pb() for name in _MESSAGES} | template_calls.MESSAGES
 """The raw protobuf classes behind the client's proto-plus types, by name."""
 _pb["Job"] = wire.JobPb
 _BLOCKING = frozenset(
@@ -191,7 +191,7 @@ class GrpcApi:
                 self.get_stage_execution_details,
             ),
         ]
-        calls = templates_api.TemplateCalls(self.service)
+        calls = template_calls.TemplateCalls(self.service)
         templates: list[tuple[str, str, str, Callable[[Any], Any]]] = [
             ("CreateJobFromTemplate", "CreateJobFromTemplateRequest", "Job", calls.create_job_from_template),
             ("LaunchTemplate", "LaunchTemplateRequest", "LaunchTemplateResponse", calls.launch_template),

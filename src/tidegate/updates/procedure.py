@@ -24,7 +24,7 @@ from tidegate.lifecycle import JobState
 from tidegate.model import Job, MessageImportance
 
 if TYPE_CHECKING:
-    from tidegate.scheduler import Scheduler
+    from tidegate.scheduler.loop import Scheduler
 
 __all__ = ["UPDATE_ACTION", "UPDATE_SAVEPOINT", "Updates"]
 

@@ -34,15 +34,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tidegate.admission import Capacity, Waiting, admit
 from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, MetricValue, StageDetails
 from tidegate.errors import FailedPrecondition, TidegateError
 from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec
 from tidegate.lifecycle import Actor, JobState
 from tidegate.model import EngineRun, Job, MessageImportance, Snapshot
-from tidegate.scheduler_updates import UPDATE_ACTION, Updates
-from tidegate.service import JobService
-from tidegate.service_updates import STATE_UIDS_ARTIFACT, read_state_uids
+from tidegate.scheduler.admission import Capacity, Waiting, admit
+from tidegate.service.jobs import JobService
+from tidegate.updates.compatibility import STATE_UIDS_ARTIFACT, read_state_uids
+from tidegate.updates.procedure import UPDATE_ACTION, Updates
 
 __all__ = ["Prepare", "Scheduler", "SchedulerSettings", "default_prepare", "failure_summary"]
 

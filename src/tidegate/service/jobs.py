@@ -20,17 +20,17 @@ from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound
 from tidegate.jobspec import PIPELINE_ARTIFACT, decode_spec, parse_spec
 from tidegate.lifecycle import ACTIVE_STATES, Actor, JobState, JobType, PlanKind, plan_request
 from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJob, Page, StateChange
-from tidegate.service_snapshots import SnapshotCases
-from tidegate.service_templates import TemplateCases
-from tidegate.service_updates import (
+from tidegate.service.snapshots import SnapshotCases
+from tidegate.service.staging import read_staged
+from tidegate.service.templates import TemplateCases
+from tidegate.store import Change, Store
+from tidegate.updates.compatibility import (
     STATE_UIDS_ARTIFACT,
     check_update,
     declared_uids,
     read_state_uids,
     state_uids,
 )
-from tidegate.staging import read_staged
-from tidegate.store import Change, Store
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "JobService", "RunObserver", "new_job_id"]
 

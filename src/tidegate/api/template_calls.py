@@ -14,9 +14,9 @@ from google.cloud import dataflow_v1beta3 as dataflow
 from tidegate.api import wire
 from tidegate.errors import InvalidArgument, Unimplemented
 from tidegate.model import Job
-from tidegate.service import JobService, check_scope
-from tidegate.service_templates import TemplateInfo
-from tidegate.templates import LaunchEnvironment, TemplateLaunch, TemplateMetadata
+from tidegate.service.jobs import JobService, check_scope
+from tidegate.service.template_files import LaunchEnvironment, TemplateLaunch, TemplateMetadata
+from tidegate.service.templates import TemplateInfo
 
 __all__ = ["MESSAGES", "TemplateCalls", "environment_of", "metadata_to_pb"]
 

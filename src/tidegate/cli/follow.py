@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from tidegate.cli import EXIT_ERROR, Client, CliError, _short
+from tidegate.cli.commands import EXIT_ERROR, Client, CliError, _short
 
 __all__ = ["POLL_SECONDS", "TERMINAL", "Follower", "Interrupts", "follow", "last_line", "outcome", "say"]
 

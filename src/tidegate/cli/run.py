@@ -43,9 +43,9 @@ from urllib.parse import urlparse, urlunparse
 
 import httpx
 
-from tidegate.cli import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, Client, CliError, _job_path
+from tidegate.cli.commands import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, Client, CliError, _job_path
+from tidegate.cli.follow import POLL_SECONDS, Follower, Interrupts, follow, last_line, outcome, say
 from tidegate.engines.base import WORKING_FOLDER_EXPERIMENT
-from tidegate.follow import POLL_SECONDS, Follower, Interrupts, follow, last_line, outcome, say
 from tidegate.gcs_emulator import EMULATOR_ENV, ensure_bucket
 
 __all__ = ["beam_endpoint", "job_name_for", "option_value", "run_pipeline"]

@@ -35,9 +35,8 @@ from tidegate.errors import InvalidArgument, NotFound
 from tidegate.jobspec import JobPb, job_from_pb, parse_spec
 from tidegate.lifecycle import JobType
 from tidegate.model import Job, ListFilter, NewJob
-from tidegate.staging import read_staged, read_staged_if_present
-from tidegate.store import Store
-from tidegate.templates import (
+from tidegate.service.staging import read_staged, read_staged_if_present
+from tidegate.service.template_files import (
     FlexSpec,
     LaunchEnvironment,
     TemplateLaunch,
@@ -48,6 +47,7 @@ from tidegate.templates import (
     runtime_parameters,
     substitute,
 )
+from tidegate.store import Store
 
 __all__ = ["LAUNCH_TIMEOUT_S", "METADATA_SUFFIX", "TemplateCases", "TemplateInfo"]
 

@@ -39,7 +39,7 @@ from apache_beam.portability.api import (
 )
 
 from tidegate.api import wire
-from tidegate.api.beam_job_convert import (
+from tidegate.api.beam_job.convert import (
     beam_state,
     is_streaming,
     job_name,
@@ -50,13 +50,13 @@ from tidegate.api.beam_job_convert import (
     pipeline_options,
     timestamp,
 )
-from tidegate.api.beam_job_staging import StagingSessions
+from tidegate.api.beam_job.staging import StagingSessions
 from tidegate.api.grpc_server import error_status
 from tidegate.errors import InvalidArgument, NotFound, TidegateError, Unavailable
 from tidegate.jobspec import PIPELINE_ARTIFACT, read_spec
 from tidegate.lifecycle import JobState, JobType
 from tidegate.model import Job, ListFilter, MessageImportance
-from tidegate.service import MAX_PAGE_SIZE, JobService, check_scope
+from tidegate.service.jobs import MAX_PAGE_SIZE, JobService, check_scope
 
 __all__ = ["DEFAULT_PROJECT", "BeamJobApi", "BeamJobServer"]
 

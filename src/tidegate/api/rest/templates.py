@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tidegate.api import wire
-from tidegate.api.rest import Handler, JsonResponse, RestApi, _body, _ints
-from tidegate.api.templates_api import MESSAGES, TemplateCalls
+from tidegate.api.rest.app import Handler, JsonResponse, RestApi, _body, _ints
+from tidegate.api.template_calls import MESSAGES, TemplateCalls
 from tidegate.errors import InvalidArgument
 
 __all__ = ["TemplateRoutes"]

@@ -27,7 +27,7 @@ from tidegate.api import wire
 from tidegate.errors import InvalidArgument, NotFound, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
-from tidegate.service import JobService
+from tidegate.service.jobs import JobService
 
 __all__ = ["MAX_BODY_BYTES", "create_app", "error_body"]
 
@@ -372,7 +372,7 @@ def _routes(api: RestApi) -> list[BaseRoute]:
     paths[located + "/stages/{stage_id}/executionDetails"] = {"GET": api.stage_execution_details}
     for prefix in ("/tidegate/v1/projects/{project_id}/locations/{location}", "/tidegate/v1/projects/{project_id}"):
         paths[prefix + "/jobs/{job_id}/history"] = {"GET": api.history}
-    from tidegate.api.rest_templates import TemplateRoutes  # it builds on this module's helpers
+    from tidegate.api.rest.templates import TemplateRoutes  # it builds on this module's helpers
 
     for path, handlers in TemplateRoutes(api).routes().items():
         paths.setdefault(path, {}).update(handlers)

@@ -242,7 +242,7 @@ def cmd_gcs_emulator(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     """``tidegate run``: submit a pipeline script and follow its job (see ``tidegate.run``)."""
-    from tidegate.run import run_pipeline
+    from tidegate.cli.run import run_pipeline
 
     code = run_pipeline(args, Client(args.server))
     if code:

@@ -1,0 +1,1 @@
+"""Beam's Job API (PortableRunner's), over the service layer."""

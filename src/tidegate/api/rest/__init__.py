@@ -1,0 +1,1 @@
+"""Dataflow's REST API, v1b3."""

@@ -1,0 +1,5 @@
+"""``python -m tidegate.cli``: the command line."""
+
+from tidegate.cli.commands import main
+
+main()

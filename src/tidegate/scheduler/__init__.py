@@ -1,0 +1,1 @@
+"""The scheduler: admission, the loop that walks jobs along legal edges."""

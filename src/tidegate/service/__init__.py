@@ -1,0 +1,1 @@
+"""The use cases, shared by every API surface: jobs, snapshots, templates."""

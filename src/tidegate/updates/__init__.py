@@ -1,0 +1,1 @@
+"""The update of a running streaming job (CreateJob with ``replaceJobId``)."""
