@@ -11,17 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tidegate.engines.base import (
-    EngineState,
-    Handle,
-    LaunchRequest,
-    MetricValue,
-    RunStatus,
-    StageDetails,
-    WorkerMessage,
-)
+from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus, WorkerMessage
 from tidegate.errors import FailedPrecondition, NotFound
-from tidegate.model import MessageImportance
+from tidegate.model import MessageImportance, MetricValue, StageDetails
 
 
 @dataclass

@@ -7,7 +7,7 @@ messages. Times are timezone-aware UTC ``datetime`` values.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -21,10 +21,12 @@ __all__ = [
     "JobMessage",
     "ListFilter",
     "MessageImportance",
+    "MetricValue",
     "NewJob",
     "Page",
     "Snapshot",
     "SnapshotState",
+    "StageDetails",
     "StateChange",
 ]
 
@@ -195,3 +197,27 @@ class Snapshot:
     disk_size_bytes: int = 0
     path: str = ""
     """The savepoint's location, as the engine gives it to a restore."""
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One metric: an element count of a PCollection, or a user counter of a step."""
+
+    name: str
+    step: str
+    value: int | float
+    origin: str = "user"  # "user" or "dataflow/v1b3"
+    pcollection: str = ""
+    namespace: str = ""
+    """A user metric's namespace (Beam's ``Metrics.counter(namespace, name)``)."""
+
+
+@dataclass(frozen=True)
+class StageDetails:
+    """One stage of a run, as its engine reports it (Dataflow's execution details)."""
+
+    stage_id: str
+    state: str
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    steps: Sequence[str] = ()

@@ -24,18 +24,10 @@ from apache_beam.internal.cloudpickle import cloudpickle
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import environments
 
-from tidegate.engines.base import (
-    EngineState,
-    Handle,
-    LaunchRequest,
-    MetricValue,
-    RunStatus,
-    StageDetails,
-    WorkerMessage,
-)
+from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus, WorkerMessage
 from tidegate.engines.beam import BeamEngine
 from tidegate.errors import FailedPrecondition, Unimplemented
-from tidegate.model import MessageImportance
+from tidegate.model import MessageImportance, MetricValue, StageDetails
 
 pytestmark = pytest.mark.slow
 

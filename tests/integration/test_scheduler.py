@@ -230,7 +230,7 @@ def test_a_runs_last_messages_and_metrics_are_kept_at_its_end(
 ) -> None:
     """What the engine said as the run ended reaches the job, read once, before the run is released."""
     from tidegate.api.wire import JobPb
-    from tidegate.engines.base import MetricValue
+    from tidegate.model import MetricValue
 
     scheduler = make_scheduler(cleanup=ending == "cleanup")
     job = service.create_job(new_job(spec=JobPb().SerializeToString()))
@@ -347,7 +347,7 @@ def test_metrics_are_live_while_running_and_kept_after_the_end(
 ) -> None:
     from datetime import UTC, datetime
 
-    from tidegate.engines.base import MetricValue, StageDetails
+    from tidegate.model import MetricValue, StageDetails
 
     job = service.create_job(new_job())
     assert service.metrics("proj", None, job.id)[1] == []

@@ -21,8 +21,8 @@ from tidegate.api.beam_job.convert import (
     metrics_to_monitoring_infos,
     pipeline_options,
 )
-from tidegate.engines.base import MetricValue
 from tidegate.lifecycle import JobState
+from tidegate.model import MetricValue
 from tidegate.service.jobs import _JOB_NAME
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tidegate.cli.commands import Client, CliError
+from tidegate.cli.client import Client, CliError
 from tidegate.cli.follow import Follower, outcome
 from tidegate.cli.run import beam_endpoint, job_name_for, option_value
 from tidegate.engines.base import working_folder

@@ -39,7 +39,6 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_status import rpc_status
 
 from tidegate.api import template_calls, wire
-from tidegate.api.rest.app import MAX_BODY_BYTES
 from tidegate.errors import InvalidArgument, NotFound, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
@@ -413,8 +412,8 @@ class GrpcServer:
         methods = GrpcApi(service).methods()
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", MAX_BODY_BYTES),
-                ("grpc.max_send_message_length", MAX_BODY_BYTES),
+                ("grpc.max_receive_message_length", wire.MAX_BODY_BYTES),
+                ("grpc.max_send_message_length", wire.MAX_BODY_BYTES),
                 ("grpc.so_reuseport", 0),
             ],
         )

@@ -18,12 +18,12 @@ from google.cloud import dataflow_v1beta3 as dataflow
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from tidegate.engines.base import MetricValue, StageDetails
 from tidegate.errors import InvalidArgument
 from tidegate.jobspec import JobPb, job_from_pb, spec_of
-from tidegate.model import Job, JobMessage, Snapshot, StateChange
+from tidegate.model import Job, JobMessage, MetricValue, Snapshot, StageDetails, StateChange
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "JobPb",
     "JobView",
     "SnapshotPb",
@@ -38,6 +38,9 @@ __all__ = [
     "summary_dict",
     "to_json_dict",
 ]
+
+MAX_BODY_BYTES = 20 * 1024 * 1024
+"""Dataflow's own limit on a request (REST body and gRPC message alike)."""
 
 JobMessagePb: Any = dataflow.JobMessage.pb()
 M = TypeVar("M", bound=Message)

@@ -15,19 +15,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import quote
-
-import httpx
 
 from tidegate import __version__
+from tidegate.cli.client import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    Client,
+    CliError,
+    job_path,
+    segment,
+    short_state,
+)
 
-__all__ = ["EXIT_NOT_FOUND", "EXIT_REJECTED", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_REJECTED = 4
-EXIT_UNREACHABLE = 5
+__all__ = ["main"]
 
 _STATUS_FILTERS = {"all": "ALL", "active": "ACTIVE", "terminated": "TERMINATED"}
 
@@ -37,61 +37,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         _fail(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class Client:
-    """A small client of tidegate's REST API (enums as names, as a person reads them)."""
-
-    def __init__(self, server: str, timeout: float = 30.0) -> None:
-        self.server = server.rstrip("/")
-        try:
-            self.http = httpx.Client(base_url=self.server, timeout=timeout)
-        except httpx.InvalidURL as exc:
-            raise CliError(f"invalid --server {server!r}: {exc}", EXIT_USAGE) from exc
-
-    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
-        try:
-            response = self.http.request(method, path, params=params, json=body)
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            raise CliError(f"invalid --server {self.server!r}: {exc}", EXIT_USAGE) from exc
-        except httpx.TransportError as exc:
-            raise CliError(f"cannot reach the tidegate server at {self.server}: {exc}", EXIT_UNREACHABLE) from exc
-        if response.status_code < 400:
-            try:
-                return response.json()
-            except ValueError:
-                raise CliError(
-                    f"the server at {self.server} answered {method} {path} with something other than JSON"
-                    f" (HTTP {response.status_code}); is it a tidegate server?",
-                    EXIT_ERROR,
-                ) from None
-        try:
-            error = response.json().get("error", {})
-            message = error.get("message") or response.text
-        except ValueError:
-            message = response.text.strip() or response.reason_phrase
-        code = {404: EXIT_NOT_FOUND, 400: EXIT_REJECTED, 409: EXIT_REJECTED}.get(response.status_code, EXIT_ERROR)
-        raise CliError(f"{message} (HTTP {response.status_code})", code)
-
-
-def _segment(value: str) -> str:
-    """One path segment: a '/', '?' or '#' in an id must not change which URL is asked."""
-    return quote(value, safe="")
-
-
-def _job_path(args: argparse.Namespace, job_id: str = "", *, prefix: str = "/v1b3") -> str:
-    base = f"{prefix}/projects/{_segment(args.project)}/locations/{_segment(args.region)}/jobs"
-    return f"{base}/{_segment(job_id)}" if job_id else base
-
-
-def _short(state: str | None) -> str:
-    return (state or "").removeprefix("JOB_STATE_").title()
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -110,7 +55,7 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def cmd_list(args: argparse.Namespace, client: Client) -> None:
     params: dict[str, Any] = {"filter": _STATUS_FILTERS[args.status], "pageSize": min(args.limit, 1000)}
-    path = f"/v1b3/projects/{_segment(args.project)}/jobs:aggregated" if args.region is None else _job_path(args)
+    path = f"/v1b3/projects/{segment(args.project)}/jobs:aggregated" if args.region is None else job_path(args)
     jobs: list[dict[str, Any]] = []
     while len(jobs) < args.limit:
         page = client.call("GET", path, params=params)
@@ -125,7 +70,7 @@ def cmd_list(args: argparse.Namespace, client: Client) -> None:
             j.get("name", ""),
             j.get("type", "").removeprefix("JOB_TYPE_").title(),
             j.get("createTime", ""),
-            _short(j.get("currentState")),
+            short_state(j.get("currentState")),
             j.get("location", ""),
         ]
         for j in jobs
@@ -138,7 +83,7 @@ def cmd_list(args: argparse.Namespace, client: Client) -> None:
 
 
 def cmd_describe(args: argparse.Namespace, client: Client) -> None:
-    job = client.call("GET", _job_path(args, args.job_id), params={"view": "JOB_VIEW_ALL"} if args.full else None)
+    job = client.call("GET", job_path(args, args.job_id), params={"view": "JOB_VIEW_ALL"} if args.full else None)
     text = "\n".join(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}" for k, v in job.items())
     _emit(args, job, text)
 
@@ -146,10 +91,10 @@ def cmd_describe(args: argparse.Namespace, client: Client) -> None:
 def _request_state(args: argparse.Namespace, client: Client, state: str, verb: str) -> None:
     results = []
     for job_id in args.job_ids:
-        job = client.call("PUT", _job_path(args, job_id), body={"requestedState": state})
+        job = client.call("PUT", job_path(args, job_id), body={"requestedState": state})
         results.append(job)
         if args.format != "json":
-            print(f"{verb} job [{job_id}]: now {_short(job.get('currentState'))}.")
+            print(f"{verb} job [{job_id}]: now {short_state(job.get('currentState'))}.")
     if args.format == "json":
         print(json.dumps(results, indent=2))
 
@@ -166,7 +111,7 @@ def cmd_messages(args: argparse.Namespace, client: Client) -> None:
     params: dict[str, Any] = {"minimumImportance": f"JOB_MESSAGE_{args.importance.upper()}", "pageSize": 1000}
     messages: list[dict[str, Any]] = []
     while True:
-        page = client.call("GET", _job_path(args, args.job_id) + "/messages", params=params)
+        page = client.call("GET", job_path(args, args.job_id) + "/messages", params=params)
         messages.extend(page.get("jobMessages", []))
         if not page.get("nextPageToken"):
             break
@@ -179,9 +124,12 @@ def cmd_messages(args: argparse.Namespace, client: Client) -> None:
 
 
 def cmd_history(args: argparse.Namespace, client: Client) -> None:
-    path = _job_path(args, args.job_id, prefix="/tidegate/v1") + "/history"
+    path = job_path(args, args.job_id, prefix="/tidegate/v1") + "/history"
     history = client.call("GET", path)["stateHistory"]
-    rows = [[h["time"], _short(h["fromState"]) or "-", _short(h["toState"]), h["actor"], h["reason"]] for h in history]
+    rows = [
+        [h["time"], short_state(h["fromState"]) or "-", short_state(h["toState"]), h["actor"], h["reason"]]
+        for h in history
+    ]
     _emit(args, history, _table(rows, ["TIME", "FROM", "TO", "BY", "REASON"]))
 
 

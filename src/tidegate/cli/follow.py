@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from tidegate.cli.commands import EXIT_ERROR, Client, CliError, _short
+from tidegate.cli.client import EXIT_ERROR, Client, CliError, short_state
 
 __all__ = ["POLL_SECONDS", "TERMINAL", "Follower", "Interrupts", "follow", "last_line", "outcome", "say"]
 
@@ -74,7 +74,7 @@ class Follower:
         state = str(self.job.get("currentState", ""))
         if state != self.state:
             self.state = state
-            say(f"job {self.job.get('id', '')} is {_short(state)}")
+            say(f"job {self.job.get('id', '')} is {short_state(state)}")
         if state in TERMINAL:
             self.messages()  # a job's last messages are written with its last transition
         return self.job
@@ -144,4 +144,4 @@ def outcome(job: dict[str, Any], follower: Follower, interrupted: bool) -> int:
         raise CliError(f"job {job_id} failed: {reason}", EXIT_ERROR)
     if state == "JOB_STATE_CANCELLED":
         raise CliError(f"job {job_id} was cancelled{' (Ctrl-C)' if interrupted else ''}", EXIT_ERROR)
-    raise CliError(f"job {job_id} ended {_short(state)}", EXIT_ERROR)
+    raise CliError(f"job {job_id} ended {short_state(state)}", EXIT_ERROR)

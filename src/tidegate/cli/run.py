@@ -43,7 +43,7 @@ from urllib.parse import urlparse, urlunparse
 
 import httpx
 
-from tidegate.cli.commands import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, Client, CliError, _job_path
+from tidegate.cli.client import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, Client, CliError, job_path
 from tidegate.cli.follow import POLL_SECONDS, Follower, Interrupts, follow, last_line, outcome, say
 from tidegate.engines.base import WORKING_FOLDER_EXPERIMENT
 from tidegate.gcs_emulator import EMULATOR_ENV, ensure_bucket
@@ -199,7 +199,7 @@ def _run_beam(args: argparse.Namespace, client: Client, pipeline: Path) -> int:
     region = option_value(user_args, "region") or args.region
     name = option_value(user_args, "job_name") or job_name_for(pipeline)
     where = argparse.Namespace(project=project, region=region)
-    jobs_path = _job_path(where)
+    jobs_path = job_path(where)
     before = set(_jobs_named(client, jobs_path, name))  # also: is the server there at all?
     with _temp_location(args, user_args) as temp_args, Interrupts() as interrupts:
         command = [args.python, str(pipeline), *user_args, *_beam_args(args, user_args, name), *temp_args]
@@ -288,7 +288,7 @@ def _run_flink(args: argparse.Namespace, client: Client, program: Path) -> int:
             }
         },
     }
-    jobs_path = _job_path(args)
+    jobs_path = job_path(args)
     job = client.call("POST", jobs_path, body=body)
     job_id = str(job["id"])
     say(f"job {job_id} created: {client.server}{jobs_path}/{job_id}")

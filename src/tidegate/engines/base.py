@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from tidegate.model import MessageImportance
+from tidegate.model import MessageImportance, MetricValue, StageDetails
 
 __all__ = [
     "WORKING_FOLDER_EXPERIMENT",
@@ -23,10 +23,8 @@ __all__ = [
     "EngineState",
     "Handle",
     "LaunchRequest",
-    "MetricValue",
     "RunStatus",
     "SavepointStopper",
-    "StageDetails",
     "WorkerMessage",
     "working_folder",
 ]
@@ -103,28 +101,6 @@ class WorkerMessage:
     time: datetime
     importance: MessageImportance
     text: str
-
-
-@dataclass(frozen=True)
-class MetricValue:
-    """One metric: an element count of a PCollection, or a user counter of a step."""
-
-    name: str
-    step: str
-    value: int | float
-    origin: str = "user"  # "user" or "dataflow/v1b3"
-    pcollection: str = ""
-    namespace: str = ""
-    """A user metric's namespace (Beam's ``Metrics.counter(namespace, name)``)."""
-
-
-@dataclass(frozen=True)
-class StageDetails:
-    stage_id: str
-    state: str
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-    steps: Sequence[str] = ()
 
 
 class Engine(Protocol):

@@ -37,18 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import tidegate
-from tidegate.engines.base import (
-    EngineState,
-    Handle,
-    LaunchRequest,
-    MetricValue,
-    RunStatus,
-    StageDetails,
-    WorkerMessage,
-)
+from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus, WorkerMessage
 from tidegate.engines.beam_warm import WarmStart
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
-from tidegate.model import MessageImportance
+from tidegate.model import MessageImportance, MetricValue, StageDetails
 
 __all__ = [
     "MESSAGES_FILE",

@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from tidegate.engines.base import EngineState, Handle, LaunchRequest, MetricValue, RunStatus, StageDetails
+from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus
 from tidegate.engines.base import WorkerMessage as Message
 from tidegate.engines.flink_cluster import (
     FlinkRestClient,
@@ -52,7 +52,7 @@ from tidegate.engines.flink_cluster import (
 )
 from tidegate.engines.flink_uids import driver_command
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
-from tidegate.model import MessageImportance
+from tidegate.model import MessageImportance, MetricValue, StageDetails
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from urllib.parse import quote
 
 import httpx
 
-from tidegate.engines.base import MetricValue, StageDetails, WorkerMessage
+from tidegate.engines.base import WorkerMessage
 from tidegate.errors import FailedPrecondition, NotFound, TidegateError, Unavailable
-from tidegate.model import MessageImportance
+from tidegate.model import MessageImportance, MetricValue, StageDetails
 
 __all__ = [
     "FlinkRestClient",

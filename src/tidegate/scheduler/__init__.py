@@ -1,1 +1,2 @@
-"""The scheduler: admission, the loop that walks jobs along legal edges."""
+"""The scheduler: ``loop`` walks jobs along legal edges with engines behind one seam; ``admission`` chooses
+which waiting jobs start (capacity, fair queueing, FlexRS windows)."""

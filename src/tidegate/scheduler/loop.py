@@ -34,14 +34,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, MetricValue, StageDetails
+from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest
 from tidegate.errors import FailedPrecondition, TidegateError
 from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec
 from tidegate.lifecycle import Actor, JobState
-from tidegate.model import EngineRun, Job, MessageImportance, Snapshot
+from tidegate.model import EngineRun, Job, MessageImportance, MetricValue, Snapshot, StageDetails
 from tidegate.scheduler.admission import Capacity, Waiting, admit
 from tidegate.service.jobs import JobService
-from tidegate.updates.compatibility import STATE_UIDS_ARTIFACT, read_state_uids
+from tidegate.updates.compatibility import state_uids_of
 from tidegate.updates.procedure import UPDATE_ACTION, Updates
 
 __all__ = ["Prepare", "Scheduler", "SchedulerSettings", "default_prepare", "failure_summary"]
@@ -147,7 +147,15 @@ class Scheduler:
         """Per job: the engine's state and the time (monotonic) when its messages were last read."""
         service.subscribe(lambda job: self._wake.set())
         service.observer = self
-        self._updates = Updates(self)
+        self._updates = Updates(
+            self.store,
+            service,
+            self.engines,
+            settings.snapshots,
+            request_for=self.launch_request,
+            keep_observations=self._keep_observations,
+            wake=self.wake,
+        )
 
     # -- what the service asks -------------------------------------------------------------
 
@@ -435,7 +443,7 @@ class Scheduler:
             path = workdir / (Path(spec.program).name or spec.program_artifact)
             path.write_bytes(program)
             request = replace(request, program=str(path))
-        under = read_state_uids(self.store.get_artifact(job.id, STATE_UIDS_ARTIFACT))
+        under = state_uids_of(self.store, job.id)
         if under:
             request = replace(request, state_uids=under)
         return request

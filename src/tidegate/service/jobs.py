@@ -6,7 +6,6 @@ these calls and turn the results and ``TidegateError``\\ s into their wire forms
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -15,22 +14,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from tidegate.engines.base import MetricValue, StageDetails
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound
-from tidegate.jobspec import PIPELINE_ARTIFACT, decode_spec, parse_spec
+from tidegate.jobspec import PIPELINE_ARTIFACT, parse_spec
 from tidegate.lifecycle import ACTIVE_STATES, Actor, JobState, JobType, PlanKind, plan_request
-from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJob, Page, StateChange
+from tidegate.model import (
+    Job,
+    JobMessage,
+    ListFilter,
+    MessageImportance,
+    MetricValue,
+    NewJob,
+    Page,
+    StageDetails,
+    StateChange,
+)
 from tidegate.service.snapshots import SnapshotCases
 from tidegate.service.staging import read_staged
 from tidegate.service.templates import TemplateCases
 from tidegate.store import Change, Store
-from tidegate.updates.compatibility import (
-    STATE_UIDS_ARTIFACT,
-    check_update,
-    declared_uids,
-    read_state_uids,
-    state_uids,
-)
+from tidegate.updates.compatibility import check_update, renames, with_state_uids
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "JobService", "RunObserver", "new_job_id"]
 
@@ -147,27 +149,14 @@ class JobService(SnapshotCases, TemplateCases):
         state_from = ""  # the job whose saved state the new one starts from
         if new.replace_job_id:
             old = self.get_job(new.project_id, new.location, new.replace_job_id)
-            check_update(self.store, old, parse_spec(new.spec, new.type), new.type, self._renames(new))
+            check_update(self.store, old, parse_spec(new.spec, new.type), new.type, renames(new))
             state_from = old.id
         if new.created_from_snapshot_id:
             state_from = self.snapshot_to_restore(new.project_id, new.created_from_snapshot_id).source_job_id
         if state_from:
-            new = self._with_state_uids(new, state_from)
+            new = with_state_uids(self.store, new, state_from)
         new = self._with_staged_pipeline(new)
         return self._with_program(new)
-
-    @staticmethod
-    def _renames(new: NewJob) -> dict[str, str]:
-        return dict(decode_spec(new.spec).transform_name_mapping)
-
-    def _with_state_uids(self, new: NewJob, state_from: str) -> NewJob:
-        """Keep with the job the uids its operators run under to find their state (renamed ones)."""
-        previous = read_state_uids(self.store.get_artifact(state_from, STATE_UIDS_ARTIFACT))
-        uids = declared_uids(parse_spec(new.spec, new.type))
-        under = state_uids(previous, self._renames(new), uids)
-        if not under:
-            return new
-        return replace(new, artifacts={**new.artifacts, STATE_UIDS_ARTIFACT: json.dumps(under).encode()})
 
     @staticmethod
     def _with_staged_pipeline(new: NewJob) -> NewJob:

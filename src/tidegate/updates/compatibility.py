@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from tidegate.errors import FailedPrecondition
-from tidegate.jobspec import JobSpec, read_spec
+from tidegate.jobspec import JobSpec, decode_spec, parse_spec, read_spec
 from tidegate.lifecycle import JobState, JobType
-from tidegate.model import Job
+from tidegate.model import Job, NewJob
 from tidegate.store import Store
 
 __all__ = [
@@ -31,7 +32,10 @@ __all__ = [
     "declared_uids",
     "missing_uids",
     "read_state_uids",
+    "renames",
     "state_uids",
+    "state_uids_of",
+    "with_state_uids",
 ]
 
 STATE_UIDS_ARTIFACT = "state-uids.json"
@@ -110,3 +114,22 @@ def state_uids(previous: Mapping[str, str], mapping: Mapping[str, str], new_uids
 def read_state_uids(data: bytes | None) -> dict[str, str]:
     """A ``STATE_UIDS_ARTIFACT`` as stored (empty when the job has none)."""
     return {str(k): str(v) for k, v in json.loads(data).items()} if data else {}
+
+
+def state_uids_of(store: Store, job_id: str) -> dict[str, str]:
+    """The uids a job's operators run under to find their state, where that is not their own."""
+    return read_state_uids(store.get_artifact(job_id, STATE_UIDS_ARTIFACT))
+
+
+def renames(new: NewJob) -> dict[str, str]:
+    """A new job's ``transformNameMapping``: old operator name → new one."""
+    return dict(decode_spec(new.spec).transform_name_mapping)
+
+
+def with_state_uids(store: Store, new: NewJob, state_from: str) -> NewJob:
+    """The new job, keeping the uids its operators run under to find the state of job ``state_from`` (renamed ones)."""
+    uids = declared_uids(parse_spec(new.spec, new.type))
+    under = state_uids(state_uids_of(store, state_from), renames(new), uids)
+    if not under:
+        return new
+    return replace(new, artifacts={**new.artifacts, STATE_UIDS_ARTIFACT: json.dumps(under).encode()})

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from tidegate.engines.base import Handle, SavepointStopper
+from tidegate.engines.base import Engine, Handle, LaunchRequest, SavepointStopper
 from tidegate.errors import FailedPrecondition, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import Job, MessageImportance
+from tidegate.store import Store
 
-if TYPE_CHECKING:
-    from tidegate.scheduler.loop import Scheduler
-
-__all__ = ["UPDATE_ACTION", "UPDATE_SAVEPOINT", "Updates"]
+__all__ = ["UPDATE_ACTION", "UPDATE_SAVEPOINT", "Journal", "Updates"]
 
 log = logging.getLogger(__name__)
 S = JobState
@@ -46,11 +45,48 @@ class _Stopping:
     error: Exception | None = None
 
 
+class Journal(Protocol):
+    """Where the update records what it does: the service's edges and job messages."""
+
+    def advance(
+        self,
+        job_id: str,
+        target: JobState,
+        reason: str = "",
+        *,
+        expect: frozenset[JobState] | None = None,
+        replaced_by: str | None = None,
+    ) -> Job | None: ...
+
+    def add_message(self, job_id: str, importance: MessageImportance, text: str) -> None: ...
+
+
 class Updates:
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
-        self.store = scheduler.store
-        self.service = scheduler.service
+    """The update procedure of the scheduler that runs the new job's launch.
+
+    ``request_for``: the launch request of a job (the old one's, to resume it);
+    ``keep_observations``: keeps a run's final metrics before it ends; ``wake``: makes the
+    scheduler tick (a stop finished).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        journal: Journal,
+        engines: Mapping[str, Engine],
+        snapshots: Path,
+        *,
+        request_for: Callable[[Job], LaunchRequest],
+        keep_observations: Callable[[Job], None],
+        wake: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.journal = journal
+        self.engines = engines
+        self.snapshots = snapshots
+        self._request_for = request_for
+        self._keep_observations = keep_observations
+        self._wake = wake
         self._stopping: dict[str, _Stopping] = {}
         """Per new job: the stop of the job it replaces, while under way."""
         self._lock = threading.Lock()
@@ -81,7 +117,7 @@ class Updates:
             if run is not None:
                 self.store.update_run(old.id, run.worker, actions=run.actions - {UPDATE_ACTION})
             detail = error.message if isinstance(error, TidegateError) else str(error)
-            self.service.add_message(
+            self.journal.add_message(
                 old.id, MessageImportance.JOB_MESSAGE_WARNING, f"The update to job {new.id} failed: {detail}"
             )
             raise FailedPrecondition(
@@ -90,8 +126,8 @@ class Updates:
         location = stopping.location
         self.store.put_artifact(new.id, UPDATE_SAVEPOINT, location.encode())
         text = f"Stopped with a savepoint for its replacement, job {new.id}: {location}"
-        self.service.add_message(old.id, MessageImportance.JOB_MESSAGE_BASIC, text)
-        self.service.add_message(new.id, MessageImportance.JOB_MESSAGE_BASIC, f"Starting from job {old.id}'s state")
+        self.journal.add_message(old.id, MessageImportance.JOB_MESSAGE_BASIC, text)
+        self.journal.add_message(new.id, MessageImportance.JOB_MESSAGE_BASIC, f"Starting from job {old.id}'s state")
         return location
 
     def stopping(self, new: Job) -> bool:
@@ -110,7 +146,7 @@ class Updates:
         if old.current_state is not S.JOB_STATE_RUNNING:
             raise FailedPrecondition(f"the job to replace, {old.id}, is {old.current_state.name}, no longer RUNNING")
         run = self.store.get_run(old.id)
-        engine = self.scheduler.engines.get(run.engine) if run is not None and run.ref else None
+        engine = self.engines.get(run.engine) if run is not None and run.ref else None
         if run is None or engine is None:
             raise FailedPrecondition(f"the job to replace, {old.id}, has no run on this server's engines")
         if not isinstance(engine, SavepointStopper):
@@ -131,10 +167,10 @@ class Updates:
             log.exception("could not stop run %s with a savepoint", handle.ref)
             stopping.error = error
         stopping.done.set()
-        self.scheduler.wake()
+        self._wake()
 
     def _target(self, new: Job) -> Path:
-        return self.scheduler.settings.snapshots / f"update-{new.id}"
+        return self.snapshots / f"update-{new.id}"
 
     def holding(self, job: Job) -> bool:
         """Whether the job's run is stopped for an update still under way (its end is no failure)."""
@@ -146,8 +182,8 @@ class Updates:
         old = self.store.get_job(new.replace_job_id)
         if old.current_state is not S.JOB_STATE_RUNNING or not self.holding(old):
             return
-        self.scheduler._keep_observations(old)
-        self.service.advance(
+        self._keep_observations(old)
+        self.journal.advance(
             old.id,
             S.JOB_STATE_UPDATED,
             f"replaced by job {new.id}, which carries its state on",
@@ -171,17 +207,17 @@ class Updates:
             self.store.update_run(old.id, run.worker, actions=run.actions - {UPDATE_ACTION})
             return
         location = kept.decode()
-        engine = self.scheduler.engines[run.engine]
-        request = replace(self.scheduler.launch_request(old), restore_from=location)
+        engine = self.engines[run.engine]
+        request = replace(self._request_for(old), restore_from=location)
         handle = engine.launch(request)
         self.store.update_run(old.id, run.worker, ref=handle.ref, message_cursor=0, actions=frozenset())
         first = why.splitlines()[0] if why else "it failed"
-        self.service.add_message(
+        self.journal.add_message(
             old.id,
             MessageImportance.JOB_MESSAGE_WARNING,
             f"The update to job {new.id} failed ({first}); this job resumed from its savepoint {location}",
         )
-        self.service.add_message(
+        self.journal.add_message(
             new.id,
             MessageImportance.JOB_MESSAGE_ERROR,
             f"This update failed to start; job {old.id} resumed from its savepoint and keeps running",

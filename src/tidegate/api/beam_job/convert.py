@@ -24,9 +24,8 @@ from apache_beam.options import pipeline_options as beam_options
 from apache_beam.portability.api import beam_job_api_pb2, beam_runner_api_pb2
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from tidegate.engines.base import MetricValue
 from tidegate.lifecycle import JobState
-from tidegate.model import JobMessage, MessageImportance
+from tidegate.model import JobMessage, MessageImportance, MetricValue
 
 __all__ = [
     "beam_state",

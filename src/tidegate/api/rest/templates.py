@@ -18,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tidegate.api import wire
-from tidegate.api.rest.app import Handler, JsonResponse, RestApi, _body, _ints
+from tidegate.api.rest.http import Handler, JsonResponse, read_body, wants_ints, where
 from tidegate.api.template_calls import MESSAGES, TemplateCalls
 from tidegate.errors import InvalidArgument
+from tidegate.service.jobs import JobService
 
 __all__ = ["TemplateRoutes"]
 
@@ -37,11 +38,10 @@ def _bool_param(request: Request, name: str) -> bool:
 
 
 class TemplateRoutes:
-    """The template handlers, next to ``RestApi`` (whose scope rules they share)."""
+    """The template handlers (CreateJobFromTemplate, LaunchTemplate, GetTemplate, LaunchFlexTemplate)."""
 
-    def __init__(self, api: RestApi) -> None:
-        self.api = api
-        self.calls = TemplateCalls(api.service)
+    def __init__(self, service: JobService) -> None:
+        self.calls = TemplateCalls(service)
 
     def routes(self) -> dict[str, dict[str, Handler]]:
         """Paths and their handlers, for both prefixes (flex templates: the located one only)."""
@@ -57,10 +57,10 @@ class TemplateRoutes:
 
     async def _request(self, request: Request, kind: str, *, body: bool) -> Any:
         """The request message: the body (when it is the whole request), then the path's project and location."""
-        project_id, location = self.api._where(request)
+        project_id, location = where(request)
         message = MESSAGES[kind]()
         if body:
-            raw = await _body(request)
+            raw = await read_body(request)
             wire.parse_json(raw or b"{}", message, f"google.dataflow.v1beta3.{kind}")
         message.project_id = project_id
         if location or "location" in request.path_params:
@@ -68,7 +68,7 @@ class TemplateRoutes:
         return message
 
     def _answer(self, request: Request, message: Any) -> Response:
-        return JsonResponse(wire.to_json_dict(message, ints=_ints(request)))
+        return JsonResponse(wire.to_json_dict(message, ints=wants_ints(request)))
 
     async def create_job_from_template(self, request: Request) -> Response:
         """CreateJobFromTemplate: the body is the request (``jobName``, ``gcsPath``, ``parameters``, …)."""
@@ -84,7 +84,7 @@ class TemplateRoutes:
         dynamic = query.get("dynamicTemplate.gcsPath", ""), query.get("dynamicTemplate.stagingLocation", "")
         if any(dynamic):
             message.dynamic_template.gcs_path, message.dynamic_template.staging_location = dynamic
-        raw = await _body(request)
+        raw = await read_body(request)
         name = "google.dataflow.v1beta3.LaunchTemplateParameters"
         wire.parse_json(raw or b"{}", message.launch_parameters, name)
         return self._answer(request, await run_in_threadpool(self.calls.launch_template, message))

@@ -1,0 +1,88 @@
+"""The command line's client of tidegate's REST API, its errors and its exit codes.
+
+Exit codes: 0 success; 2 bad usage; 3 no such job; 4 the server refused the request
+(an illegal request, bad input, a name already taken); 5 the server cannot be
+reached; 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_NOT_FOUND",
+    "EXIT_REJECTED",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "CliError",
+    "Client",
+    "job_path",
+    "segment",
+    "short_state",
+]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_REJECTED = 4
+EXIT_UNREACHABLE = 5
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Client:
+    """A small client of tidegate's REST API (enums as names, as a person reads them)."""
+
+    def __init__(self, server: str, timeout: float = 30.0) -> None:
+        self.server = server.rstrip("/")
+        try:
+            self.http = httpx.Client(base_url=self.server, timeout=timeout)
+        except httpx.InvalidURL as exc:
+            raise CliError(f"invalid --server {server!r}: {exc}", EXIT_USAGE) from exc
+
+    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+        try:
+            response = self.http.request(method, path, params=params, json=body)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise CliError(f"invalid --server {self.server!r}: {exc}", EXIT_USAGE) from exc
+        except httpx.TransportError as exc:
+            raise CliError(f"cannot reach the tidegate server at {self.server}: {exc}", EXIT_UNREACHABLE) from exc
+        if response.status_code < 400:
+            try:
+                return response.json()
+            except ValueError:
+                raise CliError(
+                    f"the server at {self.server} answered {method} {path} with something other than JSON"
+                    f" (HTTP {response.status_code}); is it a tidegate server?",
+                    EXIT_ERROR,
+                ) from None
+        try:
+            error = response.json().get("error", {})
+            message = error.get("message") or response.text
+        except ValueError:
+            message = response.text.strip() or response.reason_phrase
+        code = {404: EXIT_NOT_FOUND, 400: EXIT_REJECTED, 409: EXIT_REJECTED}.get(response.status_code, EXIT_ERROR)
+        raise CliError(f"{message} (HTTP {response.status_code})", code)
+
+
+def segment(value: str) -> str:
+    """One path segment: a '/', '?' or '#' in an id must not change which URL is asked."""
+    return quote(value, safe="")
+
+
+def job_path(args: argparse.Namespace, job_id: str = "", *, prefix: str = "/v1b3") -> str:
+    base = f"{prefix}/projects/{segment(args.project)}/locations/{segment(args.region)}/jobs"
+    return f"{base}/{segment(job_id)}" if job_id else base
+
+
+def short_state(state: str | None) -> str:
+    return (state or "").removeprefix("JOB_STATE_").title()
