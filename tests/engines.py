@@ -7,6 +7,7 @@ the real engines have real-run tests of their own.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,27 +42,38 @@ class ScriptedEngine:
         """When set, savepoints wait for it (up to 10 s, then fail): a savepoint under way."""
         self.savepoint_waiting = threading.Event()
         """Set once a savepoint waits for ``savepoint_gate``."""
+        self.during: list[Callable[[str], None]] = []
+        """Run, first in first out, inside the next engine calls (one each), with the call's name: what
+        happens elsewhere (a user's request) while the engine is acting."""
 
     def run_of(self, job_id: str) -> ScriptedRun:
         return self.runs[job_id]
 
+    def _meanwhile(self, call: str) -> None:
+        if self.during:
+            self.during.pop(0)(call)
+
     def launch(self, request: LaunchRequest) -> Handle:
+        self._meanwhile("launch")
         self.runs[request.job_id] = ScriptedRun(request)
         self.launched.append(request)
         return Handle(self.name, request.job_id)
 
     def poll(self, handle: Handle) -> RunStatus:
+        self._meanwhile("poll")
         run = self.runs[handle.ref]
         run.polls += 1
         return RunStatus(run.state, run.error)
 
     def cancel(self, handle: Handle) -> None:
+        self._meanwhile("cancel")
         run = self.runs[handle.ref]
         run.calls.append("cancel")
         if run.state not in (EngineState.SUCCEEDED, EngineState.FAILED):
             run.state = EngineState.CANCELLED
 
     def drain(self, handle: Handle) -> None:
+        self._meanwhile("drain")
         run = self.runs[handle.ref]
         if not run.request.streaming:
             raise FailedPrecondition("batch runs cannot be drained")

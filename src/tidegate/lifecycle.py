@@ -13,6 +13,7 @@ from dataclasses import dataclass
 __all__ = [
     "ACTIVE_STATES",
     "EDGES",
+    "END_REQUESTS",
     "REQUESTABLE",
     "TERMINAL_STATES",
     "Actor",
@@ -131,6 +132,11 @@ REQUESTABLE: frozenset[JobState] = frozenset(
 """States an UpdateJob may name in ``requestedState`` (STOPPED only as the one a held job carries)."""
 
 
+END_REQUESTS: frozenset[JobState] = frozenset({S.JOB_STATE_CANCELLED, S.JOB_STATE_DONE, S.JOB_STATE_DRAINED})
+"""Requests toward an end. Once a job carries one, it is honoured: a different request is refused, except a
+cancel of a draining job (the escalation Dataflow allows)."""
+
+
 class PlanKind(enum.Enum):
     """The outcome of a request."""
 
@@ -185,6 +191,15 @@ def plan_request(
             PlanKind.INVALID,
             requested,
             reason="JOB_STATE_STOPPED can be requested only when a job is created (to hold it)",
+        )
+    if carried in END_REQUESTS and not (
+        carried is S.JOB_STATE_DRAINED and requested is S.JOB_STATE_CANCELLED and current is S.JOB_STATE_DRAINING
+    ):
+        return Plan(
+            PlanKind.REJECT,
+            requested,
+            reason=f"the job already carries the request {carried.name}, which is being honoured;"
+            f" it cannot be changed to {requested.name}",
         )
     if requested is S.JOB_STATE_CANCELLED:
         if current in (S.JOB_STATE_STOPPED, S.JOB_STATE_QUEUED):

@@ -8,6 +8,8 @@ import pytest
 
 from tidegate.lifecycle import (
     EDGES,
+    END_REQUESTS,
+    REQUESTABLE,
     TERMINAL_STATES,
     Actor,
     JobState,
@@ -179,3 +181,20 @@ def test_every_immediate_step_is_a_legal_edge() -> None:
         plan = plan_request(current, carried, requested, job_type)
         if plan.step is not None:
             assert is_legal(current, *plan.step), (current, requested, plan)
+
+
+@pytest.mark.parametrize("current", [s for s in JobState if not s.terminal and s is not S.JOB_STATE_UNKNOWN])
+@pytest.mark.parametrize("carried", sorted(END_REQUESTS))
+@pytest.mark.parametrize("requested", sorted(REQUESTABLE - {S.JOB_STATE_STOPPED}))
+def test_a_request_toward_an_end_is_never_replaced_but_a_draining_job_may_be_cancelled(
+    current: JobState, carried: JobState, requested: JobState
+) -> None:
+    plan = plan_request(current, carried, requested, STREAMING)
+    recorded = S.JOB_STATE_DRAINED if requested is S.JOB_STATE_DRAINING else requested
+    if recorded is carried:
+        assert plan.kind is PlanKind.NOOP
+    elif (carried, recorded, current) == (S.JOB_STATE_DRAINED, S.JOB_STATE_CANCELLED, S.JOB_STATE_DRAINING):
+        assert (plan.kind, plan.step) == (PlanKind.ACCEPT, None)
+    else:
+        assert plan.kind is PlanKind.REJECT
+        assert carried.name in plan.reason

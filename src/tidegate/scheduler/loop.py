@@ -355,15 +355,15 @@ class Scheduler:
             self.store.update_run(job.id, self.worker, release=True)
             self._messages_read.pop(job.id, None)
             return
-        if state is S.JOB_STATE_PENDING and not run.ref:
+        if not run.ref:  # nothing launched yet
             if wanted is S.JOB_STATE_CANCELLED:
                 if self._updates.stopping(job):
                     with contextlib.suppress(TidegateError):  # the stop failed: the old job runs on
                         if self._updates.stop_old(job) is None:
                             return  # the old job's stop ends first; the abort then resumes it
                 self._abort_launch(job)
-                return
-            self._launch(job, run, engine)
+            elif state is S.JOB_STATE_PENDING:
+                self._launch(job, run, engine)
             return
         handle = Handle(run.engine, run.ref)
         run = self._send_stop(job, run, engine, handle)
@@ -377,15 +377,17 @@ class Scheduler:
             elif status.state is EngineState.FAILED:
                 self._fail(job, status.error or "the run failed while starting")
             elif status.state is not EngineState.STARTING:
-                self._to(job, S.JOB_STATE_RUNNING, "workers are running")
-                if job.replace_job_id:
-                    self._updates.succeeded(job)
+                running = self._to(job, S.JOB_STATE_RUNNING, "workers are running")
+                if running is not None and job.replace_job_id:
+                    self._updates.succeeded(running)
                 if status.state in _ENDED:
                     self._wake.set()
         elif state is S.JOB_STATE_RUNNING:
             if UPDATE_ACTION in run.actions:
                 return  # stopped for an update under way: its replacement decides what comes next
-            if wanted is S.JOB_STATE_DONE:
+            if wanted is S.JOB_STATE_CANCELLED:  # accepted before the job ran (its abort was cut short)
+                self._to(job, S.JOB_STATE_CANCELLING, "cancel requested")
+            elif wanted is S.JOB_STATE_DONE:
                 self._once(run, "cancel", lambda: engine.cancel(handle))
                 self._to(job, S.JOB_STATE_DONE, "ended as successful on request; workers stopped", Actor.USER)
             elif status.state is EngineState.SUCCEEDED:
@@ -449,18 +451,31 @@ class Scheduler:
         return request
 
     def _abort_launch(self, job: Job) -> None:
-        """Cancel of a PENDING job: it passes RUNNING → CANCELLING → CANCELLED without reading input."""
-        self._to(job, S.JOB_STATE_RUNNING, "launch aborted by a cancel request")
-        self._to(job, S.JOB_STATE_CANCELLING, "cancel requested before the job read any input")
-        self._to(job, S.JOB_STATE_CANCELLED, "workers stopped")
-        self._updates.failed(job, "it was cancelled before it started")
+        """Cancel of a PENDING job: it passes RUNNING → CANCELLING → CANCELLED without reading input.
+
+        Each edge from where the job is: an abort cut short (a crash between two edges) goes on
+        from there at the next tick.
+        """
+        steps = (
+            (S.JOB_STATE_PENDING, S.JOB_STATE_RUNNING, "launch aborted by a cancel request"),
+            (S.JOB_STATE_RUNNING, S.JOB_STATE_CANCELLING, "cancel requested before the job read any input"),
+            (S.JOB_STATE_CANCELLING, S.JOB_STATE_CANCELLED, "workers stopped"),
+        )
+        at: Job | None = job
+        for source, target, reason in steps:
+            if at is not None and at.current_state is source:
+                at = self._to(at, target, reason)
+        if at is not None and at.current_state is S.JOB_STATE_CANCELLED:
+            self._updates.failed(at, "it was cancelled before it started")
 
     def _succeed(self, job: Job, engine: Engine, handle: Handle) -> None:
         if self.settings.cleanup or read_spec(job).cleanup:
-            self._to(job, S.JOB_STATE_RESOURCE_CLEANING_UP, "cleaning up temporary files and processes")
+            cleaning = self._to(job, S.JOB_STATE_RESOURCE_CLEANING_UP, "cleaning up temporary files and processes")
+            if cleaning is None:
+                return
             engine.release(handle)
             shutil.rmtree(self.settings.work_dir / job.id, ignore_errors=True)
-            self._to(job, S.JOB_STATE_DONE, "resources cleaned up", observed=True)
+            self._to(cleaning, S.JOB_STATE_DONE, "resources cleaned up", observed=True)
         else:
             self._to(job, S.JOB_STATE_DONE, "the run succeeded")
 
@@ -521,13 +536,27 @@ class Scheduler:
 
     def _to(
         self, job: Job, target: JobState, reason: str, actor: Actor = Actor.SERVICE, *, observed: bool = False
-    ) -> None:
-        """Take an edge; on the run's last edges, keep its final metrics, stages and messages.
+    ) -> Job | None:
+        """Take an edge decided on ``job`` as the scheduler read it; the job after it, or None.
 
-        ``observed``: they were kept already (at RESOURCE_CLEANING_UP, before the engine
-        released the run and could no longer answer for it).
+        The edge is taken only while the job is still in the state and carries the request it
+        was decided on, checked in the edge's own transaction: when a request changed the job
+        since (a cancel that came in while the engine was asked), nothing is written, and the
+        loop ticks again at once to decide anew. On the run's last edges, its final metrics,
+        stages and messages are kept (``observed``: they were, at RESOURCE_CLEANING_UP, before
+        the engine released the run and could no longer answer for it).
         """
-        self.service.advance(job.id, target, reason, actor=actor)
+        moved = self.service.advance(
+            job.id,
+            target,
+            reason,
+            actor=actor,
+            expect=frozenset({job.current_state}),
+            carrying=job.requested_state,
+        )
+        if moved is None:
+            self._wake.set()
+            return None
         if (target.terminal or target is S.JOB_STATE_RESOURCE_CLEANING_UP) and not observed:
             # After the edge, so that the job's end is not held up by reading them (the engine
             # still answers for the ended run until it is released).
@@ -536,19 +565,25 @@ class Scheduler:
         if target.terminal:
             self.store.update_run(job.id, self.worker, release=True)
             self._messages_read.pop(job.id, None)
+        return moved
 
     def _fail(self, job: Job, error: str) -> None:
+        """Fail the job, as the scheduler read it: not when a request has changed it since (that decides anew)."""
         current = self.store.get_job(job.id)
         if current.current_state.terminal:
+            return
+        if (current.current_state, current.requested_state) != (job.current_state, job.requested_state):
+            self._wake.set()
             return
         self.service.add_message(job.id, MessageImportance.JOB_MESSAGE_ERROR, error)
         if current.current_state is S.JOB_STATE_RESOURCE_CLEANING_UP:  # it already succeeded
             self._to(current, S.JOB_STATE_DONE, "finished; cleaning up failed", observed=True)
             return
+        at: Job | None = current
         if current.current_state in (S.JOB_STATE_STOPPED, S.JOB_STATE_QUEUED):
-            self._to(current, S.JOB_STATE_PENDING, "starting workers")
-        self._to(current, S.JOB_STATE_FAILED, failure_summary(error))
-        self._updates.failed(current, error)
+            at = self._to(current, S.JOB_STATE_PENDING, "starting workers")
+        if at is not None and self._to(at, S.JOB_STATE_FAILED, failure_summary(error)) is not None:
+            self._updates.failed(at, error)
 
 
 def failure_summary(error: str, limit: int = 500) -> str:

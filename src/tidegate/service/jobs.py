@@ -318,7 +318,11 @@ class JobService(SnapshotCases, TemplateCases):
                 raise FailedPrecondition(
                     f"Job {job.id} is in {job.current_state.name}: {plan.reason}",
                     reason=reason,
-                    metadata={"currentState": job.current_state.name, "requestedState": requested_state.name},
+                    metadata={
+                        "currentState": job.current_state.name,
+                        "requestedState": requested_state.name,
+                        "carriedRequest": job.requested_state.name,
+                    },
                 )
             if plan.kind is PlanKind.NOOP:
                 return change if new_labels is not None and new_labels != dict(job.labels) else None
@@ -349,13 +353,21 @@ class JobService(SnapshotCases, TemplateCases):
         *,
         message: tuple[MessageImportance, str] | None = None,
         expect: frozenset[JobState] | None = None,
+        carrying: JobState | None = None,
         actor: Actor = Actor.SERVICE,
         replaced_by: str | None = None,
     ) -> Job | None:
-        """Take an edge for the scheduler or an engine; ``None`` when the job is no longer in ``expect``."""
+        """Take an edge for the scheduler or an engine; ``None`` when the job is no longer as the caller saw it.
+
+        ``expect``: the states the caller decided the edge in; ``carrying``: the request the
+        job carried then. Both are checked in the edge's own transaction, so an edge decided
+        on a job that a request has changed since is never taken (nor attempted).
+        """
 
         def decide(job: Job) -> Change | None:
             if expect is not None and job.current_state not in expect:
+                return None
+            if carrying is not None and job.requested_state is not carrying:
                 return None
             return Change(target=target, actor=actor, reason=reason, message=message, replaced_by_job_id=replaced_by)
 
