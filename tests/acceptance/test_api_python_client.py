@@ -70,7 +70,6 @@ def test_paging_with_the_librarys_list_next(dataflow: Any, project: str) -> None
         ("unknown job", 404, "JOB_NOT_FOUND"),
         ("drain a batch job", 400, "REQUEST_NOT_ALLOWED"),
         ("a service-only state", 400, "INVALID_REQUESTED_STATE"),
-        ("a duplicate active name", 409, "JOB_NAME_ALREADY_EXISTS"),
     ],
 )
 def test_errors_carry_status_and_reason(dataflow: Any, project: str, call: str, status: int, reason: str) -> None:
@@ -84,7 +83,6 @@ def test_errors_carry_status_and_reason(dataflow: Any, project: str, call: str, 
         "a service-only state": lambda: jobs.update(
             projectId=project, location=LOCATION, jobId=job["id"], body={"requestedState": "JOB_STATE_FAILED"}
         ),
-        "a duplicate active name": lambda: jobs.create(projectId=project, location=LOCATION, body={"name": "e"}),
     }[call]()
     with pytest.raises(HttpError) as caught:
         request.execute()
@@ -93,3 +91,11 @@ def test_errors_carry_status_and_reason(dataflow: Any, project: str, call: str, 
     assert (
         jobs.get(projectId=project, location=LOCATION, jobId=job["id"]).execute()["currentState"] == "JOB_STATE_STOPPED"
     )
+
+
+def test_a_create_with_an_active_jobs_name_answers_that_job(dataflow: Any, project: str) -> None:
+    jobs = dataflow.projects().locations().jobs()
+    first = jobs.create(projectId=project, location=LOCATION, body={"name": "e", "clientRequestId": "req-1"}).execute()
+    other = jobs.create(projectId=project, location=LOCATION, body={"name": "e", "clientRequestId": "req-2"}).execute()
+    assert (other["id"], other["clientRequestId"]) == (first["id"], "req-1")  # 200 with the active job, as Dataflow
+    assert [j["id"] for j in jobs.list(projectId=project, location=LOCATION).execute()["jobs"]] == [first["id"]]

@@ -297,10 +297,16 @@ def test_unknown_job_is_not_found(server: Server, project: str) -> None:
         request_state(server, project, "2026-01-01_00_00_00-1", State.JOB_STATE_CANCELLED)
 
 
-def test_duplicate_active_name_already_exists(server: Server, project: str) -> None:
-    create(server, project, "unique")
-    with pytest.raises(exceptions.AlreadyExists):
-        create(server, project, "unique")
+def test_a_create_with_an_active_jobs_name_answers_that_job(server: Server, project: str) -> None:
+    first = create(server, project, "unique", client_request_id="req-1")
+    # OK with the active job (as Dataflow), not ALREADY_EXISTS: its own clientRequestId tells it apart.
+    other = create(server, project, "unique", client_request_id="req-2", labels={"team": "other"})
+    assert (other.id, other.create_time, other.client_request_id) == (first.id, first.create_time, "req-1")
+    assert dict(other.labels) == {}
+    again = create(server, project, "unique", client_request_id="req-1")  # a retry: its own job
+    assert again.id == first.id
+    listed = server.jobs.list_jobs(request={"project_id": project, "location": LOCATION})
+    assert [job.id for job in listed] == [first.id]
 
 
 def test_snapshot_of_a_batch_job_is_refused(server: Server, project: str) -> None:

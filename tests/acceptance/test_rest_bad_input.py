@@ -168,18 +168,20 @@ def test_bad_create_body(target: Target, case: str) -> None:
     )
 
 
-def test_create_with_an_active_jobs_name_is_a_conflict(target: Target) -> None:
-    response = expect_refused(
-        target,
-        "POST",
-        target.jobs,
-        409,
-        "ALREADY_EXISTS",
-        "JOB_NAME_ALREADY_EXISTS",
-        target.job_id,
-        json={"name": "target"},
-    )
-    assert response.json()["error"]["details"][0]["metadata"]["jobId"] == target.job_id
+def test_create_with_an_active_jobs_name_answers_that_job_and_changes_nothing(target: Target) -> None:
+    before = target.server.snapshot(target.job_id)
+    body = {"name": "target", "labels": {"other": "x"}, "clientRequestId": "mine"}
+    response = target.http.post(target.jobs, json=body)
+    assert response.status_code == 200, response.text  # as Dataflow: the active job, not a 409
+    job = response.json()
+    assert job["id"] == target.job_id and job["labels"] == {"keep": "me"}
+    assert "clientRequestId" not in job  # the job's own (none), not the request's
+    assert target.server.snapshot(target.job_id) == before
+
+
+def test_a_bad_create_with_an_active_jobs_name_is_still_refused(target: Target) -> None:
+    body = {"name": "target", "labels": {"Bad": "x"}}
+    expect_refused(target, "POST", target.jobs, 400, "INVALID_ARGUMENT", "INVALID_LABELS", "Bad", json=body)
 
 
 @pytest.mark.parametrize("params", [{"view": "bogus"}, {"view": "9"}])

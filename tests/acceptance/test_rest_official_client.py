@@ -126,12 +126,11 @@ def test_main_flow(any_api: Clients, project: str) -> None:
     assert (again.id, again.create_time) == (job.id, job.create_time)
     assert listed(api, project) == [job.id]
 
-    # Another create with the name of an active job: ALREADY_EXISTS (409) naming the job.
-    with pytest.raises(exceptions.Conflict) as conflict:
-        create(api, project, "wordcount", held=False, client_request_id="req-2")
-    assert job.id in conflict.value.message
-    assert conflict.value.reason == "JOB_NAME_ALREADY_EXISTS"
-    assert status_of(conflict.value) == "ALREADY_EXISTS"
+    # Another create with the name of an active job answers that job, as Dataflow does (200, not
+    # 409): it carries its own clientRequestId, which tells the caller it is not its create's.
+    other = create(api, project, "wordcount", held=False, client_request_id="req-2", labels={"team": "other"})
+    assert (other.id, other.create_time, other.client_request_id) == (job.id, job.create_time, "req-1")
+    assert dict(other.labels) == {"team": "data"}
     assert listed(api, project) == [job.id]
 
     # Cancel a STOPPED job: CANCELLED at once; a retried cancel is a no-op that answers the job.

@@ -11,9 +11,9 @@ import pytest
 from tests.conftest import Clock
 from tidegate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tidegate.lifecycle import Actor, JobState, JobType, PlanKind, is_legal, plan_request
-from tidegate.model import ListFilter, MessageImportance, NewJob
+from tidegate.model import Job, ListFilter, MessageImportance, NewJob
 from tidegate.service.jobs import JobService
-from tidegate.store import Store
+from tidegate.store import CreateOutcome, Store
 
 S = JobState
 
@@ -58,11 +58,46 @@ def test_create_is_idempotent_per_request_id(service: JobService, new_job: Calla
     first = service.create_job(new_job(name="a", client_request_id="req-1"))
     again = service.create_job(new_job(name="a", client_request_id="req-1"))
     assert again == first
-    with pytest.raises(AlreadyExists) as caught:
-        service.create_job(new_job(name="a", client_request_id="req-2"))
-    assert first.id in caught.value.message
-    assert caught.value.metadata["jobId"] == first.id
+    assert service.submit_job(new_job(name="a", client_request_id="req-1")) == (first, CreateOutcome.REPEATED)
     assert service.store.count_jobs() == 1
+
+
+@pytest.mark.parametrize("request_id", ["req-2", ""])
+@pytest.mark.parametrize("held", [False, True])
+def test_a_create_with_an_active_jobs_name_answers_that_job_and_creates_nothing(
+    service: JobService, new_job: Callable[..., NewJob], request_id: str, held: bool
+) -> None:
+    asked = S.JOB_STATE_STOPPED if held else S.JOB_STATE_RUNNING
+    first = service.create_job(new_job(name="a", client_request_id="req-1", requested_state=asked))
+    if not held:
+        run_to(service, first.id, S.JOB_STATE_PENDING, S.JOB_STATE_RUNNING)
+    active = service.store.get_job(first.id)
+    messages = len(service.list_messages("proj", None, first.id).items)
+    job, outcome = service.submit_job(new_job(name="a", client_request_id=request_id, labels={"other": "x"}))
+    assert (job, outcome) == (active, CreateOutcome.NAME_TAKEN)
+    assert job.client_request_id == "req-1"  # its own: the caller tells it from its own create by this
+    assert service.create_job(new_job(name="a", client_request_id=request_id)) == active
+    assert service.store.count_jobs() == 1
+    assert service.store.get_job(first.id) == active
+    assert len(service.list_messages("proj", None, first.id).items) == messages
+    # The create paths whose callers cannot tell (template launches, Beam's Job API) refuse it.
+    with pytest.raises(AlreadyExists) as caught:
+        service.create_new_job(new_job(name="a", client_request_id=request_id))
+    assert caught.value.reason == "JOB_NAME_ALREADY_EXISTS"
+    assert first.id in caught.value.message and caught.value.metadata["jobId"] == first.id
+    assert service.create_new_job(new_job(name="a", client_request_id="req-1")) == active  # its own: answered
+    assert service.store.count_jobs() == 1
+
+
+def test_a_create_with_an_active_jobs_name_is_checked_for_bad_input_first(
+    service: JobService, new_job: Callable[..., NewJob]
+) -> None:
+    service.create_job(new_job(name="a"))
+    with pytest.raises(InvalidArgument) as caught:
+        service.create_job(new_job(name="a", labels={"Bad": "x"}))
+    assert caught.value.reason == "INVALID_LABELS"
+    with pytest.raises(InvalidArgument):
+        service.create_job(new_job(name="a", requested_state=S.JOB_STATE_DONE))
 
 
 def test_a_name_is_free_again_once_its_job_ended(service: JobService, new_job: Callable[..., NewJob]) -> None:
@@ -75,24 +110,22 @@ def test_a_name_is_free_again_once_its_job_ended(service: JobService, new_job: C
 
 
 def test_racing_creates_of_one_name_make_one_job(service: JobService, new_job: Callable[..., NewJob]) -> None:
-    outcomes: list[Any] = []
+    outcomes: list[tuple[Job, CreateOutcome]] = []
     barrier = threading.Barrier(4)
 
     def create(n: int) -> None:
         barrier.wait()
-        try:
-            outcomes.append(service.create_job(new_job(name="race", client_request_id=f"r{n}")))
-        except AlreadyExists as error:
-            outcomes.append(error)
+        outcomes.append(service.submit_job(new_job(name="race", client_request_id=f"r{n}")))
 
     threads = [threading.Thread(target=create, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    created = [o for o in outcomes if not isinstance(o, Exception)]
-    assert len(created) == 1
-    assert sum(isinstance(o, AlreadyExists) for o in outcomes) == 3
+    assert len(outcomes) == 4
+    [created] = [job for job, outcome in outcomes if outcome is CreateOutcome.CREATED]
+    assert [outcome for _, outcome in outcomes].count(CreateOutcome.NAME_TAKEN) == 3
+    assert {job.id for job, _ in outcomes} == {created.id}  # every caller is answered the one job
     assert service.store.count_jobs() == 1
 
 

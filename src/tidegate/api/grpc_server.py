@@ -216,7 +216,7 @@ class GrpcApi:
     # -- JobsV1Beta3 ------------------------------------------------------------------
 
     def create_job(self, request: Any) -> Any:
-        """CreateJob: the job is created STOPPED (or held) as over REST."""
+        """CreateJob, as over REST: the new job (STOPPED, or held), or the job that is there (OK, as Dataflow)."""
         job = request.job
         if request.replace_job_id and not job.replace_job_id:
             job.replace_job_id = request.replace_job_id

@@ -17,6 +17,10 @@ standard error is kept and shown when it matters (``--verbose`` shows it as it c
 With ``--engine flink`` the program (a PyFlink program or Flink SQL script, read by the
 server) is submitted directly as a job for tidegate's Flink engine.
 
+A job name that an active job has (``--job_name``) creates nothing: the server answers
+with that job, DataflowRunner raises ``DataflowJobAlreadyExistsError``, and tidegate run
+ends with Beam's words (exit code 4).
+
 Exit codes: 0 the job is done; 1 it failed or was cancelled, or the script ended without
 submitting a job; 2 bad usage; 3, 4, 5 as the ``jobs`` commands (not found, refused,
 unreachable); 130 stopped by Ctrl-C before the end. The reason is one line on standard error.
@@ -53,6 +57,8 @@ __all__ = ["beam_endpoint", "job_name_for", "option_value", "run_pipeline"]
 SCRIPT_GRACE_SECONDS = 60.0
 """How long a script may go on after its job ended (DataflowRunner notices the end by polling)."""
 _SERVER_ERROR = re.compile(r"details of server error: (\d{3}) \S+ \S+: (.*?)(?: \[\{'@type'.*)?$", re.M)
+_ALREADY_EXISTS = re.compile(r"DataflowJobAlreadyExistsError: (.+)$", re.M)
+"""What DataflowRunner raises when CreateJob answers another job: the name's active job, or an update's."""
 
 
 def option_value(argv: Sequence[str], name: str) -> str | None:
@@ -130,6 +136,14 @@ def _lacks_dataflow_runner(python: str) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode != 0
+
+
+def _already_exists(stderr: str) -> CliError | None:
+    """DataflowRunner's refusal to take another job for its own (the server answered a job of that name), if any."""
+    found = _ALREADY_EXISTS.findall(stderr)
+    if not found:
+        return None
+    return CliError(f"no job was created: {found[-1].strip()}", EXIT_REJECTED)
 
 
 def _submission_error(stderr: str, code: int | None) -> CliError:
@@ -241,6 +255,9 @@ def _submit_andfollow(
         job_id = _find_job(client, jobs_path, name, before)
         if job_id is None and exited:
             log = script_log()
+            taken = _already_exists(log)
+            if taken is not None:  # Beam's own words say it all: no traceback
+                raise taken
             if log.strip() and proc.returncode:
                 sys.stderr.write(log[-4000:])
             if _lacks_dataflow_runner(args.python):
@@ -279,8 +296,10 @@ def _submit_andfollow(
 def _run_flink(args: argparse.Namespace, client: Client, program: Path) -> int:
     """Submit a PyFlink program or Flink SQL script as a job for the Flink engine, then follow it."""
     user_args = _script_args(args)
+    request_id = secrets.token_hex(16)
     body = {
         "name": job_name_for(program),
+        "clientRequestId": request_id,
         "type": "JOB_TYPE_BATCH" if args.batch else "JOB_TYPE_STREAMING",
         "environment": {
             "sdkPipelineOptions": {
@@ -291,6 +310,10 @@ def _run_flink(args: argparse.Namespace, client: Client, program: Path) -> int:
     jobs_path = job_path(args)
     job = client.call("POST", jobs_path, body=body)
     job_id = str(job["id"])
+    if job.get("clientRequestId") != request_id:  # CreateJob answered the active job of that name, not ours
+        raise CliError(
+            f"no job was created: job {job_id} is already active under the name {body['name']}", EXIT_REJECTED
+        )
     say(f"job {job_id} created: {client.server}{jobs_path}/{job_id}")
     follower = Follower(client, f"{jobs_path}/{job_id}", f"JOB_MESSAGE_{args.importance.upper()}", args.verbose)
     with Interrupts() as interrupts:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound
+from tidegate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tidegate.jobspec import PIPELINE_ARTIFACT, parse_spec
 from tidegate.lifecycle import ACTIVE_STATES, Actor, JobState, JobType, PlanKind, plan_request
 from tidegate.model import (
@@ -31,7 +31,7 @@ from tidegate.model import (
 from tidegate.service.snapshots import SnapshotCases
 from tidegate.service.staging import read_staged
 from tidegate.service.templates import TemplateCases
-from tidegate.store import Change, Store
+from tidegate.store import Change, CreateOutcome, Store
 from tidegate.updates.compatibility import check_update, renames, with_state_uids
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "JobService", "RunObserver", "new_job_id"]
@@ -116,20 +116,68 @@ class JobService(SnapshotCases, TemplateCases):
     # -- create and read -------------------------------------------------------------
 
     def create_job(self, new: NewJob) -> Job:
-        """Create a job in STOPPED (held when it asks for ``JOB_STATE_STOPPED``); idempotent per request id."""
-        new = self._checked(new)
+        """CreateJob as Dataflow answers it: the new job, or the job that is there (see ``submit_job``)."""
+        return self.submit_job(new)[0]
+
+    def create_new_job(self, new: NewJob) -> Job:
+        """Create a job, refusing (ALREADY_EXISTS) a name an active job has: for clients that cannot tell.
+
+        A create path whose client would take any job it is answered for its own (template
+        launches, Beam's Job API) uses this: ``create_job`` would hand it the other job.
+        A repeat of the client's own create still answers its job.
+        """
+        job, outcome = self.submit_job(new)
+        if outcome is CreateOutcome.NAME_TAKEN:
+            raise AlreadyExists(
+                f"There is already an active job named {job.name} with id: {job.id}. If you want to submit"
+                " a second job, try again by setting a different name.",
+                reason="JOB_NAME_ALREADY_EXISTS",
+                metadata={"jobId": job.id, "jobName": job.name},
+            )
+        if outcome is CreateOutcome.ALREADY_UPDATED:
+            raise AlreadyExists(
+                f"Job {new.replace_job_id} has already been updated into job {job.id} and cannot be updated again",
+                reason="JOB_ALREADY_UPDATED",
+                metadata={"jobId": job.id, "replaceJobId": new.replace_job_id},
+            )
+        return job
+
+    def submit_job(self, new: NewJob) -> tuple[Job, CreateOutcome]:
+        """Create a job in STOPPED (held when it asks for ``JOB_STATE_STOPPED``), or answer the job that is there.
+
+        As Dataflow: a create that repeats an earlier one (same name and ``clientRequestId``)
+        answers that job; one whose name an active job has answers that job, which carries
+        its own ``clientRequestId``; one whose ``replaceJobId`` names a job already UPDATED
+        answers the job that replaced it. Those create nothing. Bad input raises first.
+        """
+        new = self._checked_request(new)
+        answered = self._answered(new)
+        if answered is not None:
+            return answered
+        new = self._checked_job(new)
         now = self.clock()
         held = new.requested_state is JobState.JOB_STATE_STOPPED
         hint = "held in JOB_STATE_STOPPED until it is started (requestedState JOB_STATE_RUNNING)" if held else ""
-        job, created = self.store.create_job(new, new_job_id(now), now, hint)
-        return self._notify(job) if created else job
+        job, outcome = self.store.create_job(new, new_job_id(now), now, hint)
+        return (self._notify(job) if outcome is CreateOutcome.CREATED else job), outcome
 
     def check_new_job(self, new: NewJob) -> None:
         """Every check ``create_job`` makes (its staged files read), without creating the job."""
-        self._checked(new)
+        self._checked_job(self._checked_request(new))
 
-    def _checked(self, new: NewJob) -> NewJob:
-        """The job as it will be stored (defaults set, staged files read); raises if it cannot be created."""
+    def _answered(self, new: NewJob) -> tuple[Job, CreateOutcome] | None:
+        """The job a create answers without checking the job it describes: its own earlier one, or an update's."""
+        repeated = self.store.repeated_job(new)
+        if repeated is not None:  # a retry of a create (an update too: its first attempt may have made it)
+            return repeated, CreateOutcome.REPEATED
+        if new.replace_job_id:
+            old = self.get_job(new.project_id, new.location, new.replace_job_id)
+            if old.current_state is JobState.JOB_STATE_UPDATED and old.replaced_by_job_id:
+                return self.store.get_job(old.replaced_by_job_id), CreateOutcome.ALREADY_UPDATED
+        return None
+
+    def _checked_request(self, new: NewJob) -> NewJob:
+        """The request's own fields checked, defaults set; raises INVALID_ARGUMENT on bad input."""
         check_scope(new.project_id, new.location)
         if not _JOB_NAME.fullmatch(new.name):
             raise InvalidArgument(
@@ -146,6 +194,10 @@ class JobService(SnapshotCases, TemplateCases):
             )
         if new.type is JobType.JOB_TYPE_UNKNOWN:
             new = replace(new, type=JobType.JOB_TYPE_BATCH)
+        return new
+
+    def _checked_job(self, new: NewJob) -> NewJob:
+        """The job as it will be stored (staged files read); raises if it cannot be created."""
         state_from = ""  # the job whose saved state the new one starts from
         if new.replace_job_id:
             old = self.get_job(new.project_id, new.location, new.replace_job_id)

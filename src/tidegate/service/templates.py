@@ -11,7 +11,9 @@ program is run as Dataflow's launcher runs it: with DataflowRunner and
 then created from that file, and the launch answers with it.
 
 Every check runs before anything is written: a bad launch, or one with
-``validate_only``, creates nothing.
+``validate_only``, creates nothing. A launch whose job name an active job has is refused
+with ALREADY_EXISTS (HTTP 409), as Dataflow refuses it: unlike CreateJob, which answers
+that job, a launch's caller has no ``clientRequestId`` to tell it from its own.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ class TemplateCases:
     launcher_endpoint: str = "http://localhost"
     """The launcher's ``--dataflow_endpoint``: this server, spelled ``localhost`` so that Beam stages locally."""
 
-    def create_job(self, new: NewJob) -> Job:
+    def create_new_job(self, new: NewJob) -> Job:
         raise NotImplementedError
 
     def check_new_job(self, new: NewJob) -> None:
@@ -191,7 +193,7 @@ class TemplateCases:
         self.check_new_job(new)
         if launch.validate_only:
             return None
-        return self.create_job(new)
+        return self.create_new_job(new)  # as Dataflow's launches: a name an active job has is ALREADY_EXISTS
 
     def _replacing(self, pb: Any, launch: TemplateLaunch) -> None:
         """``update``: the new job replaces the running one of the same name."""

@@ -5,6 +5,6 @@ in WAL mode) or ``postgresql://user@host:port/db``. Both hold the same schema.
 """
 
 from tidegate.store.db import schema_statements
-from tidegate.store.sql import Change, Store
+from tidegate.store.sql import Change, CreateOutcome, Store
 
-__all__ = ["Change", "Store", "schema_statements"]
+__all__ = ["Change", "CreateOutcome", "Store", "schema_statements"]

@@ -9,6 +9,7 @@ therefore never both win: the second one is decided on the first one's result.
 from __future__ import annotations
 
 import base64
+import enum
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -16,14 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tidegate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound
 from tidegate.lifecycle import TERMINAL_STATES, Actor, JobState, JobType, is_legal
 from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJob, Page, StateChange
 from tidegate.store.db import from_micros, micros
 from tidegate.store.runs import Runs
 from tidegate.store.snapshots import Snapshots
 
-__all__ = ["Change", "Store"]
+__all__ = ["Change", "CreateOutcome", "Store"]
 
 _TERMINAL = ", ".join(str(int(s)) for s in sorted(TERMINAL_STATES))
 _IS_ACTIVE = f"current_state NOT IN ({_TERMINAL})"
@@ -34,6 +35,18 @@ _JOB_COLUMNS = (
     " created_from_snapshot_id, version"
 )
 _SELECT = _JOB_COLUMNS + ", seq"
+
+
+class CreateOutcome(enum.Enum):
+    """What a create did: made the job, or answered one that was there (and wrote nothing)."""
+
+    CREATED = "created"
+    REPEATED = "repeated"
+    """The create repeats an earlier one (same name and ``clientRequestId``): that job."""
+    NAME_TAKEN = "name taken"
+    """Another active job has the name: that job, which carries its own ``clientRequestId``."""
+    ALREADY_UPDATED = "already updated"
+    """``replaceJobId`` names a job that is UPDATED: the job that replaced it."""
 
 
 @dataclass(frozen=True)
@@ -116,14 +129,15 @@ class Store(Runs, Snapshots):
 
     # -- jobs --------------------------------------------------------------------
 
-    def create_job(self, new: NewJob, job_id: str, now: datetime, hold_reason: str = "") -> tuple[Job, bool]:
-        """Insert a job in STOPPED; or answer the job this create repeats.
+    def create_job(self, new: NewJob, job_id: str, now: datetime, hold_reason: str = "") -> tuple[Job, CreateOutcome]:
+        """Insert a job in STOPPED; or answer the job that is there, as Dataflow does.
 
-        Returns the job and whether it was created. A create whose
-        ``client_request_id`` and name match an existing job answers that job; a
-        different create with the name of an active job raises ``AlreadyExists``.
-        Two racing creates of one name: the unique index lets one in; the other is
-        decided again after it, and so answers that job or ``AlreadyExists``.
+        Returns the job and what the create did. A create whose ``client_request_id``
+        and name match an existing job answers that job (REPEATED); a different create
+        with the name of an active job answers that active job (NAME_TAKEN), which
+        carries its own ``client_request_id``, and writes nothing. Two racing creates of
+        one name: the unique index lets one in; the other is decided again after it,
+        and so answers that job.
         """
         try:
             return self._create_job(new, job_id, now, hold_reason)
@@ -141,29 +155,20 @@ class Store(Runs, Snapshots):
             return isinstance(error, psycopg.errors.UniqueViolation)
         return False
 
-    def _create_job(self, new: NewJob, job_id: str, now: datetime, hold_reason: str) -> tuple[Job, bool]:
+    def _create_job(self, new: NewJob, job_id: str, now: datetime, hold_reason: str) -> tuple[Job, CreateOutcome]:
         with self._transaction():
-            if new.client_request_id:
-                row = self._execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = %s AND location = %s AND name = %s"
-                    " AND client_request_id = %s ORDER BY seq DESC LIMIT 1",
-                    (new.project_id, new.location, new.name, new.client_request_id),
-                ).fetchone()
-                if row is not None:
-                    return _job(row), False
+            repeated = self.repeated_job(new)
+            if repeated is not None:
+                return repeated, CreateOutcome.REPEATED
             rows = self._execute(
-                f"SELECT id FROM jobs WHERE project_id = %s AND location = %s AND name = %s AND {_IS_ACTIVE}",
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = %s AND location = %s AND name = %s"
+                f" AND {_IS_ACTIVE} ORDER BY seq",
                 (new.project_id, new.location, new.name),
             ).fetchall()
             # An update's replacement takes the name of the job it replaces (and only of that one).
             row = next((r for r in rows if r[0] != new.replace_job_id), None)
             if row is not None:
-                raise AlreadyExists(
-                    f"There is already an active job named {new.name} with id: {row[0]}. If you want to submit"
-                    " a second job, try again by setting a different name.",
-                    reason="JOB_NAME_ALREADY_EXISTS",
-                    metadata={"jobId": row[0], "jobName": new.name},
-                )
+                return _job(row), CreateOutcome.NAME_TAKEN
             t = micros(now)
             self._execute(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES"
@@ -196,7 +201,18 @@ class Store(Runs, Snapshots):
             text = f"Job {job_id} created" + (f"; {hold_reason}" if hold_reason else "")
             self._message(job_id, t, MessageImportance.JOB_MESSAGE_BASIC, text)
             row = self._execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
-        return _job(row), True
+        return _job(row), CreateOutcome.CREATED
+
+    def repeated_job(self, new: NewJob) -> Job | None:
+        """The job an earlier create with this one's name and (non-empty) ``client_request_id`` made, if any."""
+        if not new.client_request_id:
+            return None
+        row = self._execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = %s AND location = %s AND name = %s"
+            " AND client_request_id = %s ORDER BY seq DESC LIMIT 1",
+            (new.project_id, new.location, new.name, new.client_request_id),
+        ).fetchone()
+        return None if row is None else _job(row)
 
     def get_artifact(self, job_id: str, name: str) -> bytes | None:
         """A file the job was created with, or None."""

@@ -10,8 +10,10 @@ staged files embedded in its environments. The Beam job id is the tidegate job i
 the job is the same one that REST, gRPC and the CLI show.
 
 Beam's Job API has no projects: jobs go to project ``portable`` unless the pipeline
-options name one (``--project``, ``--region``). States and messages are read from the
-store; the streams poll it (woken early by changes made in this process).
+options name one (``--project``, ``--region``). A ``--job_name`` that an active job has is
+refused with ALREADY_EXISTS (PortableRunner would otherwise follow that other job). States
+and messages are read from the store; the streams poll it (woken early by changes made in
+this process).
 """
 
 from __future__ import annotations
@@ -213,7 +215,8 @@ class BeamJobApi:
         spec.environment.sdk_pipeline_options.update({"options": prepared.options})
         new = wire.job_from_pb(spec, prepared.project, prepared.location)
         new = replace(new, artifacts={PIPELINE_ARTIFACT: pipeline.SerializeToString()})
-        job = self._service.create_job(new)
+        # PortableRunner follows whatever job id Run answers: a name an active job has is ALREADY_EXISTS.
+        job = self._service.create_new_job(new)
         with self._lock:
             self._ran[preparation_id] = (job.id, time.monotonic())
         return jobs_pb.RunJobResponse(job_id=job.id)

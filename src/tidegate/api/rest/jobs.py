@@ -39,6 +39,7 @@ class RestApi:
         return JsonResponse(wire.job_to_json_dict(job, view, ints=wants_ints(request)))
 
     async def create_job(self, request: Request) -> Response:
+        """CreateJob: 200 with the new job, or with the job that is there (a repeat's, a taken name's)."""
         project_id, location = where(request)
         view = view_param(request)  # every parameter is checked before the job is made
         body = await read_body(request)
