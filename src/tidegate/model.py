@@ -24,6 +24,7 @@ __all__ = [
     "MetricValue",
     "NewJob",
     "Page",
+    "SchedulerLease",
     "Snapshot",
     "SnapshotState",
     "StageDetails",
@@ -168,6 +169,18 @@ class EngineRun:
     message_cursor: int
     actions: frozenset[str]
     """Requests already sent to the engine ("cancel", "drain"), so each is sent once."""
+
+
+@dataclass(frozen=True)
+class SchedulerLease:
+    """A scheduler that said it lives: its worker id, its process, and until when it holds its lease."""
+
+    worker: str
+    host: str
+    pid: int
+    started: str
+    """The process's start time (clock ticks since boot), so that a reused pid is not taken for it."""
+    lease_until: datetime
 
 
 class SnapshotState(enum.IntEnum):

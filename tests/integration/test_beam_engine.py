@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,12 @@ from apache_beam.internal.cloudpickle import cloudpickle
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import environments
 
-from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus, WorkerMessage
+from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunLeaseSpec, RunStatus, WorkerMessage
 from tidegate.engines.beam import BeamEngine
 from tidegate.errors import FailedPrecondition, Unimplemented
-from tidegate.model import MessageImportance, MetricValue, StageDetails
+from tidegate.lifecycle import JobType
+from tidegate.model import MessageImportance, MetricValue, NewJob, StageDetails
+from tidegate.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -442,3 +445,41 @@ def test_batch_runs_cannot_be_drained_snapshotted_or_streamed(cold_engine: BeamE
         engine.snapshot(handle, tmp_path / "snapshot")
     with pytest.raises(Unimplemented):
         engine.launch(LaunchRequest(job_id="j", job_name="s", streaming=True, workdir=tmp_path, pipeline=b"x"))
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_supervisor_keeps_its_runs_lease_and_stops_the_run_once_it_is_lost(
+    engine: BeamEngine, tmp_path: Path, make_store: Callable[[str], Store], dialect: str
+) -> None:
+    """The lease outlives any scheduler; once the run is no longer the job's, nothing of it is left running."""
+    store = make_store(dialect)
+    job, _ = store.create_job(
+        NewJob(project_id="proj", location="us-central1", name="fenced", type=JobType.JOB_TYPE_BATCH, spec=b""),
+        "job-1",
+        datetime.now(UTC),
+    )
+    started = datetime.now(UTC)
+    assert store.claim_run(job.id, "beam", "a-server", started + timedelta(seconds=2))
+    store.set_run_token(job.id, "token-1")
+    request = LaunchRequest(
+        job_id=job.id,
+        job_name="fenced",
+        streaming=False,
+        workdir=tmp_path / "run",
+        pipeline=serialized(endless),
+        lease=RunLeaseSpec(store.url, "token-1", 1.5),
+    )
+    handle = engine.launch(request)
+    LAUNCHED.append((engine, handle))
+    wait_for(lambda: any(m.text == "sleeper started" for m in engine.messages(handle, 0)[0]), 60, "the DoFn to run")
+    time.sleep(2.5)  # past the lease the run was claimed with: no scheduler renews it, its supervisor does
+    lease = store.get_run(job.id)
+    assert lease is not None and lease.lease_until > datetime.now(UTC)
+    assert engine.poll(handle).state is EngineState.RUNNING
+    pgid = group_of(tmp_path / "run")
+
+    store.update_run(job.id, "a-server", release=True)  # the job ended elsewhere: the run is no longer the job's
+    status = wait_until_ended(engine, handle, timeout=10)
+    assert status.state is EngineState.FAILED
+    assert "lease was taken" in status.error
+    wait_for(lambda: members(pgid) == [], 5, "the run's processes to end")

@@ -279,7 +279,7 @@ def test_a_watch_polls_only_the_jobs_whose_start_or_end_is_near(
     assert state(service, running.id) is S.JOB_STATE_RUNNING
 
 
-def test_a_dead_workers_jobs_fail_after_the_lease(
+def test_a_gone_schedulers_runs_are_adopted_after_its_lease_and_go_on(
     service: JobService,
     make_scheduler: Callable[..., Scheduler],
     engine: ScriptedEngine,
@@ -288,17 +288,43 @@ def test_a_dead_workers_jobs_fail_after_the_lease(
 ) -> None:
     dead = make_scheduler(worker_id="dead")
     job = service.create_job(new_job())
+    gone = service.create_job(new_job())
     dead.tick()
     engine.run_of(job.id).state = EngineState.RUNNING
+    engine.run_of(gone.id).state = EngineState.RUNNING
     dead.tick()
     alive = make_scheduler(worker_id="alive")
     alive.tick()
-    assert state(service, job.id) is S.JOB_STATE_RUNNING  # the lease still holds
+    assert service.store.get_run(job.id).worker == "dead"  # type: ignore[union-attr]  # its lease still holds
     clock.advance(31)
+    engine.run_of(gone.id).state, engine.run_of(gone.id).error = EngineState.FAILED, "its processes are gone"
     alive.tick()
-    assert state(service, job.id) is S.JOB_STATE_FAILED
-    errors = service.list_messages("proj", None, job.id, MessageImportance.JOB_MESSAGE_ERROR).items
-    assert any("dead" in m.text and "lease" in m.text for m in errors)
+    assert service.store.get_run(job.id).worker == "alive"  # type: ignore[union-attr]
+    assert state(service, job.id) is S.JOB_STATE_RUNNING  # its run goes on
+    texts = [m.text for m in service.list_messages("proj", None, job.id).items]
+    assert any("Adopted by server alive" in t and "dead" in t and "lease" in t for t in texts)
+    assert state(service, gone.id) is S.JOB_STATE_FAILED  # the engine says its run is gone
+    engine.run_of(job.id).state = EngineState.SUCCEEDED
+    alive.tick()
+    assert state(service, job.id) is S.JOB_STATE_DONE
+
+
+def test_a_stopped_schedulers_runs_are_adopted_at_once(
+    service: JobService,
+    make_scheduler: Callable[..., Scheduler],
+    engine: ScriptedEngine,
+    new_job: Callable[..., NewJob],
+) -> None:
+    first = make_scheduler(worker_id="first")
+    job = service.create_job(new_job())
+    first.tick()
+    first.stop()  # on purpose: it gives up its lease
+    second = make_scheduler(worker_id="second")
+    second.tick()
+    assert service.store.get_run(job.id).worker == "second"  # type: ignore[union-attr]
+    engine.run_of(job.id).state = EngineState.RUNNING
+    second.tick()
+    assert state(service, job.id) is S.JOB_STATE_RUNNING
 
 
 def test_an_unknown_engine_fails_the_job(

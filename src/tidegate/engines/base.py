@@ -23,8 +23,10 @@ __all__ = [
     "EngineState",
     "Handle",
     "LaunchRequest",
+    "RunLeaseSpec",
     "RunStatus",
     "SavepointStopper",
+    "Supervising",
     "WorkerMessage",
     "working_folder",
 ]
@@ -58,6 +60,15 @@ class EngineState(enum.Enum):
 
 
 @dataclass(frozen=True)
+class RunLeaseSpec:
+    """How a run's own supervisor keeps its lease (``tidegate.store.leases``), for an engine that supervises runs."""
+
+    database_url: str
+    token: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class LaunchRequest:
     """Everything an engine needs to start a job."""
 
@@ -79,6 +90,8 @@ class LaunchRequest:
     state_uids: Mapping[str, str] = field(default_factory=dict)
     """For Flink: operators to run under another uid than the program gives them, the one their
     saved state has (``{uid in the program: uid to run under}``; operators renamed by updates)."""
+    lease: RunLeaseSpec | None = None
+    """For an engine whose runs have a supervisor (``Supervising``): the lease the supervisor keeps."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,17 @@ class Engine(Protocol):
 
     def release(self, handle: Handle) -> None:
         """Delete the run's temporary files and reap its processes (RESOURCE_CLEANING_UP)."""
+
+
+@runtime_checkable
+class Supervising(Protocol):
+    """An engine whose every run has a supervisor process of its own, which keeps the run's lease.
+
+    Such a run outlives the scheduler that launched it: another scheduler adopts it. Its
+    supervisor stops the run when it loses the lease (``tidegate.store.leases``).
+    """
+
+    supervises_runs: bool
 
 
 @runtime_checkable

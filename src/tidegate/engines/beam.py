@@ -22,6 +22,7 @@ Call ``close`` when done with the engine: it stops the idle processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -151,6 +152,8 @@ class BeamEngine:
     """Runs Beam batch pipelines (runner-API protos) with FnApiRunner in local processes."""
 
     name = "beam"
+    supervises_runs = True
+    """Every run has a supervisor process (``beam_worker``), which keeps the run's lease when given one."""
 
     def __init__(
         self, *, python: str | None = None, grace_s: float = 0.3, kill_wait_s: float = 0.6, warm: bool = True
@@ -198,6 +201,7 @@ class BeamEngine:
             "num_workers": request.num_workers,
             "options": dict(request.options),
             "args": list(request.args),
+            "lease": dataclasses.asdict(request.lease) if request.lease else None,
         }
         write_json(workdir / RUN_FILE, run)
         env = _worker_env()

@@ -52,6 +52,7 @@ from tidegate.engines.beam import (
 )
 from tidegate.engines.beam_report import WORKER_LOGGER, Names, Progress, now, setup_logging
 from tidegate.engines.beam_sdk_worker import anonymous_gcs_for_an_emulator
+from tidegate.engines.run_lease import keep_lease
 
 if TYPE_CHECKING:
     from apache_beam.portability.api import beam_runner_api_pb2
@@ -217,6 +218,24 @@ def _spawn_pipeline(workdir: Path) -> int:
     return os.posix_spawn(sys.executable, argv, os.environ)
 
 
+def _keep_the_lease(workdir: Path) -> None:
+    """Renew the run's lease while it runs, if the scheduler gave it one; stop the pipeline once it is lost."""
+    run = json.loads((workdir / RUN_FILE).read_text(encoding="utf-8"))
+    if not run.get("lease"):
+        return
+
+    def fence(why: str) -> None:
+        status = (
+            json.loads((workdir / STATUS_FILE).read_text(encoding="utf-8")) if (workdir / STATUS_FILE).exists() else {}
+        )
+        if status.get("state") not in ("succeeded", "failed"):
+            _report_failure(workdir, f"The run was stopped: {why}")
+        _kill_others(signal.SIGTERM)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)  # then SIGKILL what is left
+
+    keep_lease(run["lease"], str(run["job_id"]), fence)
+
+
 def _supervise(workdir: Path, start: Callable[[], int], stopping: list[int]) -> int:
     """Run the pipeline process (``start`` starts it) and reap every process of the group, then exit as it did.
 
@@ -236,6 +255,7 @@ def _supervise(workdir: Path, start: Callable[[], int], stopping: list[int]) -> 
     else:
         pipeline = start()
         result = 1 << 8
+        _keep_the_lease(workdir)
     while True:
         try:
             pid, status = os.wait()

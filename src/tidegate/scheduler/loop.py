@@ -5,8 +5,10 @@ ticks (``tick``) every ``tick`` seconds and at once when woken; while a job is P
 CANCELLING or DRAINING it also watches (``watch``) every ``starting_tick``: a pass over
 those jobs alone, whose end or start the engine is about to report. Each tick:
 
-1. renews the leases this worker holds, and fails the jobs whose worker's lease
-   expired (the worker died);
+1. renews this scheduler's lease and the leases of the runs it keeps itself, and adopts
+   the runs of schedulers that are gone (their lease expired, or their process on this
+   machine died): a run outlives the server that launched it, and the engine, asked
+   about it, says whether it still runs;
 2. starts jobs (STOPPED → PENDING) while capacity lasts, fairly, and queues the rest
    (STOPPED → QUEUED); QUEUED jobs leave the queue the same way;
 3. launches PENDING jobs on their engine, and reconciles every run it holds: the
@@ -34,11 +36,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest
-from tidegate.errors import FailedPrecondition, TidegateError
+from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, RunLeaseSpec, Supervising
+from tidegate.errors import FailedPrecondition, NotFound, TidegateError
 from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec
 from tidegate.lifecycle import Actor, JobState
-from tidegate.model import EngineRun, Job, MessageImportance, MetricValue, Snapshot, StageDetails
+from tidegate.model import EngineRun, Job, MessageImportance, MetricValue, SchedulerLease, Snapshot, StageDetails
+from tidegate.scheduler import liveness
 from tidegate.scheduler.admission import Capacity, Waiting, admit
 from tidegate.service.jobs import JobService
 from tidegate.updates.compatibility import state_uids_of
@@ -138,6 +141,11 @@ class Scheduler:
         self.settings = settings
         self.prepare = prepare
         self.worker = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._pid = os.getpid()
+        self._started = liveness.started(self._pid)
+        self._last_adoption: datetime | None = None
+        self._taken_back_from: SchedulerLease | None = None
+        """The earlier process of this worker id, whose runs this one holds on from (once: they get a message)."""
         self._wake = threading.Event()
         self._starting = False
         self._stop = threading.Event()
@@ -223,10 +231,13 @@ class Scheduler:
         self._wake.set()
 
     def stop(self) -> None:
+        """Stop the loop; its runs go on, and the next scheduler adopts them at once."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        with contextlib.suppress(Exception):  # the database may be gone: the lease then expires
+            self.store.drop_scheduler(self.worker)
 
     def _loop(self) -> None:
         woken, last_tick = True, 0.0
@@ -246,7 +257,7 @@ class Scheduler:
         """One pass over everything the scheduler looks after."""
         now = self.service.clock()
         self._renew(now)
-        self._expire(now)
+        self._adopt(now)
         self._admit(now)
         for job_id in self.store.job_ids_in_states(_RUNNING_STATES):
             self._reconcile(job_id)
@@ -265,26 +276,53 @@ class Scheduler:
     # -- leases ------------------------------------------------------------------------
 
     def _renew(self, now: datetime) -> None:
+        if self._last_renewal is None:  # this server's first renewal: did it run before, under this worker id?
+            previous = self.store.scheduler_lease(self.worker)
+            if previous is not None and (previous.pid, previous.started) != (self._pid, self._started):
+                self._taken_back_from = previous
         if self._last_renewal is None or now - self._last_renewal > self.settings.lease / 3:
-            self.store.renew_leases(self.worker, now + self.settings.lease)
+            until = now + self.settings.lease
+            self.store.renew_scheduler(SchedulerLease(self.worker, liveness.HOST, self._pid, self._started, until))
+            self.store.renew_leases(self.worker, until)
             self._last_renewal = now
             self.service.expire_snapshots()
 
-    def _expire(self, now: datetime) -> None:
-        for run in self.store.expired_runs(now):
-            if run.worker == self.worker or not self.store.take_over_run(
-                run.job_id, run.worker, self.worker, now + self.settings.lease
-            ):
+    def _adopt(self, now: datetime) -> None:
+        """Take over the runs of schedulers that are gone; the engine says, at the next poll, whether each runs.
+
+        A scheduler is gone when its lease expired, or, on this machine, when its process
+        died (a restarted server adopts its predecessor's runs at once).
+        """
+        every = min(timedelta(seconds=1), self.settings.lease / 3)
+        if self._last_adoption is not None and now - self._last_adoption < every:
+            return
+        self._last_adoption = now
+        if self._taken_back_from is not None:
+            previous, self._taken_back_from = self._taken_back_from, None
+            for job_id in self.store.held_runs(self.worker):
+                self.service.add_message(
+                    job_id,
+                    MessageImportance.JOB_MESSAGE_BASIC,
+                    f"Taken back by server {self.worker} as it restarted (its process {previous.pid} had stopped)",
+                )
+        for run, holder in self.store.foreign_runs(self.worker):
+            if holder is None:
+                why = "stopped"
+            elif holder.lease_until < now:
+                why = "stopped renewing its lease"
+            elif holder.host == liveness.HOST and not liveness.is_alive(holder.pid, holder.started):
+                why = "is no longer running"
+            else:
                 continue
-            job = self.store.get_job(run.job_id)
-            text = f"the worker {run.worker} running this job stopped renewing its lease; the job cannot be recovered"
-            if job.current_state is S.JOB_STATE_CANCELLING:
-                self._to(job, S.JOB_STATE_CANCELLED, "its worker is gone")
-            elif job.current_state is S.JOB_STATE_RESOURCE_CLEANING_UP:
-                self._to(job, S.JOB_STATE_DONE, "its worker is gone; the job had succeeded", observed=True)
-            elif not job.current_state.terminal:
-                self._fail(job, text)
-            self.store.update_run(run.job_id, self.worker, release=True)
+            if not self.store.take_over_run(run.job_id, run.worker, self.worker, now + self.settings.lease):
+                continue  # another scheduler took it
+            self._messages_read.pop(run.job_id, None)
+            self.service.add_message(
+                run.job_id,
+                MessageImportance.JOB_MESSAGE_BASIC,
+                f"Adopted by server {self.worker}: server {run.worker}, which ran this job, {why}",
+            )
+            self._wake.set()
 
     # -- admission -----------------------------------------------------------------------
 
@@ -343,6 +381,10 @@ class Scheduler:
             return
         try:
             self._step(job, run, engine)
+        except NotFound as error:
+            if run.ref and run.lease_until > self.service.clock() and self.store.supervised(job.id):
+                return  # its supervisor keeps its lease where this server cannot see the run: it lives
+            self._fail(job, error.message)
         except TidegateError as error:
             self._fail(job, error.message)
         except Exception as error:
@@ -448,6 +490,12 @@ class Scheduler:
         under = state_uids_of(self.store, job.id)
         if under:
             request = replace(request, state_uids=under)
+        engine = self.engines.get(spec.engine)
+        if isinstance(engine, Supervising) and engine.supervises_runs:  # its run keeps its lease itself
+            token = uuid.uuid4().hex
+            self.store.set_run_token(job.id, token)
+            lease = RunLeaseSpec(self.store.url, token, self.settings.lease.total_seconds())
+            request = replace(request, lease=lease)
         return request
 
     def _abort_launch(self, job: Job) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from tidegate.lifecycle import JobState
-from tidegate.model import EngineRun
+from tidegate.model import EngineRun, SchedulerLease
 from tidegate.store.db import Database, from_micros, micros
 
 __all__ = ["Runs"]
@@ -75,19 +75,72 @@ class Runs(Database):
         return cursor.rowcount == 1
 
     def renew_leases(self, worker: str, lease_until: datetime) -> int:
-        """Extend every lease ``worker`` holds; returns how many."""
-        cursor = self._execute("UPDATE job_runs SET lease_until = %s WHERE worker = %s", (micros(lease_until), worker))
+        """Extend the leases of the runs ``worker`` holds and keeps itself (not those a supervisor keeps); how many."""
+        cursor = self._execute(
+            "UPDATE job_runs SET lease_until = %s WHERE worker = %s AND job_id NOT IN (SELECT job_id FROM run_tokens)",
+            (micros(lease_until), worker),
+        )
         return cursor.rowcount
 
-    def expired_runs(self, now: datetime) -> list[EngineRun]:
-        """Runs whose worker stopped renewing its lease."""
+    def set_run_token(self, job_id: str, token: str) -> None:
+        """The token of the run about to be launched, whose own supervisor keeps its lease with it."""
+        with self._transaction():
+            self._execute("DELETE FROM run_tokens WHERE job_id = %s", (job_id,))
+            self._execute("INSERT INTO run_tokens (job_id, token) VALUES (%s, %s)", (job_id, token))
+
+    def supervised(self, job_id: str) -> bool:
+        """Whether the job's run has a supervisor of its own that keeps its lease."""
+        return self._execute("SELECT 1 FROM run_tokens WHERE job_id = %s", (job_id,)).fetchone() is not None
+
+    # -- schedulers ------------------------------------------------------------------
+
+    def renew_scheduler(self, lease: SchedulerLease) -> None:
+        """Record that a scheduler lives, until ``lease.lease_until``."""
+        with self._transaction():
+            params = (lease.host, lease.pid, lease.started, micros(lease.lease_until), lease.worker)
+            cursor = self._execute(
+                "UPDATE schedulers SET host = %s, pid = %s, started = %s, lease_until = %s WHERE worker = %s", params
+            )
+            if cursor.rowcount == 0:
+                self._execute(
+                    "INSERT INTO schedulers (host, pid, started, lease_until, worker) VALUES (%s, %s, %s, %s, %s)",
+                    params,
+                )
+
+    def scheduler_lease(self, worker: str) -> SchedulerLease | None:
+        """The lease a scheduler of this worker id last recorded, if any."""
+        row = self._execute(
+            "SELECT host, pid, started, lease_until FROM schedulers WHERE worker = %s", (worker,)
+        ).fetchone()
+        return None if row is None else SchedulerLease(worker, row[0], int(row[1]), row[2], from_micros(row[3]))
+
+    def held_runs(self, worker: str) -> list[str]:
+        """The jobs whose runs ``worker`` holds."""
+        return [r[0] for r in self._execute("SELECT job_id FROM job_runs WHERE worker = %s", (worker,)).fetchall()]
+
+    def drop_scheduler(self, worker: str) -> None:
+        """A scheduler that stops on purpose: its runs can be adopted at once."""
+        self._execute("DELETE FROM schedulers WHERE worker = %s", (worker,))
+
+    def foreign_runs(self, worker: str) -> list[tuple[EngineRun, SchedulerLease | None]]:
+        """The runs other schedulers hold, each with its holder's lease (None: it has none)."""
+        columns = ", ".join(f"r.{c.strip()}" for c in _RUN_COLUMNS.split(","))
         rows = self._execute(
-            f"SELECT {_RUN_COLUMNS} FROM job_runs WHERE worker != '' AND lease_until < %s", (micros(now),)
+            f"SELECT {columns}, s.host, s.pid, s.started, s.lease_until FROM job_runs r"
+            " LEFT JOIN schedulers s ON s.worker = r.worker WHERE r.worker != '' AND r.worker != %s",
+            (worker,),
         ).fetchall()
-        return [_run(r) for r in rows]
+        found = []
+        for row in rows:
+            run = _run(row)
+            holder = None
+            if row[7] is not None:
+                holder = SchedulerLease(run.worker, row[7], int(row[8]), row[9], from_micros(row[10]))
+            found.append((run, holder))
+        return found
 
     def take_over_run(self, job_id: str, old_worker: str, worker: str, lease_until: datetime) -> bool:
-        """Take an expired run from ``old_worker``; exactly one contender wins."""
+        """Take a run from ``old_worker`` (whose scheduler is gone); exactly one contender wins."""
         cursor = self._execute(
             "UPDATE job_runs SET worker = %s, lease_until = %s WHERE job_id = %s AND worker = %s",
             (worker, micros(lease_until), job_id, old_worker),

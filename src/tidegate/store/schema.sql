@@ -90,3 +90,14 @@ CREATE INDEX snapshots_by_job ON snapshots (project_id, source_job_id, creation_
 DROP INDEX jobs_active_name;
 CREATE UNIQUE INDEX jobs_active_name ON jobs (project_id, location, name)
     WHERE current_state NOT IN (3, 4, 5, 6, 8) AND replace_job_id = '';
+CREATE TABLE schedulers (
+    worker TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    started TEXT NOT NULL,
+    lease_until BIGINT NOT NULL
+);
+CREATE TABLE run_tokens (
+    job_id TEXT PRIMARY KEY REFERENCES jobs (id),
+    token TEXT NOT NULL
+);
