@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import PIPELINES, TEXT, Server, clean_env, dataflow_args
+from .conftest import LOCATION, PIPELINES, TEXT, Server, clean_env, dataflow_args
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +101,27 @@ def test_a_streaming_pipeline_is_refused_with_a_reason(
     assert "Flink" in output
     listed = httpx.get(f"{beam_server.base}/v1b3/projects/{project}/locations/us-central1/jobs").json()
     assert listed.get("jobs", []) == []
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_job_name_an_active_job_has_raises_dataflow_job_already_exists(
+    beam_server: Server,
+    start_server: Callable[..., Server],
+    client_python: Path,
+    tmp_path: Path,
+    project: str,
+    dialect: str,
+) -> None:
+    server = beam_server if dialect == "sqlite" else start_server("postgresql")
+    jobs = f"{server.base}/v1b3/projects/{project}/locations/{LOCATION}/jobs"
+    # Active (held until it is started), with a clientRequestId as every job DataflowRunner submits has:
+    # Beam tells the answered job from its own by it (it takes a job with none for its own).
+    body = {"name": "taken", "requestedState": "JOB_STATE_STOPPED", "clientRequestId": "20260101000000000000-1234"}
+    held = httpx.post(jobs, json=body).json()
+    assert held["currentState"] == "JOB_STATE_STOPPED"
+    args = dataflow_args(server, project, tmp_path / "staging")
+    outcome = json.loads(run(client_python, "failing.py", *args, "--job_name=taken"))
+    assert outcome["raised"] == "DataflowJobAlreadyExistsError"
+    assert f"There is already active job named taken with id: {held['id']}" in outcome["message"]
+    assert [job["id"] for job in httpx.get(jobs).json()["jobs"]] == [held["id"]]  # nothing created
+    assert httpx.get(f"{jobs}/{held['id']}").json()["currentState"] == "JOB_STATE_STOPPED"

@@ -178,6 +178,19 @@ def test_a_streaming_pipeline_is_refused_with_a_reason(
     assert job_server.jobs(project) == []
 
 
+def test_a_job_name_an_active_job_has_is_already_exists(
+    job_server: JobServer, client_python: Path, project: str
+) -> None:
+    """PortableRunner follows whatever job Run answers, so Run refuses the name rather than answer that job."""
+    url = f"{job_server.server.base}/v1b3/projects/{project}/locations/{LOCATION}/jobs"
+    held = httpx.post(url, json={"name": "taken", "requestedState": "JOB_STATE_STOPPED"}).json()
+    outcome = last_json(run(client_python, "failing.py", *job_server.args(project, "--job_name=taken")))
+    assert "ALREADY_EXISTS" in outcome["message"], outcome
+    assert f"There is already an active job named taken with id: {held['id']}" in outcome["message"]
+    assert [job["id"] for job in job_server.jobs(project)] == [held["id"]]
+    assert job_server.history(project, held["id"]) == ["JOB_STATE_STOPPED"]
+
+
 def test_a_taken_job_port_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -196,6 +196,23 @@ def test_a_refused_submission_exits_4_with_the_servers_reason(
     assert jobs(beam_server, project) == []
 
 
+def test_a_job_name_an_active_job_has_ends_with_one_line_and_exit_4(
+    beam_server: Server, client_python: Path, tmp_path: Path, project: str
+) -> None:
+    url = f"{beam_server.base}/v1b3/projects/{project}/locations/us-central1/jobs"
+    body = {"name": "taken", "requestedState": "JOB_STATE_STOPPED", "clientRequestId": "20260101000000000000-1234"}
+    held = httpx.post(url, json=body, timeout=30).json()
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_PIPELINE)
+    done = tidegate_run(beam_server, project, "--python", str(client_python), str(script), "--job_name=taken")
+    assert done.returncode == 4, done.stdout[-4000:] + done.stderr[-4000:]
+    line = error_line(done)  # DataflowRunner raised DataflowJobAlreadyExistsError: Beam's words, no traceback
+    assert f"no job was created: There is already active job named taken with id: {held['id']}" in line
+    assert "Traceback" not in done.stderr, done.stderr[-4000:]
+    assert [job["id"] for job in jobs(beam_server, project)] == [held["id"]]
+    assert history(beam_server, project, held["id"]) == ["JOB_STATE_STOPPED"]
+
+
 def test_a_script_that_submits_nothing_is_an_error(beam_server: Server, tmp_path: Path, project: str) -> None:
     script = tmp_path / "nothing.py"
     script.write_text("print('no pipeline here')\n")

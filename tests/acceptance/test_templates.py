@@ -201,6 +201,8 @@ def test_create_job_from_template(setup: Setup, transport: str, project: str, tm
         }
     )
     assert job.name == "from-template" and dict(job.labels) == {"made": "from-template"}
+    assert job.client_request_id  # its own, as a job DataflowRunner submits has (the template's is not reused)
+    assert job.client_request_id != json.loads(setup.template.read_text()).get("clientRequestId")
     assert wait_done(api, project, job.id).current_state == dataflow.JobState.JOB_STATE_DONE
     assert counts(out) == COUNTS
 
@@ -214,6 +216,26 @@ def test_validate_only_creates_nothing(setup: Setup, transport: str, project: st
     assert project_jobs(api, project) == []
     assert setup.server.snapshot().job_count == before
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_a_launch_with_an_active_jobs_name_is_already_exists(
+    setup: Setup, transport: str, project: str, tmp_path: Path
+) -> None:
+    """Unlike CreateJob (which answers the active job), a launch is refused, as Dataflow's launches are."""
+    api = clients(setup, transport)
+    body = {"name": "taken", "requested_state": dataflow.JobState.JOB_STATE_STOPPED, "client_request_id": "req-1"}
+    held = api.jobs.create_job(request={"project_id": project, "location": LOCATION, "job": body})
+    before = setup.server.snapshot(held.id)
+    params = {"input": str(tmp_path / "input.txt"), "output": str(tmp_path / "out.txt")}
+    expected = exceptions.AlreadyExists if transport == "grpc" else exceptions.Conflict
+    with pytest.raises(expected) as caught:
+        launch(api, project, setup.template, "taken", params)
+    assert caught.value.reason == "JOB_NAME_ALREADY_EXISTS" and held.id in caught.value.message
+    request = {"project_id": project, "location": LOCATION, "gcs_path": str(setup.template), "job_name": "taken"}
+    with pytest.raises(expected):
+        api.templates.create_job_from_template(request={**request, "parameters": params})
+    assert setup.server.snapshot(held.id) == before
+    assert [job.id for job in project_jobs(api, project)] == [held.id]
 
 
 @pytest.mark.parametrize(

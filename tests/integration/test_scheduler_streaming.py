@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -9,18 +10,23 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from google.cloud import dataflow_v1beta3 as dataflow
 
 from tests.conftest import Clock
 from tests.engines import ScriptedEngine
+from tidegate.api.grpc_server import GrpcApi
+from tidegate.api.rest.app import create_app
 from tidegate.engines.base import EngineState
-from tidegate.errors import FailedPrecondition, InvalidArgument
+from tidegate.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from tidegate.jobspec import JobPb
 from tidegate.lifecycle import JobState, JobType
 from tidegate.model import MessageImportance, NewJob, SnapshotState
 from tidegate.scheduler.admission import Capacity
 from tidegate.scheduler.loop import Scheduler, SchedulerSettings
 from tidegate.service.jobs import JobService
+from tidegate.store import CreateOutcome
 
 S = JobState
 STREAMING = JobType.JOB_TYPE_STREAMING
@@ -304,3 +310,69 @@ def test_a_cancel_during_the_savepoint_of_an_update_resumes_the_old_job(
     assert state(service, old) is S.JOB_STATE_RUNNING
     assert engine.launched[-1].job_id == old and engine.launched[-1].restore_from.endswith("_metadata")
     assert "resumed from its savepoint" in texts(service, old, MessageImportance.JOB_MESSAGE_WARNING)
+
+
+def test_an_update_of_an_updated_job_answers_the_job_that_replaced_it(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    old = running(service, scheduler, engine, new_job, name="counts", spec=spec(uids=["count"]))
+
+    def update(request_id: str, **fields: Any) -> NewJob:
+        values: dict[str, Any] = {"spec": spec(uids=["count"]), "type": STREAMING, **fields}
+        return new_job(name="counts", replace_job_id=old, client_request_id=request_id, **values)
+
+    new = service.create_job(update("update-1"))
+    # A retry of the update while it is under way answers its own job (not UPDATE_UNDER_WAY).
+    assert service.submit_job(update("update-1")) == (service.store.get_job(new.id), CreateOutcome.REPEATED)
+    tick_until(scheduler, lambda: new.id in engine.runs)
+    engine.run_of(new.id).state = EngineState.RUNNING
+    tick_until(scheduler, lambda: state(service, old) is S.JOB_STATE_UPDATED)
+    replacement = service.store.get_job(new.id)
+    assert replacement.current_state is S.JOB_STATE_RUNNING and service.store.count_jobs() == 2
+    launched = list(engine.launched)
+
+    # Another update of the old job: the job that replaced it, with its own clientRequestId; nothing is
+    # created, whatever the new job would have been (it is not checked against the old one: it is not made).
+    assert service.submit_job(update("update-2")) == (replacement, CreateOutcome.ALREADY_UPDATED)
+    assert service.create_job(update("update-3", spec=spec(uids=["other"]))) == replacement
+    assert service.create_job(update("", type=JobType.JOB_TYPE_BATCH)).client_request_id == "update-1"
+    assert service.submit_job(update("update-1")) == (replacement, CreateOutcome.REPEATED)  # the first one's retry
+    with pytest.raises(AlreadyExists) as caught:  # for the paths whose callers cannot tell
+        service.create_new_job(update("update-4"))
+    assert caught.value.reason == "JOB_ALREADY_UPDATED" and new.id in caught.value.message
+
+    # The same over gRPC and REST: OK / 200 with the replacement.
+    request = dataflow.CreateJobRequest.pb()(project_id="proj", location="us-central1")
+    request.job.CopyFrom(JobPb(name="counts", type_=int(STREAMING), replace_job_id=old, client_request_id="grpc"))
+    answer = GrpcApi(service).create_job(request)
+    assert (answer.id, answer.client_request_id) == (new.id, "update-1")
+    body = {"name": "counts", "type": "JOB_TYPE_STREAMING", "clientRequestId": "rest"}
+    response = rest_post(service, f"/v1b3/projects/proj/locations/us-central1/jobs?replaceJobId={old}", body)
+    assert response.status_code == 200, response.text
+    assert (response.json()["id"], response.json()["clientRequestId"]) == (new.id, "update-1")
+
+    assert service.store.count_jobs() == 2 and engine.launched == launched
+    assert state(service, old) is S.JOB_STATE_UPDATED and service.store.get_job(new.id) == replacement
+
+
+def test_an_update_of_a_job_that_ended_otherwise_is_still_refused(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    old = running(service, scheduler, engine, new_job, name="counts")
+    service.update_job("proj", None, old, requested_state=S.JOB_STATE_CANCELLED)
+    tick_until(scheduler, lambda: state(service, old).terminal)
+    with pytest.raises(FailedPrecondition) as caught:
+        service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
+    assert caught.value.reason == "UPDATE_NOT_RUNNING"
+    assert service.store.count_jobs() == 1
+
+
+def rest_post(service: JobService, path: str, body: dict[str, Any]) -> httpx.Response:
+    """A POST to the REST app, in-process."""
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://tidegate") as client:
+            return await client.post(path, json=body)
+
+    return asyncio.run(call())

@@ -13,7 +13,8 @@ then created from that file, and the launch answers with it.
 Every check runs before anything is written: a bad launch, or one with
 ``validate_only``, creates nothing. A launch whose job name an active job has is refused
 with ALREADY_EXISTS (HTTP 409), as Dataflow refuses it: unlike CreateJob, which answers
-that job, a launch's caller has no ``clientRequestId`` to tell it from its own.
+that job, a launch's caller has no ``clientRequestId`` to tell it from its own. A launched
+job gets a ``clientRequestId`` of its own, so that a DataflowRunner answered with it can.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -190,6 +193,9 @@ class TemplateCases:
         return self._create_or_check(new, launch)
 
     def _create_or_check(self, new: NewJob, launch: TemplateLaunch) -> Job | None:
+        # A launched job carries a clientRequestId of its own, as the job Beam's DataflowRunner submits does:
+        # a DataflowRunner whose create is answered with it then knows it is not its own.
+        new = replace(new, client_request_id=_request_id())
         self.check_new_job(new)
         if launch.validate_only:
             return None
@@ -313,6 +319,11 @@ class TemplateCases:
         raise InvalidArgument(
             f"the flex template's program {script.name} {how}{hint}: {tail}", reason="FLEX_TEMPLATE_LAUNCH_FAILED"
         )
+
+
+def _request_id() -> str:
+    """A fresh ``clientRequestId`` in the form Beam's DataflowRunner gives one: time, then a random number."""
+    return f"{datetime.now(UTC):%Y%m%d%H%M%S%f}-{secrets.randbelow(9000) + 1000}"
 
 
 def _need_path(path: str, what: str) -> None:
