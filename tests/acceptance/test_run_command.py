@@ -228,6 +228,8 @@ def test_the_flink_engine_hook_reaches_the_server(beam_server: Server, tmp_path:
     done = tidegate_run(beam_server, project, "--engine", "flink", str(program))
     assert done.returncode == 1  # this server runs Beam only: the job fails with the reason
     assert "this server has no 'flink' engine" in error_line(done)
+    [job] = jobs(beam_server, project)
+    assert job["clientRequestId"]  # its own: an answer with another job of the name would not carry it
 
 
 def test_usage_and_unreachable_server(tmp_path: Path, project: str) -> None:
