@@ -58,7 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_rest import free_port
 
 from tidegate.engines.flink import CLIENT_JVM_OPTIONS
-from tidegate.engines.flink_cluster import LocalFlinkCluster, find_flink_home, flink_python, stop_group, write_config
+from tidegate.engines.flink_cluster import find_flink_home, flink_python, write_config
+from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "tests" / "integration" / "flink_jobs" / "windowed_counts.py"

@@ -42,6 +42,8 @@ class Settings:
     """RESOURCE_CLEANING_UP for every batch job (jobs can also ask for it one by one)."""
     flink_rest_url: str = ""
     """An existing Flink cluster's REST address; empty: the flink engine starts a local cluster."""
+    flink_checkpoint_interval_s: float = 10.0
+    """How often the local cluster's jobs checkpoint (a job whose cluster is lost resumes from its latest)."""
     gcs_emulator_port: int = 0
     """Start a GCS emulator on this port beside the server (``STORAGE_EMULATOR_HOST`` for staging and jobs); 0: none."""
     gcs_buckets: tuple[str, ...] = ()

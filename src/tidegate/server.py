@@ -66,6 +66,7 @@ def build_engines(names: tuple[str, ...], settings: Settings | None = None) -> d
                 state_dir=data_dir / "flink",
                 flink_venv=venv,
                 rest_url=(settings.flink_rest_url if settings else "") or None,
+                checkpoint_interval=settings.flink_checkpoint_interval_s if settings else 10.0,
             )
         else:
             raise SystemExit(f"tidegate: unknown engine {name!r} (known: beam, flink)")
@@ -80,7 +81,7 @@ def flink_venv() -> Path:
 
 
 def close_engines(engines: Mapping[str, Engine]) -> None:
-    """Close the engines that hold resources (the Flink engine stops the local cluster it started)."""
+    """Close the engines that hold resources (the local Flink cluster runs on, for the next server)."""
     for name, engine in engines.items():
         close = getattr(engine, "close", None)
         if callable(close):

@@ -75,6 +75,7 @@ class Server:
     """The gRPC API's port (0: not served; ``start_server(..., grpc=True)`` serves it)."""
     job_port: int = 0
     """Beam's Job API port (0: not served; ``start_server(..., job_api=True)`` serves it)."""
+    data_dir: Path | None = None
     _store: Store | None = field(default=None, repr=False)
 
     @property
@@ -101,6 +102,15 @@ class Server:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def stop_local_flink(data_dir: Path) -> None:
+    """Stop the local Flink cluster a server left running in its data directory (it outlives every server)."""
+    from tidegate.engines.flink_local import LocalFlinkCluster
+
+    cluster = LocalFlinkCluster(data_dir / "flink" / "flink-cluster", python=Path(sys.executable))
+    if cluster.adopt():
+        cluster.stop()
 
 
 def clean_env() -> dict[str, str]:
@@ -178,7 +188,9 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             proc = subprocess.Popen(
                 [*command, *extra], stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=data_dir
             )
-            server = Server(dialect, port, store_url, log_path, grpc_port=grpc_port, job_port=job_port)
+            server = Server(
+                dialect, port, store_url, log_path, grpc_port=grpc_port, job_port=job_port, data_dir=data_dir
+            )
             running.append((proc, server, log))
             if _wait_healthy(proc, server.base, log_path):
                 return server
@@ -192,6 +204,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         was_running = proc.poll() is None
         code = _stop(proc)
         log.close()
+        if server.data_dir is not None:
+            stop_local_flink(server.data_dir)
         if was_running and code != 0:
             failures.append(f"the {server.dialect} server did not stop cleanly ({code}):\n{server.log.read_text()}")
     if schemas:
@@ -238,3 +252,58 @@ def dataflow_args(server: Server, project: str, staging: Path) -> list[str]:
 def portable_args(job_port: int, project: str, *extra: str) -> list[str]:
     """PortableRunner's options for a job in ``project``; Beam's default environment is DOCKER."""
     return ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", f"--project={project}", *extra]
+
+
+@dataclass
+class ServerProcess:
+    """A ``tidegate server`` process that a test kills and starts again (``server_processes``)."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    data_dir: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL: nothing of the server runs its shutdown."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def terminate(self) -> None:
+        """SIGTERM: the server stops as it would at a user's Ctrl-C."""
+        assert _stop(self.proc) == 0, self.log.read_text()
+
+
+@pytest.fixture
+def server_processes() -> Iterator[Callable[..., ServerProcess]]:
+    """``start(data_dir, store_url="", engines="beam", *flags)``: a server on a free port, its REST API up.
+
+    Every one still running is stopped after the test, and so is any local Flink cluster
+    left in their data directories.
+    """
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path, store_url: str = "", engines: str = "beam", *flags: str) -> ServerProcess:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        log = data_dir / f"server-{len(started)}.log"
+        command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--job-port", "0"]
+        command += ["--engines", engines, "--data-dir", str(data_dir), *flags]
+        command += ["--database-url", store_url] if store_url else []
+        with log.open("ab") as out:
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=clean_env(), cwd=data_dir)
+        process = ServerProcess(proc, port, log, data_dir)
+        started.append(process)
+        if not _wait_healthy(proc, process.base, log):
+            pytest.fail(f"the server could not listen on port {port}:\n{log.read_text()}")
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            _stop(process.proc)
+    for data_dir in {process.data_dir for process in started}:
+        stop_local_flink(data_dir)

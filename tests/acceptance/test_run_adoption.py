@@ -16,7 +16,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,61 +25,11 @@ from tidegate.lifecycle import JobState, is_legal
 from tidegate.store import Store
 
 from ..conftest import POSTGRES_URL, _postgres_or_skip
-from .conftest import LOCATION, PIPELINES, TIDEGATE, clean_env, free_port
+from .conftest import LOCATION, PIPELINES, ServerProcess, clean_env
 
 pytestmark = pytest.mark.slow
 
 S = JobState
-
-
-@dataclass
-class Process:
-    """One ``tidegate server`` process of a test."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def base(self) -> str:
-        return f"http://localhost:{self.port}"
-
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Callable[[Path, str], Process]]:
-    """``start(data_dir, store_url)``: a Beam server on a free port; all are stopped after the test."""
-    started: list[Process] = []
-
-    def start(data_dir: Path, store_url: str) -> Process:
-        port = free_port()
-        log = data_dir / f"server-{len(started)}.log"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--job-port", "0"]
-        command += ["--engines", "beam", "--data-dir", str(data_dir), "--database-url", store_url]
-        with log.open("ab") as out:
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=clean_env(), cwd=data_dir)
-        process = Process(proc, port, log)
-        started.append(process)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{process.base}/healthz", timeout=1).status_code == 200:
-                    return process
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"the server did not start:\n{log.read_text()}")
-
-    yield start
-    for process in started:
-        if process.proc.poll() is None:
-            process.proc.terminate()
-            process.proc.wait(30)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -159,10 +108,10 @@ DONE_PATH = [S.JOB_STATE_STOPPED, S.JOB_STATE_PENDING, S.JOB_STATE_RUNNING, S.JO
 
 
 def test_a_run_outlives_a_killed_server_and_its_restart_takes_it_back(
-    servers: Callable[[Path, str], Process], store_url: str, client_python: Path, tmp_path: Path, project: str
+    server_processes: Callable[..., ServerProcess], store_url: str, client_python: Path, tmp_path: Path, project: str
 ) -> None:
     data_dir = tmp_path / "server"
-    first = servers(data_dir, store_url)
+    first = server_processes(data_dir, store_url)
     output = tmp_path / "out.txt"
     job_id = submit(client_python, first.base, project, tmp_path, output, seconds=10)
     wait_state(first.base, project, job_id, {"JOB_STATE_RUNNING"}, 60)
@@ -170,7 +119,7 @@ def test_a_run_outlives_a_killed_server_and_its_restart_takes_it_back(
     time.sleep(1)
     os.kill(supervisor_of(data_dir, job_id), 0)  # the run goes on without its server
 
-    again = servers(data_dir, store_url)
+    again = server_processes(data_dir, store_url)
     assert wait_state(again.base, project, job_id, {"JOB_STATE_DONE", "JOB_STATE_FAILED"}, 90) == "JOB_STATE_DONE"
     assert sorted(int(x) for x in output.read_text().split()) == list(range(40))
     assert legal_history(store_url, job_id) == DONE_PATH
@@ -179,7 +128,7 @@ def test_a_run_outlives_a_killed_server_and_its_restart_takes_it_back(
 
 @pytest.mark.postgres
 def test_another_server_on_the_database_adopts_the_runs_of_a_killed_one(
-    servers: Callable[[Path, str], Process], client_python: Path, tmp_path: Path, project: str
+    server_processes: Callable[..., ServerProcess], client_python: Path, tmp_path: Path, project: str
 ) -> None:
     base = _postgres_or_skip()
     import psycopg
@@ -189,8 +138,8 @@ def test_another_server_on_the_database_adopts_the_runs_of_a_killed_one(
         conn.execute(f"CREATE SCHEMA {schema}")
     url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
     try:
-        first = servers(tmp_path / "a", url)
-        second = servers(tmp_path / "b", url)
+        first = server_processes(tmp_path / "a", url)
+        second = server_processes(tmp_path / "b", url)
         outputs = [tmp_path / f"out-{i}.txt" for i in range(2)]
         jobs = [submit(client_python, first.base, project, tmp_path, out, seconds=8) for out in outputs]
         for job_id in jobs:
@@ -209,16 +158,16 @@ def test_another_server_on_the_database_adopts_the_runs_of_a_killed_one(
 
 
 def test_a_run_whose_processes_died_with_the_server_fails_with_the_reason(
-    servers: Callable[[Path, str], Process], store_url: str, client_python: Path, tmp_path: Path, project: str
+    server_processes: Callable[..., ServerProcess], store_url: str, client_python: Path, tmp_path: Path, project: str
 ) -> None:
     data_dir = tmp_path / "server"
-    first = servers(data_dir, store_url)
+    first = server_processes(data_dir, store_url)
     job_id = submit(client_python, first.base, project, tmp_path, tmp_path / "out.txt", seconds=30)
     wait_state(first.base, project, job_id, {"JOB_STATE_RUNNING"}, 60)
     first.kill()
     os.killpg(supervisor_of(data_dir, job_id), signal.SIGKILL)  # the machine lost the run too
 
-    again = servers(data_dir, store_url)
+    again = server_processes(data_dir, store_url)
     assert wait_state(again.base, project, job_id, {"JOB_STATE_DONE", "JOB_STATE_FAILED"}, 60) == "JOB_STATE_FAILED"
     assert legal_history(store_url, job_id)[-1] is S.JOB_STATE_FAILED
     assert any("without reporting a result" in text for text in messages(again.base, project, job_id))

@@ -71,6 +71,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkEngine]:
         print(f"\nlocal Flink cluster ready in {time.monotonic() - started:.1f} s")
         yield engine
     finally:
+        engine.stop_cluster(savepoints=False)  # the cluster outlives its engine: stop it on purpose
         engine.close()
 
 
@@ -299,6 +300,7 @@ def test_a_local_cluster_whose_default_ports_are_taken_runs_on_others(tmp_path: 
         assert sorted(out.read_text().split()) == ["a,4", "b,6", "c,5"]
         engine.release(handle)
     finally:
+        engine.stop_cluster(savepoints=False)
         engine.close()
         for holder in holders:
             holder.close()
@@ -308,12 +310,13 @@ def test_a_taskmanager_that_exits_is_started_again(engine: FlinkEngine, tmp_path
     """PyFlink's TaskManager can end itself on a fatal error; jobs then wait for a new one, not forever."""
     cluster = engine._cluster
     assert cluster is not None
-    taskmanager = cluster._processes[1]
+    taskmanager = cluster._members[1]
+    assert taskmanager.popen is not None
     os.killpg(taskmanager.pid, signal.SIGKILL)
-    taskmanager.wait()
+    taskmanager.popen.wait()
     out = tmp_path / "sums.txt"
     handle = _launch(engine, tmp_path, "bounded_sum.py", str(out), streaming=False)
     _wait(engine, handle, {EngineState.SUCCEEDED}, timeout=180)
     assert sorted(out.read_text().split()) == ["a,4", "b,6", "c,5"]
-    assert cluster._processes[1].pid != taskmanager.pid and cluster.running()
+    assert cluster._members[1].pid != taskmanager.pid and cluster.running()
     engine.release(handle)

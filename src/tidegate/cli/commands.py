@@ -151,12 +151,36 @@ def cmd_server(args: argparse.Namespace) -> None:
         flex_window_s=args.flex_window,
         resource_cleanup=args.resource_cleanup,
         flink_rest_url=args.flink_rest_url or "",
+        flink_checkpoint_interval_s=args.flink_checkpoint_interval,
         gcs_emulator_port=args.gcs_emulator or 0,
         gcs_buckets=tuple(args.gcs_bucket),
         launcher_python=args.launcher_python or "",
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
+
+
+def cmd_flink_stop(args: argparse.Namespace) -> None:
+    """``tidegate flink stop``: savepoints of the local cluster's running jobs, then the cluster stops."""
+    from tidegate.config import Settings, default_data_dir
+    from tidegate.engines.flink import FlinkEngine
+    from tidegate.errors import TidegateError
+    from tidegate.server import build_engines
+
+    settings = Settings(data_dir=Path(args.data_dir) if args.data_dir else default_data_dir())
+    engine = build_engines(("flink",), settings)["flink"]
+    assert isinstance(engine, FlinkEngine)
+    try:
+        taken = engine.stop_cluster()
+    except TidegateError as error:
+        _fail(error.message, EXIT_ERROR)
+    finally:
+        engine.close()
+    if not taken:
+        print("tidegate: no local Flink cluster was running, or it had no running job")
+    for job_id, location in taken:
+        print(f"tidegate: Flink job {job_id}: savepoint {location}")
+    print(f"tidegate: the local Flink cluster in {settings.data_dir / 'flink'} is stopped")
 
 
 def cmd_gcs_emulator(args: argparse.Namespace) -> None:
@@ -243,6 +267,13 @@ def _parser() -> argparse.ArgumentParser:
         help="an existing Flink cluster's REST address for the flink engine (default: a local cluster)",
     )
     server.add_argument(
+        "--flink-checkpoint-interval",
+        type=float,
+        metavar="SECONDS",
+        default=float(os.environ.get("TIDEGATE_FLINK_CHECKPOINT_INTERVAL", "10")),
+        help="how often the local Flink cluster's jobs checkpoint; 0: never (jobs of a lost cluster resume from there)",
+    )
+    server.add_argument(
         "--gcs-emulator",
         type=int,
         metavar="PORT",
@@ -258,6 +289,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PYTHON",
         help="the Python that runs flex templates' Beam programs; it needs apache-beam[gcp] (default: the server's)",
     )
+
+    flink = commands.add_parser("flink", help="the local Flink cluster the server's flink engine runs jobs on")
+    flink_actions = flink.add_subparsers(dest="flink_action", required=True)
+    flink_stop = flink_actions.add_parser(
+        "stop",
+        help="stop the local Flink cluster on purpose, a savepoint of each running job first"
+        " (a server resumes them from there); stop tidegate server first",
+    )
+    flink_stop.add_argument("--data-dir", default=None, help="the server's data directory (default: as the server's)")
 
     emulator = commands.add_parser("gcs-emulator", help="run a GCS emulator for gs:// paths (STORAGE_EMULATOR_HOST)")
     emulator.add_argument("--host", default="127.0.0.1")
@@ -336,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.command == "gcs-emulator":
         cmd_gcs_emulator(args)
+        return
+    if args.command == "flink":
+        cmd_flink_stop(args)
         return
     if args.command == "run":
         try:

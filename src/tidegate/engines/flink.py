@@ -13,8 +13,12 @@ in a thread, and ``poll`` says STARTING meanwhile. What the engine asked of a ru
 drain and a stop both end FINISHED in Flink) is kept in ``state_dir/flink-runs/`` so an
 engine started later maps it alike.
 
-Without ``rest_url`` the engine starts a local standalone cluster on the first launch
-(under ``state_dir/flink-cluster``) and stops it in ``close``. With ``rest_url`` it uses
+Without ``rest_url`` the engine adopts the local standalone cluster an earlier server left
+running (under ``state_dir/flink-cluster``), or starts one on the first launch; it outlives
+the engine (``close`` leaves it running; ``stop_cluster`` ends it, a savepoint of each job
+first). A run whose local cluster is gone (a reboot, or ``stop_cluster``) is resumed on
+a new one from its latest retained checkpoint or savepoint, under the same Flink job id,
+and fails only when it left no state. With ``rest_url`` it uses
 that cluster, whose task managers must find PyFlink (``python.executable``, which
 ``flink_conf`` can set for the jobs). A ``.sql`` program runs through a small PyFlink
 driver: SET, DDL and queries in order, every INSERT in one job.
@@ -41,15 +45,8 @@ import httpx
 
 from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus
 from tidegate.engines.base import WorkerMessage as Message
-from tidegate.engines.flink_cluster import (
-    FlinkRestClient,
-    LocalFlinkCluster,
-    find_flink_home,
-    flink_python,
-    root_cause,
-    stop_group,
-    write_config,
-)
+from tidegate.engines.flink_cluster import FlinkRestClient, find_flink_home, flink_python, root_cause, write_config
+from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
 from tidegate.engines.flink_uids import driver_command
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
 from tidegate.model import MessageImportance, MetricValue, StageDetails
@@ -59,7 +56,7 @@ log = logging.getLogger(__name__)
 __all__ = ["CLIENT_JVM_OPTIONS", "FlinkEngine"]
 
 _JOB_ID_LINE = re.compile(r"JobID\s+([0-9a-f]{32})")
-_PERSISTED = ("tmp", "submitted", "submit_error", "requested")
+_PERSISTED = ("tmp", "submitted", "submit_error", "requested", "request", "cluster")
 _DRAIN_RETRY_SECONDS = 3.0
 _STARTING_POLL_SECONDS = 0.1
 _DRAIN_CHECK_SECONDS = 1.0
@@ -101,6 +98,11 @@ class _Run:
     submitted: bool = False
     submit_error: str = ""
     requested: str = ""  # "", "cancel", "drain" or "stop"
+    request: dict[str, Any] = field(default_factory=dict)
+    """The launch request (without ``restore_from``), to launch the run again on a new cluster."""
+    cluster: str = ""
+    """The ``cluster_id`` of the local cluster the run was submitted to."""
+    resuming: bool = False
     process: subprocess.Popen[bytes] | None = None
     trigger: tuple[str, float] | None = None  # the drain's savepoint trigger and when it was made
     drain_checked: float = 0.0  # when the drain's trigger was last checked (monotonic)
@@ -108,8 +110,12 @@ class _Run:
     asked_at: float = 0.0  # when Flink was last asked for the job's state (monotonic)
     final: RunStatus | None = None
     notes: list[tuple[float, MessageImportance, str]] = field(default_factory=list)
-    log: list[Message] = field(default_factory=list)
+    log: list[tuple[int, Message]] = field(default_factory=list)
+    """Messages as this engine found them, each with the time it found it (microseconds, increasing)."""
     logged: set[str] = field(default_factory=set)
+    floor: int | None = None
+    """The cursor an earlier engine left (the first ``after`` this one was asked with): Flink's messages up to
+    that time were handed out by it."""
     last_metrics: list[MetricValue] = field(default_factory=list)
 
 
@@ -127,6 +133,7 @@ class FlinkEngine:
         rest_port: int | None = None,
         rpc_port: int | None = None,
         task_slots: int = 4,
+        checkpoint_interval: float = 10.0,
         savepoint_dir: str | None = None,
         flink_conf: Mapping[str, str] | None = None,
         submit_timeout: float = 300.0,
@@ -145,9 +152,13 @@ class FlinkEngine:
                 rest_port=rest_port,
                 rpc_port=rpc_port,
                 task_slots=task_slots,
+                checkpoint_interval=checkpoint_interval,
                 settings=self._flink_conf,
             )
         self.rest_url = rest_url or f"http://localhost:{rest_port or 8081}"
+        if self._cluster is not None and self._cluster.adopt():
+            self.rest_url = self._cluster.rest_url
+            log.info("adopted the local Flink cluster left running at %s", self.rest_url)
         self._savepoint_dir = (savepoint_dir or (self.state_dir / "flink-savepoints").as_uri()).rstrip("/")
         self._rest = FlinkRestClient(self.rest_url)
         self._runs: dict[str, _Run] = {}
@@ -172,15 +183,28 @@ class FlinkEngine:
             log.warning("the local Flink cluster's TaskManager had exited; started it again")
 
     def close(self) -> None:
-        """End submissions in flight and stop the local cluster if this engine started it."""
-        with self._lock:
-            processes = [run.process for run in self._runs.values() if run.process is not None]
-        for process in processes:
-            if process.poll() is None:
-                stop_group(process, 2.0)
-        if self._cluster is not None:
-            self._cluster.stop()
+        """Let go of the cluster: it runs on, with its jobs, for the next server (submissions in flight end alone)."""
         self._rest.close()
+
+    def stop_cluster(self, *, savepoints: bool = True) -> list[tuple[str, str]]:
+        """Stop the local cluster on purpose: a savepoint of each running job first; ``(Flink job id, savepoint)``.
+
+        The jobs are resumed from those savepoints when a server next finds the cluster gone.
+        """
+        if self._cluster is None or not self._cluster.adopt():
+            return []
+        taken = []
+        for job in self._rest.get("/jobs/overview").get("jobs", []) if savepoints else []:
+            if job.get("state") != "RUNNING":
+                continue
+            job_id = str(job["jid"])
+            try:
+                trigger = self._rest.trigger_savepoint(job_id, str(self._cluster.savepoints / job_id))
+                taken.append((job_id, self._rest.wait_savepoint(job_id, trigger, self._savepoint_timeout)))
+            except TidegateError as error:
+                log.warning("no savepoint of Flink job %s before the cluster stops: %s", job_id, error)
+        self._cluster.stop()
+        return taken
 
     # -- the Engine protocol ---------------------------------------------------------------
 
@@ -191,7 +215,7 @@ class FlinkEngine:
             raise InvalidArgument(f"not a PyFlink program (.py) or Flink SQL script (.sql): {program}")
         tmp = request.workdir.absolute() / "flink"
         tmp.mkdir(parents=True, exist_ok=True)
-        run = _Run(job_id=os.urandom(16).hex(), tmp=str(tmp))
+        run = _Run(job_id=os.urandom(16).hex(), tmp=str(tmp), request=_request_record(request))
         with self._lock:
             self._runs[run.job_id] = run
         self._note(run, _BASIC, f"Submitting {program.name} to Flink as job {run.job_id}")
@@ -210,7 +234,7 @@ class FlinkEngine:
                 self._cluster_lock.release()
         if not run.submitted:
             if not run.submit_error:
-                return RunStatus(EngineState.STARTING)
+                return RunStatus(EngineState.RUNNING if run.resuming else EngineState.STARTING)
             ended = EngineState.CANCELLED if run.requested == "cancel" else EngineState.FAILED
             return self._finish(run, RunStatus(ended, run.submit_error))
         if not run.seen_running and time.monotonic() - run.asked_at < _STARTING_POLL_SECONDS:
@@ -221,10 +245,12 @@ class FlinkEngine:
             state = self._rest.job_status(run.job_id)
             all_running = state == "RUNNING" and (run.seen_running or self._rest.tasks_running(run.job_id))
         except NotFound:
+            if self._cluster is not None and run.cluster != self._cluster.cluster_id:
+                return self._resume(run)  # submitted to a local cluster that is gone
             return self._finish(run, RunStatus(EngineState.FAILED, f"Flink does not know job {run.job_id}"))
         except Unavailable:
             if self._cluster is not None and not self._cluster.running():
-                return self._finish(run, RunStatus(EngineState.FAILED, "the local Flink cluster has stopped"))
+                return self._resume(run)
             raise
         if state == "FINISHED":
             finished = {"drain": EngineState.DRAINED, "stop": EngineState.CANCELLED, "cancel": EngineState.CANCELLED}
@@ -234,10 +260,41 @@ class FlinkEngine:
         if state == "FAILED":
             return self._finish(run, RunStatus(EngineState.FAILED, self._failure(run.job_id)))
         if all_running:
-            run.seen_running = True
+            run.seen_running, run.resuming = True, False
             if run.requested == "drain":
                 self._drive_drain(run)
-        return RunStatus(EngineState.RUNNING if run.seen_running else EngineState.STARTING)
+        return RunStatus(EngineState.RUNNING if run.seen_running or run.resuming else EngineState.STARTING)
+
+    def _resume(self, run: _Run) -> RunStatus:
+        """The run's local cluster is gone: launch it again on a new one from its latest state, if it left any."""
+        if run.requested in ("cancel", "stop"):  # it was being stopped: nothing of it runs, nothing more is written
+            return self._finish(run, RunStatus(EngineState.CANCELLED))
+        location = self._latest_state(run.job_id)
+        if location is None or not run.request:
+            why = "it left no checkpoint or savepoint to resume from" if run.request else "its launch was not kept"
+            return self._finish(
+                run, RunStatus(EngineState.FAILED, f"the local Flink cluster this job ran on is gone, and {why}")
+            )
+        request = _request_from(run.request, restore_from=location)
+        run.submitted, run.submit_error, run.seen_running, run.resuming = False, "", False, True
+        self._note(
+            run,
+            MessageImportance.JOB_MESSAGE_WARNING,
+            f"The local Flink cluster this job ran on is gone: resuming it from its latest state, {location}",
+        )
+        threading.Thread(target=self._submit, args=(run, request), name=f"flink-{run.job_id}", daemon=True).start()
+        return RunStatus(EngineState.RUNNING)
+
+    def _latest_state(self, job_id: str) -> str | None:
+        """The newest retained checkpoint or savepoint of a Flink job in the local cluster's folder."""
+        assert self._cluster is not None
+        found = [
+            *self._cluster.checkpoints.glob(f"{job_id}/chk-*/_metadata"),
+            *self._cluster.savepoints.glob(f"{job_id}/*/_metadata"),
+        ]
+        if not found:
+            return None
+        return str(max(found, key=lambda path: path.stat().st_mtime).parent)
 
     def cancel(self, handle: Handle) -> None:
         """Cancel the Flink job (once submitted, if the submission is still in flight). Idempotent."""
@@ -282,18 +339,32 @@ class FlinkEngine:
         return location
 
     def messages(self, handle: Handle, after: int) -> tuple[list[Message], int]:
-        """State changes, exceptions, checkpoints, savepoints and the engine's notes; the cursor counts them."""
+        """State changes, exceptions, checkpoints, savepoints and the engine's notes found since cursor ``after``.
+
+        The cursor is the time (microseconds since the epoch) at which the engine found
+        the last message it handed out: messages come in the order they are found, so one
+        that Flink reports late is not skipped. An engine started later (a restarted
+        server's) is first asked with its predecessor's cursor: what Flink reported up to
+        then was handed out already, and is not again.
+        """
         run = self._run(handle)
         found = [(f"note:{i}", _message(at * 1000, level, text)) for i, (at, level, text) in enumerate(run.notes)]
         if run.submitted:
             with contextlib.suppress(TidegateError):
                 found += self._rest.job_messages(run.job_id)
         with self._lock:
+            if run.floor is None:
+                run.floor = after
             for key, message in sorted(found, key=lambda item: (item[1].time, item[0])):
-                if key not in run.logged:
-                    run.logged.add(key)
-                    run.log.append(message)
-            return run.log[after:], len(run.log)
+                if key in run.logged:
+                    continue
+                run.logged.add(key)
+                if not key.startswith("note:") and _micros(message.time) <= run.floor:
+                    continue  # reported before this engine started, and handed out then
+                last = run.log[-1][0] if run.log else run.floor
+                run.log.append((max(_micros(datetime.now(UTC)), last + 1), message))
+            fresh = [(stamp, message) for stamp, message in run.log if stamp > after]
+            return [message for _, message in fresh], (fresh[-1][0] if fresh else after)
 
     def metrics(self, handle: Handle) -> list[MetricValue]:
         """Records in and out per operator and output watermarks (the last seen, once the job has ended)."""
@@ -344,6 +415,7 @@ class FlinkEngine:
                         self._rest.cancel(job_id)
             else:
                 run.submitted = True
+                run.cluster = self._cluster.cluster_id if self._cluster is not None else ""
                 self._note(run, _DETAILED, f"Flink accepted job {run.job_id}")
             self._save(run)
             if run.submitted and run.requested == "cancel":
@@ -483,6 +555,40 @@ def _load(path: Path, job_id: str) -> _Run:
     if not run.submitted and not run.submit_error:
         run.submit_error = "the engine that submitted this job stopped before Flink accepted it"
     return run
+
+
+def _request_record(request: LaunchRequest) -> dict[str, Any]:
+    """A launch request as the run's record keeps it (JSON), for launching the run again."""
+    return {
+        "job_id": request.job_id,
+        "job_name": request.job_name,
+        "streaming": request.streaming,
+        "workdir": str(request.workdir.absolute()),
+        "program": str(Path(request.program).absolute()),
+        "options": dict(request.options),
+        "args": list(request.args),
+        "num_workers": request.num_workers,
+        "state_uids": dict(request.state_uids),
+    }
+
+
+def _request_from(record: Mapping[str, Any], *, restore_from: str) -> LaunchRequest:
+    return LaunchRequest(
+        job_id=str(record["job_id"]),
+        job_name=str(record["job_name"]),
+        streaming=bool(record["streaming"]),
+        workdir=Path(record["workdir"]),
+        program=str(record["program"]),
+        options=dict(record.get("options") or {}),
+        args=tuple(str(a) for a in record.get("args") or ()),
+        num_workers=int(record.get("num_workers") or 1),
+        restore_from=restore_from,
+        state_uids={str(k): str(v) for k, v in (record.get("state_uids") or {}).items()},
+    )
+
+
+def _micros(when: datetime) -> int:
+    return int(when.timestamp() * 1_000_000)
 
 
 def _message(ms: float, importance: MessageImportance, text: str) -> Message:

@@ -1,26 +1,18 @@
-"""Flink plumbing for the Flink engine: the distribution, a local standalone cluster, the REST client.
+"""Flink plumbing for the Flink engine: the distribution, its configuration, the REST client.
 
 Flink lives in a virtual environment of its own (``scripts/setup-flink``): the
 ``apache-flink`` wheel ships a whole Flink distribution inside the ``pyflink`` package
 (``bin/``, ``lib/*.jar``, ``conf/``). tidegate never imports PyFlink; it runs the
 distribution's scripts and speaks REST.
 
-``LocalFlinkCluster`` runs one JobManager and one TaskManager from that distribution,
-each as ``bin/{jobmanager,taskmanager}.sh start-foreground`` in a session of its own,
-with a configuration folder of its own (``FLINK_CONF_DIR``): nothing is written inside
-the virtual environment, and the processes are ours to stop (no shared pid files).
+The local standalone cluster that runs from that distribution is ``flink_local``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -36,16 +28,15 @@ from tidegate.model import MessageImportance, MetricValue, StageDetails
 
 __all__ = [
     "FlinkRestClient",
-    "LocalFlinkCluster",
     "find_flink_home",
     "flink_python",
     "root_cause",
-    "stop_group",
     "write_config",
 ]
 
 _MAIN_STATES = {"RUNNING", "FINISHED", "FAILED", "CANCELED"}
 _DETAILED = MessageImportance.JOB_MESSAGE_DETAILED
+_DEBUG = MessageImportance.JOB_MESSAGE_DEBUG
 _OPERATOR_METRIC = re.compile(r".+\.(numRecordsIn|numRecordsOut|currentOutputWatermark)$")
 _NO_WATERMARK = -9.2e18  # Long.MIN_VALUE: no watermark yet
 _LOG_FILES = ("log4j.properties", "log4j-cli.properties", "logback.xml", "logback-console.xml")
@@ -92,12 +83,6 @@ def write_config(conf_dir: Path, settings: Mapping[str, str], flink_home: Path) 
     # start-foreground logs through the *-console configs: log to the file only.
     if (flink_home / "conf" / "log4j.properties").is_file():
         shutil.copyfile(flink_home / "conf" / "log4j.properties", conf_dir / "log4j-console.properties")
-
-
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 class FlinkRestClient:
@@ -220,7 +205,8 @@ class FlinkRestClient:
             status, kind = str(point.get("status")), "Savepoint" if point.get("is_savepoint") else "Checkpoint"
             if status == "COMPLETED":
                 where = f" at {point['external_path']}" if point.get("is_savepoint") else ""
-                level = MessageImportance.JOB_MESSAGE_BASIC if point.get("is_savepoint") else _DETAILED
+                # Periodic checkpoints come every few seconds: shown only at the debug level.
+                level = MessageImportance.JOB_MESSAGE_BASIC if point.get("is_savepoint") else _DEBUG
                 text = f"{kind} {point.get('id')} completed{where} ({point.get('checkpoint_type')})"
                 ms = int(point.get("latest_ack_timestamp") or point.get("trigger_timestamp") or 0)
             elif status == "FAILED":
@@ -289,195 +275,3 @@ def _message(ms: float, importance: MessageImportance, text: str) -> WorkerMessa
 
 def _time(ms: object) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC) if isinstance(ms, int) and ms > 0 else None
-
-
-_DEFAULT_REST_PORT, _DEFAULT_RPC_PORT = 8081, 6123
-_DEFAULT_PORTS = (_DEFAULT_REST_PORT, _DEFAULT_RPC_PORT)
-
-
-def _chosen_port(wanted: int | None, default: int) -> int:
-    """``wanted`` if free (else Unavailable); with none wanted, ``default`` if free, else any free port."""
-    if wanted is not None:
-        if _port_in_use(wanted):
-            raise Unavailable(
-                f"cannot start a local Flink cluster: port {wanted} is in use "
-                "(another Flink cluster? give its REST address instead, or choose other ports)"
-            )
-        return wanted
-    if not _port_in_use(default):
-        return default
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return int(probe.getsockname()[1])
-
-
-class LocalFlinkCluster:
-    """A standalone Flink cluster on this machine: one JobManager and one TaskManager.
-
-    Its folder holds ``conf/`` (written on start), ``log/`` and the processes' output;
-    ``start`` waits until the TaskManager has registered.
-    """
-
-    def __init__(
-        self,
-        folder: Path,
-        *,
-        python: Path,
-        rest_port: int | None = None,
-        rpc_port: int | None = None,
-        task_slots: int = 4,
-        settings: Mapping[str, str] | None = None,
-    ) -> None:
-        self.flink_home = Path()  # set by start
-        self.folder = folder
-        self.python = python
-        # None: Flink's default port when it is free, another free one when it is not (a
-        # Flink cluster of the user's own may hold the defaults).
-        self._ports = (rest_port, rpc_port)
-        self.rest_port = rest_port or _DEFAULT_REST_PORT
-        self.rpc_port = rpc_port or _DEFAULT_RPC_PORT
-        self.task_slots = task_slots
-        self.extra_settings = dict(settings or {})
-        self._processes: list[subprocess.Popen[bytes]] = []
-
-    @property
-    def rest_url(self) -> str:
-        """The cluster's REST address."""
-        return f"http://localhost:{self.rest_port}"
-
-    @property
-    def conf_dir(self) -> Path:
-        """The configuration folder (also the one the ``flink`` CLI uses to submit)."""
-        return self.folder / "conf"
-
-    def settings(self) -> dict[str, str]:
-        """The cluster's configuration, as flat keys."""
-        savepoints = self.folder / "savepoints"
-        checkpoints = self.folder / "checkpoints"
-        settings = {
-            "env.log.dir": str(self.folder / "log"),
-            "env.pid.dir": str(self.folder / "run"),
-            "env.stdout-err.redirect-to-file": "true",
-            "jobmanager.rpc.address": "localhost",
-            "jobmanager.bind-host": "localhost",
-            "jobmanager.rpc.port": str(self.rpc_port),
-            "jobmanager.memory.process.size": "1024m",
-            "taskmanager.host": "localhost",
-            "taskmanager.bind-host": "localhost",
-            "taskmanager.numberOfTaskSlots": str(self.task_slots),
-            "taskmanager.memory.process.size": "2048m",
-            # PyFlink's Beam/gRPC plumbing allocates direct memory per job; without room for it
-            # a few jobs in, deployments fail with "OutOfMemoryError: Direct buffer memory".
-            "taskmanager.memory.task.off-heap.size": "256m",
-            "taskmanager.memory.jvm-metaspace.size": "384m",  # each PyFlink job loads ~25 MB of classes
-            "parallelism.default": "1",
-            "rest.address": "localhost",
-            "rest.bind-address": "localhost",
-            "rest.port": str(self.rest_port),
-            "execution.target": "remote",
-            "execution.checkpointing.dir": checkpoints.as_uri(),
-            "execution.checkpointing.savepoint-dir": savepoints.as_uri(),
-            # Without a bound, a job failing at start restarts forever and never reaches FAILED.
-            "restart-strategy.type": "fixed-delay",
-            "restart-strategy.fixed-delay.attempts": "3",
-            "restart-strategy.fixed-delay.delay": "2 s",
-            "metrics.fetcher.update-interval": "2000",
-            "python.executable": str(self.python),
-            "python.client.executable": str(self.python),
-        }
-        settings.update(self.extra_settings)
-        return settings
-
-    def running(self) -> bool:
-        """Whether both processes are alive."""
-        return bool(self._processes) and all(p.poll() is None for p in self._processes)
-
-    def start(self, flink_home: Path, timeout: float = 180.0) -> None:
-        """Write the configuration, start both processes from ``flink_home`` and wait until jobs can run."""
-        if self.running():
-            return
-        self.stop()  # what is left of a cluster that died
-        self.flink_home = flink_home
-        self.rest_port, self.rpc_port = (
-            _chosen_port(wanted, default) for wanted, default in zip(self._ports, _DEFAULT_PORTS, strict=True)
-        )
-        for sub in ("log", "run", "savepoints", "checkpoints"):
-            (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        write_config(self.conf_dir, self.settings(), self.flink_home)
-        self._processes = [self._spawn("jobmanager"), self._spawn("taskmanager")]
-        client = FlinkRestClient(self.rest_url, timeout=2.0)
-        try:
-            deadline = time.monotonic() + timeout
-            while not client.ready():
-                if not self.running() or time.monotonic() > deadline:
-                    self.stop()
-                    raise Unavailable(
-                        f"the local Flink cluster did not start within {timeout:.0f} s; "
-                        f"see the logs in {self.folder / 'log'}"
-                    )
-                time.sleep(0.5)
-        finally:
-            client.close()
-
-    def revive_taskmanager(self) -> bool:
-        """Start the TaskManager again if it exited while the JobManager runs on; whether it did.
-
-        PyFlink's TaskManager can end itself on a fatal error (a cancelled Python job's
-        "Reference count must not be negative"). The JobManager keeps its jobs: those
-        waiting for task slots get them once the new TaskManager registers.
-        """
-        if len(self._processes) != 2:
-            return False
-        jobmanager, taskmanager = self._processes
-        if jobmanager.poll() is not None or taskmanager.poll() is None:
-            return False
-        stop_group(taskmanager, 1.0)  # reap it, and end whatever of its group is left
-        self._processes[1] = self._spawn("taskmanager")
-        return True
-
-    def _spawn(self, role: str) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, FLINK_CONF_DIR=str(self.conf_dir))
-        env.pop("PYTHONPATH", None)
-        env["PATH"] = f"{self.python.parent}{os.pathsep}{env.get('PATH', '')}"
-        with open(self.folder / "log" / f"{role}.console", "ab") as console:
-            return subprocess.Popen(
-                ["bash", str(self.flink_home / "bin" / f"{role}.sh"), "start-foreground"],
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self.folder,
-                start_new_session=True,
-            )
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop both processes (and the Python workers they started): SIGTERM, then SIGKILL."""
-        for process in self._processes:
-            _signal_group(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for process in self._processes:
-            stop_group(process, max(0.1, deadline - time.monotonic()))
-        self._processes = []
-
-
-def stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
-    """End a child started with ``start_new_session`` and its whole group: SIGTERM, ``grace``, SIGKILL, reap."""
-    _signal_group(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while True:
-        # Wait without reaping: while the leader is unreaped its group id names our processes alone.
-        try:
-            if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                break
-        except ChildProcessError:
-            break
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    _signal_group(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)

@@ -21,8 +21,6 @@ It never imports an engine's libraries: engines sit behind ``tidegate.engines.ba
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -34,15 +32,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, RunLeaseSpec, Supervising
 from tidegate.errors import FailedPrecondition, NotFound, TidegateError
 from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec
 from tidegate.lifecycle import Actor, JobState
-from tidegate.model import EngineRun, Job, MessageImportance, MetricValue, SchedulerLease, Snapshot, StageDetails
-from tidegate.scheduler import liveness
+from tidegate.model import EngineRun, Job, MessageImportance, MetricValue, Snapshot, StageDetails
 from tidegate.scheduler.admission import Capacity, Waiting, admit
+from tidegate.scheduler.leases import Leases
+from tidegate.scheduler.observations import Observations
 from tidegate.service.jobs import JobService
 from tidegate.updates.compatibility import state_uids_of
 from tidegate.updates.procedure import UPDATE_ACTION, Updates
@@ -61,30 +59,6 @@ _RUNNING_STATES = (
 _ENDED = (EngineState.SUCCEEDED, EngineState.FAILED, EngineState.CANCELLED, EngineState.DRAINED)
 _WATCHED_CLOSELY = (S.JOB_STATE_PENDING, S.JOB_STATE_CANCELLING, S.JOB_STATE_DRAINING)
 """States in which the scheduler watches a job every ``starting_tick``: they end when the engine says so."""
-
-_FINAL_OBSERVATIONS = "final-observations.json"
-
-
-def _stage_to_json(stage: StageDetails) -> dict[str, object]:
-    return {
-        "stage_id": stage.stage_id,
-        "state": stage.state,
-        "start_time": stage.start_time.isoformat() if stage.start_time else None,
-        "end_time": stage.end_time.isoformat() if stage.end_time else None,
-        "steps": list(stage.steps),
-    }
-
-
-def _stage_from_json(data: dict[str, Any]) -> StageDetails:
-    start, end = data.get("start_time"), data.get("end_time")
-    return StageDetails(
-        stage_id=data["stage_id"],
-        state=data["state"],
-        start_time=datetime.fromisoformat(start) if start else None,
-        end_time=datetime.fromisoformat(end) if end else None,
-        steps=tuple(data.get("steps", ())),
-    )
-
 
 Prepare = Callable[[Job, JobSpec, Path], LaunchRequest]
 """Builds an engine's launch request from a job (reads its staged pipeline or program)."""
@@ -141,16 +115,12 @@ class Scheduler:
         self.settings = settings
         self.prepare = prepare
         self.worker = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._pid = os.getpid()
-        self._started = liveness.started(self._pid)
-        self._last_adoption: datetime | None = None
-        self._taken_back_from: SchedulerLease | None = None
-        """The earlier process of this worker id, whose runs this one holds on from (once: they get a message)."""
+        self._leases = Leases(self.store, self.worker, settings.lease, service.add_message)
+        self._observations = Observations(self.store, self._handle)
         self._wake = threading.Event()
         self._starting = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_renewal: datetime | None = None
         self._messages_read: dict[str, tuple[EngineState, float]] = {}
         """Per job: the engine's state and the time (monotonic) when its messages were last read."""
         service.subscribe(lambda job: self._wake.set())
@@ -161,7 +131,7 @@ class Scheduler:
             self.engines,
             settings.snapshots,
             request_for=self.launch_request,
-            keep_observations=self._keep_observations,
+            keep_observations=self._observations.keep,
             wake=self.wake,
         )
 
@@ -169,19 +139,11 @@ class Scheduler:
 
     def metrics(self, job: Job) -> list[MetricValue]:
         """The job's metrics: live from its engine while it runs, the kept final ones after."""
-        final = self.store.get_artifact(job.id, _FINAL_OBSERVATIONS)
-        if final is not None:
-            return [MetricValue(**m) for m in json.loads(final)["metrics"]]
-        found = self._handle(job)
-        return found[0].metrics(found[1]) if found else []
+        return self._observations.metrics(job)
 
     def stages(self, job: Job) -> list[StageDetails]:
         """The job's execution details per stage."""
-        final = self.store.get_artifact(job.id, _FINAL_OBSERVATIONS)
-        if final is not None:
-            return [_stage_from_json(s) for s in json.loads(final)["stages"]]
-        found = self._handle(job)
-        return found[0].stages(found[1]) if found else []
+        return self._observations.stages(job)
 
     def snapshot(self, job: Job, snapshot_id: str) -> tuple[str, int]:
         """Take a savepoint of the job's run into the snapshot folder; its location and size."""
@@ -204,22 +166,6 @@ class Scheduler:
             return None
         return self.engines[run.engine], Handle(run.engine, run.ref)
 
-    def _keep_observations(self, job: Job) -> None:
-        """Keep a run's final metrics and stages with the job, before its files may go."""
-        found = self._handle(job)
-        if found is None:
-            return
-        engine, handle = found
-        try:
-            data = {
-                "metrics": [dataclasses.asdict(m) for m in engine.metrics(handle)],
-                "stages": [_stage_to_json(s) for s in engine.stages(handle)],
-            }
-        except Exception:  # observations are a courtesy: never block a job's end on them
-            log.exception("could not read the final metrics of job %s", job.id)
-            return
-        self.store.put_artifact(job.id, _FINAL_OBSERVATIONS, json.dumps(data).encode())
-
     # -- the loop ----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -237,7 +183,7 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=30)
         with contextlib.suppress(Exception):  # the database may be gone: the lease then expires
-            self.store.drop_scheduler(self.worker)
+            self._leases.release()
 
     def _loop(self) -> None:
         woken, last_tick = True, 0.0
@@ -276,52 +222,11 @@ class Scheduler:
     # -- leases ------------------------------------------------------------------------
 
     def _renew(self, now: datetime) -> None:
-        if self._last_renewal is None:  # this server's first renewal: did it run before, under this worker id?
-            previous = self.store.scheduler_lease(self.worker)
-            if previous is not None and (previous.pid, previous.started) != (self._pid, self._started):
-                self._taken_back_from = previous
-        if self._last_renewal is None or now - self._last_renewal > self.settings.lease / 3:
-            until = now + self.settings.lease
-            self.store.renew_scheduler(SchedulerLease(self.worker, liveness.HOST, self._pid, self._started, until))
-            self.store.renew_leases(self.worker, until)
-            self._last_renewal = now
+        if self._leases.renew(now):
             self.service.expire_snapshots()
 
     def _adopt(self, now: datetime) -> None:
-        """Take over the runs of schedulers that are gone; the engine says, at the next poll, whether each runs.
-
-        A scheduler is gone when its lease expired, or, on this machine, when its process
-        died (a restarted server adopts its predecessor's runs at once).
-        """
-        every = min(timedelta(seconds=1), self.settings.lease / 3)
-        if self._last_adoption is not None and now - self._last_adoption < every:
-            return
-        self._last_adoption = now
-        if self._taken_back_from is not None:
-            previous, self._taken_back_from = self._taken_back_from, None
-            for job_id in self.store.held_runs(self.worker):
-                self.service.add_message(
-                    job_id,
-                    MessageImportance.JOB_MESSAGE_BASIC,
-                    f"Taken back by server {self.worker} as it restarted (its process {previous.pid} had stopped)",
-                )
-        for run, holder in self.store.foreign_runs(self.worker):
-            if holder is None:
-                why = "stopped"
-            elif holder.lease_until < now:
-                why = "stopped renewing its lease"
-            elif holder.host == liveness.HOST and not liveness.is_alive(holder.pid, holder.started):
-                why = "is no longer running"
-            else:
-                continue
-            if not self.store.take_over_run(run.job_id, run.worker, self.worker, now + self.settings.lease):
-                continue  # another scheduler took it
-            self._messages_read.pop(run.job_id, None)
-            self.service.add_message(
-                run.job_id,
-                MessageImportance.JOB_MESSAGE_BASIC,
-                f"Adopted by server {self.worker}: server {run.worker}, which ran this job, {why}",
-            )
+        if self._leases.adopt(now):
             self._wake.set()
 
     # -- admission -----------------------------------------------------------------------
@@ -608,7 +513,7 @@ class Scheduler:
         if (target.terminal or target is S.JOB_STATE_RESOURCE_CLEANING_UP) and not observed:
             # After the edge, so that the job's end is not held up by reading them (the engine
             # still answers for the ended run until it is released).
-            self._keep_observations(job)
+            self._observations.keep(job)
             self._last_messages(job)
         if target.terminal:
             self.store.update_run(job.id, self.worker, release=True)

@@ -1,4 +1,4 @@
-"""Whether a process on this machine is the one a scheduler's lease names (its pid may have been reused)."""
+"""Processes of this machine by pid and start time: is one still the process a record names (pids are reused)?"""
 
 from __future__ import annotations
 
