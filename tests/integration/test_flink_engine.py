@@ -63,7 +63,10 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkEngine]:
         rpc_port=_free_port(),
         task_slots=4,
         # One restart, so that a failing job ends FAILED quickly.
-        flink_conf={"restart-strategy.fixed-delay.attempts": "1", "restart-strategy.fixed-delay.delay": "1 s"},
+        flink_conf={
+            "restart-strategy.failure-rate.max-failures-per-interval": "1",
+            "restart-strategy.failure-rate.delay": "1 s",
+        },
     )
     started = time.monotonic()
     try:

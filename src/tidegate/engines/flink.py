@@ -237,6 +237,8 @@ class FlinkEngine:
                 return RunStatus(EngineState.RUNNING if run.resuming else EngineState.STARTING)
             ended = EngineState.CANCELLED if run.requested == "cancel" else EngineState.FAILED
             return self._finish(run, RunStatus(ended, run.submit_error))
+        if self._cluster is not None and not self._cluster.running():
+            return self._resume(run)  # its local cluster is gone: never ask whatever else answers on its port
         if not run.seen_running and time.monotonic() - run.asked_at < _STARTING_POLL_SECONDS:
             return RunStatus(EngineState.STARTING)  # the scheduler ticks fast while a job starts: spare Flink
         run.asked_at = time.monotonic()
@@ -301,7 +303,7 @@ class FlinkEngine:
         run = self._run(handle)
         if run.final is None:
             self._request(run, "cancel")
-            if run.submitted:
+            if run.submitted and (self._cluster is None or self._cluster.running()):
                 with contextlib.suppress(NotFound, FailedPrecondition):  # already ended
                     self._rest.cancel(run.job_id)
 

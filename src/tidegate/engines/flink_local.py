@@ -166,10 +166,13 @@ class LocalFlinkCluster:
             "execution.target": "remote",
             "execution.checkpointing.dir": self.checkpoints.as_uri(),
             "execution.checkpointing.savepoint-dir": self.savepoints.as_uri(),
-            # Without a bound, a job failing at start restarts forever and never reaches FAILED.
-            "restart-strategy.type": "fixed-delay",
-            "restart-strategy.fixed-delay.attempts": "3",
-            "restart-strategy.fixed-delay.delay": "2 s",
+            # A job restarts (from its latest checkpoint) when a task fails or its TaskManager dies,
+            # as often as that happens; one that fails 3 times within a minute (a job failing at
+            # start) ends FAILED instead of restarting forever.
+            "restart-strategy.type": "failure-rate",
+            "restart-strategy.failure-rate.max-failures-per-interval": "3",
+            "restart-strategy.failure-rate.failure-rate-interval": "1 min",
+            "restart-strategy.failure-rate.delay": "2 s",
             "metrics.fetcher.update-interval": "2000",
             "python.executable": str(self.python),
             "python.client.executable": str(self.python),
