@@ -376,3 +376,35 @@ def rest_post(service: JobService, path: str, body: dict[str, Any]) -> httpx.Res
             return await client.post(path, json=body)
 
     return asyncio.run(call())
+
+
+def test_requests_on_a_job_being_updated_are_refused_naming_its_replacement(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    """The replacement decides how the old job ends (UPDATED, or RUNNING on when the update fails)."""
+    old = running(service, scheduler, engine, new_job, name="counts")
+    engine.savepoint_gate = threading.Event()
+    new = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
+    scheduler.tick()
+    for wanted in (S.JOB_STATE_CANCELLED, S.JOB_STATE_DRAINED, S.JOB_STATE_DONE):
+        with pytest.raises(FailedPrecondition) as refused:
+            service.update_job("proj", None, old, requested_state=wanted)
+        assert refused.value.reason == "UPDATE_UNDER_WAY" and new.id in refused.value.message
+    engine.savepoint_gate.set()
+    tick_until(scheduler, lambda: new.id in engine.runs)
+    engine.run_of(new.id).state = EngineState.RUNNING
+    tick_until(scheduler, lambda: state(service, old).terminal)
+    assert state(service, old) is S.JOB_STATE_UPDATED
+    assert service.store.get_job(old).requested_state is S.JOB_STATE_RUNNING
+
+
+def test_an_update_of_a_job_that_carries_a_request_to_end_is_refused(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    old = running(service, scheduler, engine, new_job, name="counts")
+    engine.run_of(old).drain_to = EngineState.RUNNING  # the drain takes its time
+    service.update_job("proj", None, old, requested_state=S.JOB_STATE_DRAINED)
+    with pytest.raises(FailedPrecondition) as refused:
+        service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
+    assert refused.value.reason == "UPDATE_NOT_RUNNING"
+    assert service.store.active_replacement(old) is None

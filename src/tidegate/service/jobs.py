@@ -365,6 +365,14 @@ class JobService(SnapshotCases, TemplateCases):
             plan = plan_request(job.current_state, job.requested_state, requested_state, job.type)
             if plan.kind is PlanKind.INVALID:
                 raise InvalidArgument(plan.reason, reason="INVALID_REQUESTED_STATE")
+            replacing = self.store.active_replacement(job.id) if plan.kind is PlanKind.ACCEPT else None
+            if replacing:  # its replacement decides: it ends UPDATED, or runs on when the update fails
+                raise FailedPrecondition(
+                    f"Job {job.id} is being updated: job {replacing} replaces it; cancel job {replacing} to stop"
+                    " the update (this job then runs on)",
+                    reason="UPDATE_UNDER_WAY",
+                    metadata={"currentState": job.current_state.name, "replacedBy": replacing},
+                )
             if plan.kind is PlanKind.REJECT:
                 reason = "JOB_TERMINAL" if job.current_state.terminal else "REQUEST_NOT_ALLOWED"
                 raise FailedPrecondition(

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from tidegate.errors import FailedPrecondition
 from tidegate.jobspec import JobSpec, decode_spec, parse_spec, read_spec
-from tidegate.lifecycle import JobState, JobType
+from tidegate.lifecycle import END_REQUESTS, JobState, JobType
 from tidegate.model import Job, NewJob
 from tidegate.store import Store
 
@@ -66,6 +66,12 @@ def check_update(store: Store, old: Job, new_spec: JobSpec, new_type: JobType, m
             f"Job {old.id} is in {old.current_state.name}: only a RUNNING job can be updated",
             reason="UPDATE_NOT_RUNNING",
             metadata={"currentState": old.current_state.name},
+        )
+    if old.requested_state in END_REQUESTS:
+        raise FailedPrecondition(
+            f"Job {old.id} carries the request {old.requested_state.name}: it cannot be updated",
+            reason="UPDATE_NOT_RUNNING",
+            metadata={"currentState": old.current_state.name, "carriedRequest": old.requested_state.name},
         )
     under_way = store.active_replacement(old.id)
     if under_way:
