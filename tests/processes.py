@@ -1,7 +1,8 @@
-"""Looking at processes from the tests: who is in a process group."""
+"""Looking at processes from the tests: who is in a process group, who works with a path."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -16,4 +17,20 @@ def members(pgid: int) -> list[int]:
                 continue
             if int(stat[stat.rindex(")") + 2 :].split()[2]) == pgid:
                 found.append(int(proc.name))
+    return found
+
+
+def mentioning(path: Path) -> list[str]:
+    """Processes (but this one) whose command line names ``path`` or whose working folder is in it."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if str(path) in cmdline or cwd.startswith(str(path)):
+            found.append(f"{proc.name}: {cmdline[:200]}")
     return found

@@ -113,6 +113,18 @@ def stop_local_flink(data_dir: Path) -> None:
         cluster.stop()
 
 
+def flink_stop(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``tidegate flink stop --data-dir DATA_DIR``, as a user runs it."""
+    return subprocess.run(
+        [str(TIDEGATE), "flink", "stop", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        cwd=ROOT,
+    )
+
+
 def clean_env() -> dict[str, str]:
     """The test's environment without TIDEGATE_* settings: the command line says it all."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}

@@ -25,7 +25,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -42,11 +41,12 @@ import apache_beam as beam
 from apache_beam.internal.cloudpickle import cloudpickle
 
 from tests.flink_output import read_windows, wait_windows
+from tests.processes import mentioning
 from tidegate import processes
 from tidegate.lifecycle import JobState, is_legal
 from tidegate.store import Store
 
-from .conftest import LOCATION, ROOT, TIDEGATE, ServerProcess, clean_env
+from .conftest import LOCATION, ServerProcess, flink_stop
 from .test_flink_jobs import JOBS, _setup_flink
 
 pytestmark = pytest.mark.slow
@@ -198,22 +198,6 @@ def kill_something(work: Workload, rng: random.Random, start: Callable[[], Serve
     work.kills[what] += 1
 
 
-def leftovers(data_dir: Path) -> list[str]:
-    """Processes whose command line or working folder is in the test's data directory."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(proc / "cwd")
-        except OSError:
-            continue
-        if str(data_dir) in cmdline or cwd.startswith(str(data_dir)):
-            found.append(f"{proc.name}: {cmdline[:200]}")
-    return found
-
-
 @pytest.fixture
 def seed() -> Iterator[int]:
     value = int(os.environ.get("TIDEGATE_FAULT_SEED", str(random.SystemRandom().randrange(1 << 30))))
@@ -316,19 +300,12 @@ def test_jobs_end_where_their_requests_and_pipelines_put_them_under_random_kills
             totals[key] = total
 
     work.server.terminate()
-    stopped = subprocess.run(
-        [str(TIDEGATE), "flink", "stop", "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=clean_env(),
-        cwd=ROOT,
-    )
+    stopped = flink_stop(data_dir)
     assert stopped.returncode == 0, stopped.stderr
     end = time.monotonic() + 30
-    while leftovers(data_dir) and time.monotonic() < end:
+    while mentioning(data_dir) and time.monotonic() < end:
         time.sleep(0.5)
-    assert leftovers(data_dir) == []
+    assert mentioning(data_dir) == []
     kills = sum(work.kills.values())
     print(
         f"fault test survived {kills} kills ({work.kills['server']} of the server, {work.kills['supervisor']} of Beam"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 from tests.flink_output import read_windows, wait_windows
 from tidegate import processes
 
-from .conftest import LOCATION, ROOT, TIDEGATE, ServerProcess, clean_env
+from .conftest import LOCATION, ServerProcess, flink_stop
 from .test_flink_jobs import JOBS, _setup_flink
 
 pytestmark = pytest.mark.slow
@@ -182,14 +181,7 @@ def test_flink_stop_takes_savepoints_and_the_next_server_resumes_from_them(
     wait_state(server, job_id, "JOB_STATE_RUNNING")
     wait_windows(out, 3)
     server.terminate()
-    stopped = subprocess.run(
-        [str(TIDEGATE), "flink", "stop", "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=clean_env(),
-        cwd=ROOT,
-    )
+    stopped = flink_stop(data_dir)
     assert stopped.returncode == 0, stopped.stderr
     assert "savepoint" in stopped.stdout and "is stopped" in stopped.stdout
     assert not (data_dir / CLUSTER / "cluster.json").exists()

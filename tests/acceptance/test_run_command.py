@@ -8,7 +8,6 @@ environment has Beam without its Google Cloud extra, which DataflowRunner needs.
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.processes import mentioning
 
 from .conftest import TIDEGATE, Server, clean_env, closed_port
 
@@ -140,20 +141,6 @@ def test_a_failing_pipeline_exits_1_with_the_error(
     assert "more lines (tidegate jobs messages shows them)" in done.stdout  # long tracebacks are cut short
 
 
-def _processes_running(path: Path) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(path) in cmdline:
-            found.append(f"{proc.name}: {cmdline}")
-    return found
-
-
 def test_ctrl_c_cancels_the_job_and_stops_the_script(
     beam_server: Server, client_python: Path, tmp_path: Path, project: str
 ) -> None:
@@ -181,7 +168,7 @@ def test_ctrl_c_cancels_the_job_and_stops_the_script(
     assert f"job {job['id']} was cancelled (Ctrl-C)" in stderr
     assert f"cancelling job {job['id']}" in out.read_text()
     assert history(beam_server, project, job["id"])[-2:] == ["JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"]
-    assert _processes_running(script) == []
+    assert mentioning(script) == []
 
 
 def test_a_refused_submission_exits_4_with_the_servers_reason(
