@@ -10,8 +10,8 @@ state carries over for operators with stable uids).
 A handle's ``ref`` is the Flink job id, chosen before submitting (Flink's
 ``$internal.pipeline.job-id``), so ``launch`` returns at once while the CLI (~15 s) runs
 in a thread, and ``poll`` says STARTING meanwhile. What the engine asked of a run (a
-drain and a stop both end FINISHED in Flink) is kept in ``state_dir/flink-runs/`` so an
-engine started later maps it alike.
+drain and a stop both end FINISHED in Flink) and its launch are kept in its record
+(``flink_runs``) so an engine started later maps it alike.
 
 Without ``rest_url`` the engine adopts the local standalone cluster an earlier server left
 running (under ``state_dir/flink-cluster``), or starts one on the first launch; it outlives
@@ -36,10 +36,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -47,6 +45,7 @@ from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus
 from tidegate.engines.base import WorkerMessage as Message
 from tidegate.engines.flink_cluster import FlinkRestClient, find_flink_home, flink_python, root_cause, write_config
 from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
+from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_run, request_from, request_record
 from tidegate.engines.flink_uids import driver_command
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
 from tidegate.model import MessageImportance, MetricValue, StageDetails
@@ -56,67 +55,11 @@ log = logging.getLogger(__name__)
 __all__ = ["CLIENT_JVM_OPTIONS", "FlinkEngine"]
 
 _JOB_ID_LINE = re.compile(r"JobID\s+([0-9a-f]{32})")
-_PERSISTED = ("tmp", "submitted", "submit_error", "requested", "request", "cluster")
 _DRAIN_RETRY_SECONDS = 3.0
 _STARTING_POLL_SECONDS = 0.1
 _DRAIN_CHECK_SECONDS = 1.0
 CLIENT_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # the CLI lives seconds: skip the optimizing JIT
 _BASIC, _DETAILED = MessageImportance.JOB_MESSAGE_BASIC, MessageImportance.JOB_MESSAGE_DETAILED
-_SQL_DRIVER = '''"""tidegate's Flink SQL driver: python driver.py SCRIPT streaming|batch."""
-import re, sys
-from pyflink.table import EnvironmentSettings, TableEnvironment
-
-TOKEN = re.compile(r"'(?:[^']|'')*'|\\"[^\\"]*\\"|`[^`]*`|--[^\\n]*|/\\*.*?\\*/|;|[^'\\"`;/-]+|.", re.S)
-statements, current = [], ""
-for token in TOKEN.findall(open(sys.argv[1]).read()) + [";"]:
-    if token == ";":
-        statements += [current.strip()] if current.strip() else []
-        current = ""
-    elif not token.startswith(("--", "/*")):
-        current += token
-mode = EnvironmentSettings.in_streaming_mode() if sys.argv[2] == "streaming" else EnvironmentSettings.in_batch_mode()
-t_env = TableEnvironment.create(mode)
-inserts = t_env.create_statement_set()
-for statement in statements:
-    setting = re.fullmatch(r"SET\\s+'([^']+)'\\s*=\\s*'([^']*)'", statement, re.I)
-    if setting:
-        t_env.get_config().set(setting.group(1), setting.group(2))
-    elif re.match(r"INSERT\\s", statement, re.I):
-        inserts.add_insert_sql(statement)
-    else:
-        t_env.execute_sql(statement)
-inserts.execute()
-'''
-
-
-@dataclass
-class _Run:
-    """What the engine knows of one run beyond what Flink reports (``_PERSISTED`` survive a restart)."""
-
-    job_id: str
-    tmp: str = ""
-    submitted: bool = False
-    submit_error: str = ""
-    requested: str = ""  # "", "cancel", "drain" or "stop"
-    request: dict[str, Any] = field(default_factory=dict)
-    """The launch request (without ``restore_from``), to launch the run again on a new cluster."""
-    cluster: str = ""
-    """The ``cluster_id`` of the local cluster the run was submitted to."""
-    resuming: bool = False
-    process: subprocess.Popen[bytes] | None = None
-    trigger: tuple[str, float] | None = None  # the drain's savepoint trigger and when it was made
-    drain_checked: float = 0.0  # when the drain's trigger was last checked (monotonic)
-    seen_running: bool = False
-    asked_at: float = 0.0  # when Flink was last asked for the job's state (monotonic)
-    final: RunStatus | None = None
-    notes: list[tuple[float, MessageImportance, str]] = field(default_factory=list)
-    log: list[tuple[int, Message]] = field(default_factory=list)
-    """Messages as this engine found them, each with the time it found it (microseconds, increasing)."""
-    logged: set[str] = field(default_factory=set)
-    floor: int | None = None
-    """The cursor an earlier engine left (the first ``after`` this one was asked with): Flink's messages up to
-    that time were handed out by it."""
-    last_metrics: list[MetricValue] = field(default_factory=list)
 
 
 class FlinkEngine:
@@ -161,7 +104,7 @@ class FlinkEngine:
             log.info("adopted the local Flink cluster left running at %s", self.rest_url)
         self._savepoint_dir = (savepoint_dir or (self.state_dir / "flink-savepoints").as_uri()).rstrip("/")
         self._rest = FlinkRestClient(self.rest_url)
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, FlinkRun] = {}
         self._lock = threading.Lock()
         self._cluster_lock = threading.Lock()
 
@@ -215,7 +158,7 @@ class FlinkEngine:
             raise InvalidArgument(f"not a PyFlink program (.py) or Flink SQL script (.sql): {program}")
         tmp = request.workdir.absolute() / "flink"
         tmp.mkdir(parents=True, exist_ok=True)
-        run = _Run(job_id=os.urandom(16).hex(), tmp=str(tmp), request=_request_record(request))
+        run = FlinkRun(job_id=os.urandom(16).hex(), tmp=str(tmp), request=request_record(request))
         with self._lock:
             self._runs[run.job_id] = run
         self._note(run, _BASIC, f"Submitting {program.name} to Flink as job {run.job_id}")
@@ -267,7 +210,7 @@ class FlinkEngine:
                 self._drive_drain(run)
         return RunStatus(EngineState.RUNNING if run.seen_running or run.resuming else EngineState.STARTING)
 
-    def _resume(self, run: _Run) -> RunStatus:
+    def _resume(self, run: FlinkRun) -> RunStatus:
         """The run's local cluster is gone: launch it again on a new one from its latest state, if it left any."""
         if run.requested in ("cancel", "stop"):  # it was being stopped: nothing of it runs, nothing more is written
             return self._finish(run, RunStatus(EngineState.CANCELLED))
@@ -277,7 +220,7 @@ class FlinkEngine:
             return self._finish(
                 run, RunStatus(EngineState.FAILED, f"the local Flink cluster this job ran on is gone, and {why}")
             )
-        request = _request_from(run.request, restore_from=location)
+        request = request_from(run.request, restore_from=location)
         run.submitted, run.submit_error, run.seen_running, run.resuming = False, "", False, True
         self._note(
             run,
@@ -403,7 +346,7 @@ class FlinkEngine:
 
     # -- submission ----------------------------------------------------------------------------
 
-    def _submit(self, run: _Run, request: LaunchRequest) -> None:
+    def _submit(self, run: FlinkRun, request: LaunchRequest) -> None:
         try:
             self.start_cluster()
             output, code = self._run_cli(run, request)
@@ -428,7 +371,7 @@ class FlinkEngine:
         except Exception as exc:  # a thread has nobody to raise to: poll reports it
             run.submit_error = run.submit_error or f"Flink submission failed: {exc}"
 
-    def _run_cli(self, run: _Run, request: LaunchRequest) -> tuple[str, int]:
+    def _run_cli(self, run: FlinkRun, request: LaunchRequest) -> tuple[str, int]:
         home, tmp = find_flink_home(self.flink_venv), Path(run.tmp)
         command = [str(home / "bin" / "flink"), "run", "--detached", f"-D$internal.pipeline.job-id={run.job_id}"]
         command += ["--parallelism", str(max(1, request.num_workers))]
@@ -439,7 +382,7 @@ class FlinkEngine:
         program = Path(request.program).absolute()
         if program.suffix == ".sql":
             driver = tmp / "sql_driver.py"
-            driver.write_text(_SQL_DRIVER, encoding="utf-8")
+            driver.write_text(SQL_DRIVER, encoding="utf-8")
             command += ["--python", str(driver), str(program), "streaming" if request.streaming else "batch"]
         elif request.state_uids:  # operators renamed by updates run under the uids their state has
             command += driver_command(tmp, request.state_uids, program, request.args)
@@ -493,11 +436,11 @@ class FlinkEngine:
                 return root_cause(full) + "\n\n" + full[:30000]
         return f"Flink job {job_id} failed (Flink kept no exception)"
 
-    def _finish(self, run: _Run, status: RunStatus) -> RunStatus:
+    def _finish(self, run: FlinkRun, status: RunStatus) -> RunStatus:
         run.final = status
         return status
 
-    def _drive_drain(self, run: _Run) -> None:
+    def _drive_drain(self, run: FlinkRun) -> None:
         """Trigger the drain, and again while Flink refuses it (e.g. before all tasks run)."""
         if run.trigger is not None:
             trigger_id, at = run.trigger
@@ -517,14 +460,14 @@ class FlinkEngine:
             trigger_id = self._rest.stop(run.job_id, drain=True, target=f"{self._savepoint_dir}/{run.job_id}")
         run.trigger = (trigger_id, time.monotonic())
 
-    def _request(self, run: _Run, what: str) -> None:
+    def _request(self, run: FlinkRun, what: str) -> None:
         run.requested = what
         self._save(run)
 
-    def _note(self, run: _Run, importance: MessageImportance, text: str) -> None:
+    def _note(self, run: FlinkRun, importance: MessageImportance, text: str) -> None:
         run.notes.append((time.time(), importance, text))
 
-    def _submitted(self, handle: Handle) -> _Run:
+    def _submitted(self, handle: Handle) -> FlinkRun:
         run = self._run(handle)
         if not run.submitted or run.final is not None:
             raise FailedPrecondition(f"Flink job {run.job_id} is not running")
@@ -533,60 +476,18 @@ class FlinkEngine:
     def _record_path(self, job_id: str) -> Path:
         return self.state_dir / "flink-runs" / f"{job_id}.json"
 
-    def _save(self, run: _Run) -> None:
+    def _save(self, run: FlinkRun) -> None:
         path = self._record_path(run.job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({name: getattr(run, name) for name in _PERSISTED}), encoding="utf-8")
+        path.write_text(json.dumps({name: getattr(run, name) for name in PERSISTED}), encoding="utf-8")
 
-    def _run(self, handle: Handle) -> _Run:
+    def _run(self, handle: Handle) -> FlinkRun:
         if handle.engine != self.name or not re.fullmatch(r"[0-9a-f]{32}", handle.ref):
             raise NotFound(f"not a Flink run: {handle}")
         with self._lock:
             if handle.ref not in self._runs:
-                self._runs[handle.ref] = _load(self._record_path(handle.ref), handle.ref)
+                self._runs[handle.ref] = load_run(self._record_path(handle.ref), handle.ref)
             return self._runs[handle.ref]
-
-
-def _load(path: Path, job_id: str) -> _Run:
-    """A run this engine did not launch: from its record, or one that Flink alone knows."""
-    try:
-        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return _Run(job_id=job_id, submitted=True)
-    run = _Run(job_id=job_id, **{name: record[name] for name in _PERSISTED if name in record})
-    if not run.submitted and not run.submit_error:
-        run.submit_error = "the engine that submitted this job stopped before Flink accepted it"
-    return run
-
-
-def _request_record(request: LaunchRequest) -> dict[str, Any]:
-    """A launch request as the run's record keeps it (JSON), for launching the run again."""
-    return {
-        "job_id": request.job_id,
-        "job_name": request.job_name,
-        "streaming": request.streaming,
-        "workdir": str(request.workdir.absolute()),
-        "program": str(Path(request.program).absolute()),
-        "options": dict(request.options),
-        "args": list(request.args),
-        "num_workers": request.num_workers,
-        "state_uids": dict(request.state_uids),
-    }
-
-
-def _request_from(record: Mapping[str, Any], *, restore_from: str) -> LaunchRequest:
-    return LaunchRequest(
-        job_id=str(record["job_id"]),
-        job_name=str(record["job_name"]),
-        streaming=bool(record["streaming"]),
-        workdir=Path(record["workdir"]),
-        program=str(record["program"]),
-        options=dict(record.get("options") or {}),
-        args=tuple(str(a) for a in record.get("args") or ()),
-        num_workers=int(record.get("num_workers") or 1),
-        restore_from=restore_from,
-        state_uids={str(k): str(v) for k, v in (record.get("state_uids") or {}).items()},
-    )
 
 
 def _micros(when: datetime) -> int:

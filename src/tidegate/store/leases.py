@@ -16,22 +16,19 @@ from tidegate.store.db import Database, micros
 __all__ = ["RunLease"]
 
 
-class RunLease:
+class RunLease(Database):
     """The lease of one run, renewed through a connection of its own."""
 
     def __init__(self, database_url: str, job_id: str, token: str) -> None:
-        self._db = Database(database_url)
+        super().__init__(database_url)
         self.job_id = job_id
         self.token = token
 
     def renew(self, until: datetime) -> bool:
         """Extend the lease to ``until``; False when the run is no longer this one (fenced). Raises on I/O errors."""
-        cursor = self._db._execute(
+        cursor = self._execute(
             "UPDATE job_runs SET lease_until = %s WHERE job_id = %s AND worker != ''"
             " AND EXISTS (SELECT 1 FROM run_tokens t WHERE t.job_id = %s AND t.token = %s)",
             (micros(until), self.job_id, self.job_id, self.token),
         )
         return cursor.rowcount == 1
-
-    def close(self) -> None:
-        self._db.close()
