@@ -101,3 +101,5 @@ CREATE TABLE run_tokens (
     job_id TEXT PRIMARY KEY REFERENCES jobs (id),
     token TEXT NOT NULL
 );
+CREATE INDEX jobs_replacing ON jobs (replace_job_id)
+    WHERE replace_job_id != '' AND current_state NOT IN (3, 4, 5, 6, 8);

@@ -228,7 +228,9 @@ class Store(Runs, Snapshots):
     def active_replacement(self, job_id: str) -> str | None:
         """The id of an active job that replaces ``job_id`` (an update under way), if any."""
         row = self._execute(
-            f"SELECT id FROM jobs WHERE replace_job_id = %s AND {_IS_ACTIVE} ORDER BY seq LIMIT 1", (job_id,)
+            f"SELECT id FROM jobs WHERE replace_job_id = %s AND replace_job_id != '' AND {_IS_ACTIVE}"
+            " ORDER BY seq LIMIT 1",
+            (job_id,),
         ).fetchone()
         return None if row is None else str(row[0])
 
