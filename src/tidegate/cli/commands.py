@@ -176,11 +176,13 @@ def cmd_flink_stop(args: argparse.Namespace) -> None:
         _fail(error.message, EXIT_ERROR)
     finally:
         engine.close()
-    if not taken:
-        print("tidegate: no local Flink cluster was running, or it had no running job")
+    where = settings.data_dir / "flink"
+    if taken is None:
+        print(f"tidegate: no local Flink cluster was running in {where}")
+        return
     for job_id, location in taken:
         print(f"tidegate: Flink job {job_id}: savepoint {location}")
-    print(f"tidegate: the local Flink cluster in {settings.data_dir / 'flink'} is stopped")
+    print(f"tidegate: the local Flink cluster in {where} is stopped ({len(taken)} savepoints taken)")
 
 
 def cmd_gcs_emulator(args: argparse.Namespace) -> None:

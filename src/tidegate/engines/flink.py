@@ -129,13 +129,14 @@ class FlinkEngine:
         """Let go of the cluster: it runs on, with its jobs, for the next server (submissions in flight end alone)."""
         self._rest.close()
 
-    def stop_cluster(self, *, savepoints: bool = True) -> list[tuple[str, str]]:
+    def stop_cluster(self, *, savepoints: bool = True) -> list[tuple[str, str]] | None:
         """Stop the local cluster on purpose: a savepoint of each running job first; ``(Flink job id, savepoint)``.
 
-        The jobs are resumed from those savepoints when a server next finds the cluster gone.
+        None when no local cluster was running. The jobs are resumed from those savepoints
+        when a server next finds the cluster gone.
         """
         if self._cluster is None or not self._cluster.adopt():
-            return []
+            return None
         taken = []
         for job in self._rest.get("/jobs/overview").get("jobs", []) if savepoints else []:
             if job.get("state") != "RUNNING":
