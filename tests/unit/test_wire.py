@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from google.cloud import dataflow_v1beta3 as dataflow
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tidegate.api import wire
+from tidegate.errors import InvalidArgument
 from tidegate.lifecycle import JobState, JobType
 from tidegate.model import Job
 
@@ -82,3 +84,13 @@ def test_options_json_cannot_hold_are_refused() -> None:
     spec.environment.sdk_pipeline_options.update({"options": {"x": float("nan")}})
     with pytest.raises(InvalidArgument):
         parse_spec(spec.SerializeToString(), JobType.JOB_TYPE_BATCH)
+
+
+@pytest.mark.parametrize("value", ["5.7", "5.0", "true", "1e0"])
+def test_an_enum_is_a_name_or_a_whole_number_never_a_fraction(value: str) -> None:
+    """Protobuf's parser would take 5.7 as 5 (JOB_STATE_CANCELLED): a float cancelled a running job."""
+    for payload in (f'{{"requestedState": {value}}}', f'{{"environment": {{"flexResourceSchedulingGoal": {value}}}}}'):
+        with pytest.raises(InvalidArgument, match="invalid value"):
+            wire.parse_json(payload, wire.JobPb(), "google.dataflow.v1beta3.Job")
+    assert wire.parse_json('{"requestedState": 5}', wire.JobPb(), "Job").requested_state == 5
+    assert wire.parse_json('{"requestedState": "JOB_STATE_DONE"}', wire.JobPb(), "Job").requested_state == 3

@@ -62,8 +62,8 @@ def parse_json(payload: bytes | str, message: M, what: str) -> M:
     Stricter than protobuf's own parser where that one is lenient: the payload must be
     an object (protobuf reads ``[]`` as an empty message and ``"ab"`` as fields ``a`` and
     ``b``), numbers must be finite (``NaN``, ``Infinity`` and ``1e999`` are not JSON, and
-    a stored one could never be printed again), and an enum is a name or a number, never
-    ``true``.
+    a stored one could never be printed again), and an enum is a name or a whole number,
+    never ``true`` or ``5.7`` (protobuf's parser truncates that to 5).
     """
     try:
         data = json.loads(
@@ -80,7 +80,7 @@ def parse_json(payload: bytes | str, message: M, what: str) -> M:
         raise _invalid_json(what, str(exc).split("\n", 1)[0].rstrip(".")) from exc
     except (ValueError, OverflowError, RecursionError) as exc:  # 1e400 written as an integer, say
         raise _invalid_json(what, f"a value is out of range ({exc})") from exc
-    _no_bool_enums(data, message.DESCRIPTOR, message.DESCRIPTOR.name, what)
+    _strict_enums(data, message.DESCRIPTOR, message.DESCRIPTOR.name, what)
     return message
 
 
@@ -126,8 +126,8 @@ def _fields(descriptor: Any) -> dict[str, Any]:
     return fields
 
 
-def _no_bool_enums(data: Any, descriptor: Any, path: str, what: str) -> None:
-    """Refuse ``true``/``false`` where an enum belongs (protobuf's parser takes them as 1 and 0)."""
+def _strict_enums(data: Any, descriptor: Any, path: str, what: str) -> None:
+    """Refuse ``true``/``false`` and fractions where an enum belongs (protobuf's parser takes them as 1, 0 and 5)."""
     if not isinstance(data, dict) or descriptor.full_name.startswith("google.protobuf."):
         return  # well-known types (Struct, Value, Timestamp, ...) hold what they hold
     for key, value in data.items():
@@ -139,12 +139,12 @@ def _no_bool_enums(data: Any, descriptor: Any, path: str, what: str) -> None:
             field = field.message_type.fields_by_name["value"]
             items = list(value.values()) if isinstance(value, dict) else []
         for item in items:
-            if field.enum_type is not None and isinstance(item, bool):
+            if field.enum_type is not None and isinstance(item, bool | float):
                 raise _invalid_json(
                     what, f"invalid value {json.dumps(item)} for enum {field.enum_type.full_name} at {path}.{key}"
                 )
             if field.message_type is not None:
-                _no_bool_enums(item, field.message_type, f"{path}.{key}", what)
+                _strict_enums(item, field.message_type, f"{path}.{key}", what)
 
 
 def enum_value(enum_type: Any, value: str | int, what: str) -> int:
