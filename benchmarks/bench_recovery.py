@@ -340,12 +340,19 @@ def adopt_rep(work: Path, rep: int, args: argparse.Namespace, results: dict[str,
         second.start(args.poll)
         jobs = submit_runs(first, first.data_dir, args.runs, args.seconds)
         wait_running(first, jobs, args.poll)
+        # B schedules jobs too: only the runs A holds are A's to lose.
+        worker_a = (first.data_dir / "worker-id").read_text().strip()
+        held = [job for job in jobs if (run := store.get_run(job)) is not None and run.worker == worker_a]
+        if not held:
+            print(f"  rep {rep + 1} adopt:   B runs all {len(jobs)} jobs itself: nothing to adopt", flush=True)
+            return
         killed = first.kill()
-        adopted, _ = await_messages(store, jobs, ADOPTED, killed, args.poll)
+        adopted, _ = await_messages(store, held, ADOPTED, killed, args.poll)
         results[ADOPT].append(max(adopted))
+        others = "" if len(held) == len(jobs) else f" (B ran {len(jobs) - len(held)} itself)"
         print(
-            f"  rep {rep + 1} adopt:   {len(jobs)} runs adopted by B {min(adopted):5.2f} to {max(adopted):5.2f} s "
-            "after A's kill",
+            f"  rep {rep + 1} adopt:   {len(held)} runs{others} adopted by B"
+            f" {min(adopted):5.2f} to {max(adopted):5.2f} s after A's kill",
             flush=True,
         )
     finally:
