@@ -311,3 +311,28 @@ def test_labels_update(service: JobService, new_job: Callable[..., NewJob]) -> N
     with pytest.raises(InvalidArgument):
         service.update_job("proj", None, job.id, update_mask=["name"])
     assert service.store.get_job(job.id) == updated
+
+
+def test_a_nul_character_is_invalid_argument_on_either_store_and_writes_nothing(
+    service: JobService, new_job: Callable[..., NewJob]
+) -> None:
+    """PostgreSQL's text fields cannot keep one (it was a 500 there); SQLite refuses it alike."""
+    job = service.create_job(new_job())
+    before = service.store.count_jobs()
+    with pytest.raises(InvalidArgument, match="NUL"):
+        service.get_job("proj", None, "job\x00id")
+    with pytest.raises(InvalidArgument, match="NUL"):
+        service.create_job(new_job(client_request_id="retry\x00"))
+    with pytest.raises(InvalidArgument, match="NUL"):
+        service.update_job("proj", None, job.id + "\x00", requested_state=JobState.JOB_STATE_CANCELLED)
+    assert service.store.count_jobs() == before
+    assert service.store.get_job(job.id).current_state is JobState.JOB_STATE_STOPPED
+
+
+def test_a_nul_in_what_a_job_printed_is_kept_as_a_replacement_character(
+    service: JobService, new_job: Callable[..., NewJob]
+) -> None:
+    job = service.create_job(new_job())
+    service.add_message(job.id, MessageImportance.JOB_MESSAGE_ERROR, "stderr ends with: \x00\x01binary")
+    texts = [m.text for m in service.list_messages("proj", None, job.id).items]
+    assert "stderr ends with: \ufffd\x01binary" in texts

@@ -23,6 +23,7 @@ MAX_STAGED_BYTES = 256 * 1024 * 1024
 
 def read_staged(url: str) -> bytes:
     """The bytes at a staging URL: a local path, ``file://…`` or ``gs://bucket/object``."""
+    _no_nul(url)
     parsed = urlparse(url)
     try:
         if parsed.scheme in ("", "file"):
@@ -46,12 +47,18 @@ def read_staged(url: str) -> bytes:
 
 def read_staged_if_present(url: str) -> bytes | None:
     """``read_staged``, but None when nothing lies at the URL (a missing file, or a 404 from the emulator)."""
+    _no_nul(url)
     parsed = urlparse(url)
     if parsed.scheme in ("", "file") and not Path(parsed.path if parsed.scheme else url).exists():
         return None
     if parsed.scheme == "gs":
         return _read_gcs(parsed.netloc, parsed.path.lstrip("/"), missing_ok=True)
     return read_staged(url)
+
+
+def _no_nul(url: str) -> None:
+    if "\x00" in url:  # no file name holds one (Python's os calls raise ValueError on it)
+        raise InvalidArgument(f"invalid staging URL {url[:200]!r}: it holds a NUL character", reason="INVALID_URL")
 
 
 def _read_gcs(bucket: str, name: str, *, missing_ok: bool = False) -> bytes | None:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from tidegate.errors import InvalidArgument
+
 __all__ = ["Database", "from_micros", "micros", "schema_statements"]
 
 _DIALECT_TOKENS = {
@@ -116,6 +118,12 @@ class Database:
         return sql.replace("%s", "?") if self.dialect == "sqlite" else sql
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
+        for param in params:
+            if type(param) is str and "\x00" in param:  # PostgreSQL cannot keep one; SQLite would
+                raise InvalidArgument(
+                    f"a value holds a NUL character (\\x00), which no text field takes: {param[:80]!r}",
+                    reason="NUL_CHARACTER",
+                )
         cursor: _Cursor = self._conn.execute(self._sql(sql), params)
         return cursor
 

@@ -37,6 +37,11 @@ _JOB_COLUMNS = (
 _SELECT = _JOB_COLUMNS + ", seq"
 
 
+def _printable(text: str) -> str:
+    """What a job's code printed, as a text field keeps it: a NUL (which no text field takes) as U+FFFD."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 class CreateOutcome(enum.Enum):
     """What a create did: made the job, or answered one that was there (and wrote nothing)."""
 
@@ -384,13 +389,13 @@ class Store(Runs, Snapshots):
         self._execute(
             "INSERT INTO job_state_history (job_id, source_state, target_state, actor, time, reason)"
             " VALUES (%s, %s, %s, %s, %s, %s)",
-            (job_id, None if source is None else int(source), int(target), actor.value, t, reason),
+            (job_id, None if source is None else int(source), int(target), actor.value, t, _printable(reason)),
         )
 
     def _message(self, job_id: str, t: int, importance: MessageImportance, text: str) -> None:
         self._execute(
             "INSERT INTO job_messages (job_id, time, importance, text) VALUES (%s, %s, %s, %s)",
-            (job_id, t, int(importance), text),
+            (job_id, t, int(importance), _printable(text)),
         )
 
     def add_message(self, job_id: str, importance: MessageImportance, text: str, now: datetime) -> None:
