@@ -275,3 +275,29 @@ def test_help_and_version() -> None:
     assert helped.code == 0 and "--status" in helped.out
     version = run("--version")
     assert version.code == 0 and version.out.startswith("tidegate ")
+
+
+def test_several_ids_are_each_acted_on_and_each_reported(cli: Cli) -> None:
+    good, done = cli.create("good"), cli.create("finished")
+    cli.http.put(
+        f"/v1b3/projects/{cli.project}/locations/{LOCATION}/jobs/{done}", json={"requestedState": "JOB_STATE_DONE"}
+    )
+    result = cli("cancel", SOME_ID, done, good)
+    assert result.code == 3, result  # the first refusal's code: no such job
+    assert result.out.splitlines() == [f"Cancelled job [{good}]: now Cancelled."]
+    errors = result.err.splitlines()
+    assert len(errors) == 2 and all(line.startswith("ERROR: (tidegate) job [") for line in errors), result.err
+    assert SOME_ID in errors[0] and done in errors[1] and "JOB_STATE_DONE" in errors[1]
+    assert cli.state(good) == "JOB_STATE_CANCELLED" and cli.state(done) == "JOB_STATE_DONE"
+
+
+def test_output_piped_into_head_ends_quietly(cli: Cli) -> None:
+    for n in range(600):  # more than a pipe holds
+        cli.create(f"many-{n}")
+    command = f"{TIDEGATE} jobs list --server {cli.server.base} --project {cli.project} --limit 1000 | head -2"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60, env=clean_env()
+    )
+    assert done.returncode == 0, done
+    assert len(done.stdout.splitlines()) == 2
+    assert done.stderr == "", done.stderr

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from tidegate import __version__
 from tidegate.cli.client import (
     EXIT_ERROR,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     Client,
     CliError,
@@ -89,14 +90,24 @@ def cmd_describe(args: argparse.Namespace, client: Client) -> None:
 
 
 def _request_state(args: argparse.Namespace, client: Client, state: str, verb: str) -> None:
-    results = []
+    """Ask it of every job named, each on its own: one that is refused does not keep the others from it."""
+    results, refused = [], []
     for job_id in args.job_ids:
-        job = client.call("PUT", job_path(args, job_id), body={"requestedState": state})
+        try:
+            job = client.call("PUT", job_path(args, job_id), body={"requestedState": state})
+        except CliError as error:
+            if error.code == EXIT_UNREACHABLE:
+                raise  # no server: every other job would say the same
+            refused.append(error)
+            print(f"ERROR: (tidegate) job [{job_id}]: {' '.join(str(error).split())}", file=sys.stderr)
+            continue
         results.append(job)
         if args.format != "json":
             print(f"{verb} job [{job_id}]: now {short_state(job.get('currentState'))}.")
     if args.format == "json":
         print(json.dumps(results, indent=2))
+    if refused:
+        raise _Reported(refused[0].code)
 
 
 def cmd_cancel(args: argparse.Namespace, client: Client) -> None:
@@ -365,6 +376,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Reported(Exception):
+    """A command's errors were printed already (one line each): exit with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 def _fail(message: str, code: int) -> NoReturn:
     one_line = " ".join(message.split())
     print(f"ERROR: (tidegate) {one_line}", file=sys.stderr)
@@ -372,6 +391,16 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except BrokenPipeError:  # piped into head, which has read its fill: end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the exit flushes stdout again)
+        raise SystemExit(0) from None
+    except _Reported as reported:
+        raise SystemExit(reported.code) from None
+
+
+def _main(argv: Sequence[str] | None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "server":
         cmd_server(args)
