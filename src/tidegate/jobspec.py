@@ -25,10 +25,13 @@ from tidegate.model import Job, NewJob
 __all__ = [
     "CLEANUP_OPTION",
     "COLUMN_FIELDS",
+    "ENGINES",
     "PIPELINE_ARTIFACT",
     "PROGRAM_ARTIFACT",
+    "TIDEGATE_FIELDS",
     "JobPb",
     "JobSpec",
+    "check_tidegate_section",
     "decode_spec",
     "job_from_pb",
     "parse_spec",
@@ -49,6 +52,11 @@ CLEANUP_OPTION = "tidegate_resource_cleanup"
 """The per-job switch for RESOURCE_CLEANING_UP, as a Dataflow service option or an experiment."""
 
 _FLEXRS_COST_OPTIMIZED = 2
+
+ENGINES = ("beam", "flink")
+"""The engines a job can name (``tidegate.engine``)."""
+TIDEGATE_FIELDS = ("engine", "program", "args", "uids", "num_workers")
+"""The fields of a job's own ``tidegate`` section of its pipeline options."""
 
 
 def _ints(value: Any) -> Any:
@@ -88,6 +96,34 @@ class JobSpec:
         """The artifact name the program is kept under: ``program`` with the program's suffix."""
         suffix = self.program.rsplit(".", 1)[-1] if "." in self.program.rsplit("/", 1)[-1] else ""
         return f"{PROGRAM_ARTIFACT}.{suffix}" if suffix else PROGRAM_ARTIFACT
+
+
+def check_tidegate_section(spec: JobSpec) -> None:
+    """Refuse (INVALID_ARGUMENT) a ``tidegate`` section a job could not run by: a typo there fails at create."""
+    own = spec.tidegate
+    unknown = sorted(set(own) - set(TIDEGATE_FIELDS))
+    if unknown:
+        raise InvalidArgument(
+            f"unknown field(s) {', '.join(map(repr, unknown))} in the job's tidegate options"
+            f" (known: {', '.join(TIDEGATE_FIELDS)})",
+            reason="INVALID_TIDEGATE_OPTIONS",
+        )
+    if spec.engine not in ENGINES:
+        raise InvalidArgument(
+            f"unknown engine {spec.engine!r} in tidegate.engine (known: {', '.join(ENGINES)})",
+            reason="INVALID_TIDEGATE_OPTIONS",
+        )
+    for name in ("args", "uids"):
+        value = own.get(name)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise InvalidArgument(f"tidegate.{name} must be a list of strings", reason="INVALID_TIDEGATE_OPTIONS")
+    if "program" in own and not isinstance(own["program"], str):
+        raise InvalidArgument("tidegate.program must be a path", reason="INVALID_TIDEGATE_OPTIONS")
+    if spec.engine == "flink" and not spec.program:
+        raise InvalidArgument(
+            "a Flink job names its program: tidegate.program, a PyFlink program (.py) or a Flink SQL script (.sql)",
+            reason="INVALID_PROGRAM",
+        )
 
 
 def decode_spec(spec: bytes) -> Any:

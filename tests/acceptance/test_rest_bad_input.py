@@ -149,6 +149,23 @@ BAD_CREATE_BODIES = {
     "an invalid label": (b'{"name": "x", "labels": {"Key": "v"}}', "INVALID_LABELS", ["Key"]),
     "another project in the body": (b'{"name": "x", "projectId": "other"}', "PROJECT_MISMATCH", ["other"]),
     "another location in the body": (b'{"name": "x", "location": "mars-1"}', "LOCATION_MISMATCH", ["mars-1"]),
+    "a float for an enum": (b'{"name": "x", "requestedState": 5.7}', "INVALID_JSON", ["5.7"]),
+    "a typo in the tidegate options": (
+        b'{"name": "x", "environment": {"sdkPipelineOptions": {"options": {"tidegate":'
+        b' {"engine": "flink", "progam": "job.py"}}}}}',
+        "INVALID_TIDEGATE_OPTIONS",
+        ["progam"],
+    ),
+    "an unknown engine": (
+        b'{"name": "x", "environment": {"sdkPipelineOptions": {"options": {"tidegate": {"engine": "flnk"}}}}}',
+        "INVALID_TIDEGATE_OPTIONS",
+        ["flnk"],
+    ),
+    "a Flink job without a program": (
+        b'{"name": "x", "environment": {"sdkPipelineOptions": {"options": {"tidegate": {"engine": "flink"}}}}}',
+        "INVALID_PROGRAM",
+        ["tidegate.program"],
+    ),
 }
 
 

@@ -327,21 +327,31 @@ def test_a_stopped_schedulers_runs_are_adopted_at_once(
     assert state(service, job.id) is S.JOB_STATE_RUNNING
 
 
-def test_an_unknown_engine_fails_the_job(
-    service: JobService, scheduler: Scheduler, new_job: Callable[..., NewJob]
+def test_an_unknown_engine_is_refused_at_create_and_a_missing_one_fails_the_job(
+    service: JobService, scheduler: Scheduler, new_job: Callable[..., NewJob], tmp_path: Path
 ) -> None:
     from google.protobuf import struct_pb2
 
     from tidegate.api.wire import JobPb
+    from tidegate.errors import InvalidArgument
 
-    spec = JobPb()
-    options = struct_pb2.Struct()
-    options.update({"options": {"tidegate": {"engine": "spark"}}})
-    spec.environment.sdk_pipeline_options.CopyFrom(options)
-    job = service.create_job(new_job(spec=spec.SerializeToString()))
-    scheduler.tick()
+    def spec(**own: object) -> bytes:
+        pb = JobPb()
+        options = struct_pb2.Struct()
+        options.update({"options": {"tidegate": own}})
+        pb.environment.sdk_pipeline_options.CopyFrom(options)
+        return bytes(pb.SerializeToString())
+
+    for own in ({"engine": "spark"}, {"engine": "flink", "progam": "typo.py"}, {"engine": "flink"}):
+        with pytest.raises(InvalidArgument):
+            service.create_job(new_job(spec=spec(**own)))
+    assert service.store.count_jobs() == 0
+    program = tmp_path / "job.py"
+    program.write_text("print('hi')\n")
+    job = service.create_job(new_job(spec=spec(engine="flink", program=str(program))))
+    scheduler.tick()  # this server runs the beam engine alone
     assert state(service, job.id) is S.JOB_STATE_FAILED
-    assert "spark" in service.list_messages("proj", None, job.id, MessageImportance.JOB_MESSAGE_ERROR).items[0].text
+    assert "flink" in service.list_messages("proj", None, job.id, MessageImportance.JOB_MESSAGE_ERROR).items[0].text
 
 
 def test_flexrs_waits_for_an_idle_service(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tidegate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from tidegate.jobspec import PIPELINE_ARTIFACT, parse_spec
+from tidegate.jobspec import PIPELINE_ARTIFACT, check_tidegate_section, parse_spec
 from tidegate.lifecycle import ACTIVE_STATES, Actor, JobState, JobType, PlanKind, plan_request
 from tidegate.model import (
     Job,
@@ -229,6 +229,7 @@ class JobService(SnapshotCases, TemplateCases):
     def _with_program(new: NewJob) -> NewJob:
         """Read a Flink job's program now and keep it with the job (any worker can then run it)."""
         spec = parse_spec(new.spec, new.type)
+        check_tidegate_section(spec)
         if not spec.program or spec.program_artifact in new.artifacts:
             return new
         path = Path(spec.program)
