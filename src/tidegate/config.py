@@ -30,6 +30,8 @@ class Settings:
     data_dir: Path = Path()
     database_url: str = ""
     """``postgresql://…`` for PostgreSQL; empty means SQLite in ``data_dir``."""
+    database_pool_size: int = 8
+    """PostgreSQL connections for the API's writes (group-committed), and as many for its reads."""
     default_location: str = "us-central1"
     engines: tuple[str, ...] = ("beam",)
     """Engines to run jobs on; none: an API-only server, where jobs wait in STOPPED."""

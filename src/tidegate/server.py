@@ -40,7 +40,7 @@ def build_service(settings: Settings) -> JobService:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.store_url)
     store.migrate()
-    service = JobService(store, default_location=settings.default_location)
+    service = JobService(store, default_location=settings.default_location, pool_size=settings.database_pool_size)
     if settings.launcher_python:
         service.launcher_python = settings.launcher_python
     service.launcher_endpoint = f"http://localhost:{settings.port}"  # Beam stages locally for localhost only
@@ -183,6 +183,7 @@ def serve(settings: Settings) -> None:
         try:
             grpc_server = GrpcServer(service, settings.host, settings.grpc_port)
         except OSError as exc:
+            service.close()
             service.store.close()
             raise SystemExit(f"tidegate: {exc} (choose another --grpc-port, or 0 for no gRPC)") from exc
         grpc_server.start()
@@ -191,6 +192,7 @@ def serve(settings: Settings) -> None:
     except OSError as exc:
         if grpc_server is not None:
             grpc_server.stop(grace=0)
+        service.close()
         service.store.close()
         raise SystemExit(f"tidegate: {exc} (choose another --job-port, or 0 for no Beam Job API)") from exc
     try:
@@ -200,6 +202,7 @@ def serve(settings: Settings) -> None:
             grpc_server.stop(grace=0)
         if job_server is not None:
             job_server.stop(grace=0)
+        service.close()
         service.store.close()
         hint = " (choose another --gcs-emulator port)" if isinstance(exc, OSError) else ""
         raise SystemExit(f"tidegate: GCS emulator: {exc}{hint}") from exc
@@ -229,4 +232,5 @@ def serve(settings: Settings) -> None:
             job_server.stop(grace=5)
         if gcs_emulator is not None:
             gcs_emulator.stop()
+        service.close()
         service.store.close()

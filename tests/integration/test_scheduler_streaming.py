@@ -344,7 +344,7 @@ def test_an_update_of_an_updated_job_answers_the_job_that_replaced_it(
     # The same over gRPC and REST: OK / 200 with the replacement.
     request = dataflow.CreateJobRequest.pb()(project_id="proj", location="us-central1")
     request.job.CopyFrom(JobPb(name="counts", type_=int(STREAMING), replace_job_id=old, client_request_id="grpc"))
-    answer = GrpcApi(service).create_job(request)
+    answer = asyncio.run(GrpcApi(service).create_job(request))
     assert (answer.id, answer.client_request_id) == (new.id, "update-1")
     body = {"name": "counts", "type": "JOB_TYPE_STREAMING", "clientRequestId": "rest"}
     response = rest_post(service, f"/v1b3/projects/proj/locations/us-central1/jobs?replaceJobId={old}", body)

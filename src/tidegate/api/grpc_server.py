@@ -38,7 +38,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_status import rpc_status
 
-from tidegate.api import template_calls, wire
+from tidegate.api import offload, template_calls, wire
 from tidegate.errors import InvalidArgument, NotFound, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
@@ -82,9 +82,25 @@ _pb: dict[str, Any] = {name: getattr(dataflow, name).pb() for name in _MESSAGES}
 """The raw protobuf classes behind the client's proto-plus types, by name."""
 _pb["Job"] = wire.JobPb
 _BLOCKING = frozenset(
-    {"SnapshotJob", "DeleteSnapshot", "CreateJobFromTemplate", "LaunchTemplate", "GetTemplate", "LaunchFlexTemplate"}
+    {
+        "SnapshotJob",
+        "DeleteSnapshot",
+        "CreateJobFromTemplate",
+        "LaunchTemplate",
+        "GetTemplate",
+        "LaunchFlexTemplate",
+        "GetJobMetrics",
+        "GetJobExecutionDetails",
+        "GetStageExecutionDetails",
+    }
 )
 """Methods that wait on an engine, files or a launcher (REST runs them in its thread pool too)."""
+_WRITES = frozenset({"UpdateJob"})
+"""Methods that write: group-committed (``tidegate.api.offload``)."""
+_READS = frozenset(
+    {"GetJob", "ListJobs", "AggregatedListJobs", "CheckActiveJobs", "ListJobMessages", "GetSnapshot", "ListSnapshots"}
+)
+"""Methods that read the store: on the loop for SQLite, on a reader thread for PostgreSQL."""
 
 
 @dataclass(frozen=True)
@@ -98,8 +114,9 @@ class Method:
     """The raw protobuf class of the request."""
     response: Any
     call: Callable[[Any], Any]
-    blocking: bool = False
-    """It may take seconds (a savepoint, a template launch): it runs off the event loop."""
+    runs: str = "inline"
+    """Where it runs: "blocking" (it may take seconds: a savepoint, a template launch) in a thread pool,
+    "write" in a batch of the committer's, "read" where the store's reads go, "async" a coroutine of its own."""
 
     @property
     def full_service(self) -> str:
@@ -115,12 +132,20 @@ def error_status(error: TidegateError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-def _guard(method: Method, pool: ThreadPoolExecutor) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
+def _guard(
+    method: Method, pool: ThreadPoolExecutor, service: JobService
+) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
     @functools.wraps(method.call)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            if method.blocking:
+            if method.runs == "blocking":
                 return await asyncio.get_running_loop().run_in_executor(pool, method.call, request)
+            if method.runs == "write":
+                return await offload.write(service, lambda: method.call(request))
+            if method.runs == "read":
+                return await offload.read(service, lambda: method.call(request))
+            if method.runs == "async":
+                return await method.call(request)
             return method.call(request)
         except TidegateError as error:
             await context.abort_with_status(error_status(error))
@@ -129,6 +154,16 @@ def _guard(method: Method, pool: ThreadPoolExecutor) -> Callable[[Any, grpc.aio.
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
     return guarded
+
+
+def _runs(name: str) -> str:
+    if name in _BLOCKING:
+        return "blocking"
+    if name in _WRITES:
+        return "write"
+    if name in _READS:
+        return "read"
+    return "async" if name == "CreateJob" else "inline"
 
 
 def _location(request: Any) -> str | None:
@@ -201,7 +236,7 @@ class GrpcApi:
             ("LaunchFlexTemplate", "LaunchFlexTemplateRequest", "LaunchFlexTemplateResponse", launch_flex),
         ]
         return [
-            Method(service, name, _pb[request], _pb[response], call, blocking=name in _BLOCKING)
+            Method(service, name, _pb[request], _pb[response], call, runs=_runs(name))
             for service, table in (
                 ("JobsV1Beta3", jobs),
                 ("MessagesV1Beta3", messages),
@@ -215,13 +250,13 @@ class GrpcApi:
 
     # -- JobsV1Beta3 ------------------------------------------------------------------
 
-    def create_job(self, request: Any) -> Any:
+    async def create_job(self, request: Any) -> Any:
         """CreateJob, as over REST: the new job (STOPPED, or held), or the job that is there (OK, as Dataflow)."""
         job = request.job
         if request.replace_job_id and not job.replace_job_id:
             job.replace_job_id = request.replace_job_id
         location = _location(request) or self.service.default_location
-        created = self.service.create_job(wire.job_from_pb(job, request.project_id, location))
+        created = await offload.submit(self.service, wire.job_from_pb(job, request.project_id, location))
         return wire.job_to_pb(created, request.view)
 
     def get_job(self, request: Any) -> Any:
@@ -340,11 +375,11 @@ class GrpcApi:
         return response
 
 
-def _handlers(methods: Iterable[Method], pool: ThreadPoolExecutor) -> list[grpc.GenericRpcHandler]:
+def _handlers(methods: Iterable[Method], pool: ThreadPoolExecutor, service: JobService) -> list[grpc.GenericRpcHandler]:
     by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for method in methods:
         by_service.setdefault(method.full_service, {})[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guard(method, pool),
+            _guard(method, pool, service),
             request_deserializer=method.request.FromString,
             response_serializer=method.response.SerializeToString,
         )
@@ -417,7 +452,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        server.add_generic_rpc_handlers(_handlers(methods, self._pool))
+        server.add_generic_rpc_handlers(_handlers(methods, self._pool, service))
         names = sorted({m.full_service for m in methods})
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server, pool=reflection_pool(methods))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -155,6 +155,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         job_port=args.job_port,
         data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
         database_url=args.database_url or "",
+        database_pool_size=args.database_pool_size,
         default_location=args.location,
         engines=tuple(e for e in args.engines.split(",") if e and e != "none"),
         max_jobs=args.max_jobs,
@@ -259,6 +260,12 @@ def _parser() -> argparse.ArgumentParser:
         "--database-url",
         default=os.environ.get("TIDEGATE_DATABASE_URL"),
         help="postgresql://… to keep state in PostgreSQL instead of SQLite",
+    )
+    server.add_argument(
+        "--database-pool-size",
+        type=int,
+        default=int(os.environ.get("TIDEGATE_DATABASE_POOL_SIZE", "8")),
+        help="PostgreSQL connections for the API's writes, and as many for its reads (default 8)",
     )
     server.add_argument(
         "--location",

@@ -6,6 +6,7 @@ these calls and turn the results and ``TidegateError``\\ s into their wire forms
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,7 @@ from tidegate.model import (
     StageDetails,
     StateChange,
 )
+from tidegate.service.calls import DEFAULT_POOL_SIZE, Calls
 from tidegate.service.snapshots import SnapshotCases
 from tidegate.service.staging import read_staged
 from tidegate.service.templates import TemplateCases
@@ -97,6 +99,7 @@ class JobService(SnapshotCases, TemplateCases):
         *,
         default_location: str = "us-central1",
         clock: Callable[[], datetime] = _utcnow,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         self.store = store
         self.default_location = default_location
@@ -104,15 +107,22 @@ class JobService(SnapshotCases, TemplateCases):
         self._listeners: list[Callable[[Job], None]] = []
         self.observer: RunObserver | None = None
         """Set by the scheduler when one runs in this process."""
+        self.calls = Calls(store, pool_size)
+        """Where the API runs its calls into this service (group-committed writes, pooled reads)."""
 
     def subscribe(self, listener: Callable[[Job], None]) -> None:
         """Call ``listener(job)`` after every create and every change (the scheduler wakes on it)."""
         self._listeners.append(listener)
 
     def _notify(self, job: Job) -> Job:
+        """Tell the listeners of a change, once it is committed (a call in a batch commits with the batch)."""
         for listener in self._listeners:
-            listener(job)
+            self.store.after_commit(functools.partial(listener, job))
         return job
+
+    def close(self) -> None:
+        """Stop the threads the API's calls run on; the store stays open."""
+        self.calls.close()
 
     # -- create and read -------------------------------------------------------------
 
@@ -151,11 +161,26 @@ class JobService(SnapshotCases, TemplateCases):
         its own ``clientRequestId``; one whose ``replaceJobId`` names a job already UPDATED
         answers the job that replaced it. Those create nothing. Bad input raises first.
         """
+        prepared = self.prepare_job(new)
+        return prepared if isinstance(prepared, tuple) else self.store_job(prepared)
+
+    def prepare_job(self, new: NewJob) -> NewJob | tuple[Job, CreateOutcome]:
+        """The first half of ``submit_job``, which writes nothing: the request checked and its staged
+        files read (the job as it will be stored), or the answer when the create makes nothing."""
         new = self._checked_request(new)
         answered = self._answered(new)
         if answered is not None:
             return answered
-        new = self._checked_job(new)
+        return self._checked_job(new)
+
+    @staticmethod
+    def reads_files(new: NewJob) -> bool:
+        """Whether preparing ``new`` reads a staged pipeline or a program (slow: not on an event loop)."""
+        spec = parse_spec(new.spec, new.type)
+        return bool(spec.pipeline_url or spec.program)
+
+    def store_job(self, new: NewJob) -> tuple[Job, CreateOutcome]:
+        """The second half of ``submit_job``: the prepared job stored (or the one that is there answered)."""
         now = self.clock()
         held = new.requested_state is JobState.JOB_STATE_STOPPED
         hint = "held in JOB_STATE_STOPPED until it is started (requestedState JOB_STATE_RUNNING)" if held else ""

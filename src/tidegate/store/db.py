@@ -7,11 +7,12 @@ schema (``schema.sql`` for a fresh database, ``migrations/`` for an existing one
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -52,6 +53,19 @@ def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
+class _RunApart(Exception):
+    """A call of a batch failed: the batch is rolled back and its calls run one by one."""
+
+
+class _TxState:
+    """A thread's transaction: how deep it is nested, whether a part failed, what waits for its commit."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.failed = False
+        self.after: list[Callable[[], None]] = []
+
+
 class _Cursor(Protocol):
     rowcount: int
 
@@ -82,6 +96,7 @@ class Database:
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
 
     # -- connections -------------------------------------------------------------
 
@@ -128,20 +143,91 @@ class Database:
         cursor: _Cursor = self._conn.execute(self._sql(sql), params)
         return cursor
 
+    def _tx(self) -> _TxState:
+        tx: _TxState | None = getattr(self._local, "tx", None)
+        if tx is None:
+            tx = self._local.tx = _TxState()
+        return tx
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        conn = self._conn
-        if self.dialect == "sqlite":
-            conn.execute("BEGIN IMMEDIATE")
+        """One atomic unit of writes. Nested in another (a batch of the committer's), it joins it.
+
+        A nested unit that fails marks the whole transaction failed, even when its caller
+        catches the error: the committer then rolls the batch back and runs each call alone,
+        so that every unit stays all or nothing. On SQLite, one thread of this process writes
+        at a time (a lock, not SQLite's busy handler, which sleeps in steps of milliseconds).
+        """
+        tx = self._tx()
+        if tx.depth:
+            tx.depth += 1
             try:
                 yield
             except BaseException:
-                conn.execute("ROLLBACK")
+                tx.failed = True
                 raise
-            conn.execute("COMMIT")
+            finally:
+                tx.depth -= 1
+            return
+        conn = self._conn
+        with self._write_lock if self.dialect == "sqlite" else contextlib.nullcontext():
+            tx.depth, tx.failed, tx.after = 1, False, []
+            try:
+                if self.dialect == "sqlite":
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                else:
+                    with conn.transaction():
+                        yield
+            finally:
+                after, tx.depth, tx.after = tx.after, 0, []
+        for callback in after:  # committed: what waited for it may go
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this thread's transaction has committed (at once when there is none).
+
+        A transaction that rolls back drops it.
+        """
+        tx = self._tx()
+        if tx.depth:
+            tx.after.append(callback)
         else:
-            with conn.transaction():
-                yield
+            callback()
+
+    def run_batch(self, calls: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run ``calls`` in one transaction, sharing its commit (group commit); each call's (ok, result or error).
+
+        When any of them fails (or the commit does), nothing of the batch is kept and each
+        call runs again alone, in a transaction of its own: a call's error is its own, and
+        an answered call has always been committed.
+        """
+        if len(calls) > 1:
+            tx = self._tx()
+            results: list[Any] = []
+            try:
+                with self._transaction():
+                    for call in calls:
+                        results.append(call())
+                        if tx.failed:
+                            raise _RunApart
+            except Exception:  # _RunApart, a call's error, a deadlock, the commit's: none of it was kept
+                pass
+            else:
+                return [(True, result) for result in results]
+        return [self._run_alone(call) for call in calls]
+
+    def _run_alone(self, call: Callable[[], Any]) -> tuple[bool, Any]:
+        try:
+            with self._transaction():
+                return True, call()
+        except Exception as error:
+            return False, error
 
     # -- schema ------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tidegate.api import wire
+from tidegate.api import offload, wire
 from tidegate.api.rest.http import (
     JsonResponse,
     int_param,
@@ -48,13 +48,14 @@ class RestApi:
         if replace_id and not pb.replace_job_id:
             pb.replace_job_id = replace_id
         new = wire.job_from_pb(pb, project_id, location or self.service.default_location)
-        job = self.service.create_job(new)
+        job = await offload.submit(self.service, new)
         return self._job(request, job, view)
 
     async def get_job(self, request: Request) -> Response:
         project_id, location = where(request)
         view = view_param(request)
-        job = self.service.get_job(project_id, location, request.path_params["job_id"])
+        job_id = request.path_params["job_id"]
+        job = await offload.read(self.service, lambda: self.service.get_job(project_id, location, job_id))
         return self._job(request, job, view)
 
     async def update_job(self, request: Request) -> Response:
@@ -66,23 +67,22 @@ class RestApi:
             requested = JobState(pb.requested_state)
         except ValueError:
             raise InvalidArgument(f"unknown requestedState {pb.requested_state}", reason="INVALID_ENUM_VALUE") from None
-        job = self.service.update_job(
-            project_id,
-            location,
-            request.path_params["job_id"],
-            requested_state=requested,
-            labels=dict(pb.labels),
-            update_mask=mask,
+        job_id, labels = request.path_params["job_id"], dict(pb.labels)
+        job = await offload.write(
+            self.service,
+            lambda: self.service.update_job(
+                project_id, location, job_id, requested_state=requested, labels=labels, update_mask=mask
+            ),
         )
         return self._job(request, job, wire.JobView.SUMMARY)
 
     async def list_jobs(self, request: Request) -> Response:
-        return self._list(request, aggregated=False)
+        return await self._list(request, aggregated=False)
 
     async def aggregated_list_jobs(self, request: Request) -> Response:
-        return self._list(request, aggregated=True)
+        return await self._list(request, aggregated=True)
 
-    def _list(self, request: Request, *, aggregated: bool) -> Response:
+    async def _list(self, request: Request, *, aggregated: bool) -> Response:
         project_id, location = where(request)
         raw_filter = request.query_params.get("filter", "")
         list_filter = (
@@ -91,14 +91,12 @@ class RestApi:
             else ListFilter.UNKNOWN
         )
         view = view_param(request)
-        page = self.service.list_jobs(
-            project_id,
-            location,
-            list_filter,
-            int_param(request, "pageSize"),
-            request.query_params.get("pageToken", ""),
-            request.query_params.get("name", ""),
-            aggregated=aggregated,
+        size, token, name = int_param(request, "pageSize"), request.query_params.get("pageToken", ""), ""
+        if b"name" in request.scope["query_string"]:
+            name = request.query_params.get("name", "")
+        page = await offload.read(
+            self.service,
+            lambda: self.service.list_jobs(project_id, location, list_filter, size, token, name, aggregated=aggregated),
         )
         ints = wants_ints(request)
         body: dict[str, Any] = {"jobs": [wire.job_to_json_dict(j, view, ints=ints) for j in page.items]}
@@ -114,15 +112,15 @@ class RestApi:
             if raw
             else MessageImportance.JOB_MESSAGE_IMPORTANCE_UNKNOWN
         )
-        page = self.service.list_messages(
-            project_id,
-            location,
+        job_id, start, end = (
             request.path_params["job_id"],
-            importance,
             time_param(request, "startTime"),
             time_param(request, "endTime"),
-            int_param(request, "pageSize"),
-            request.query_params.get("pageToken", ""),
+        )
+        size, token = int_param(request, "pageSize"), request.query_params.get("pageToken", "")
+        page = await offload.read(
+            self.service,
+            lambda: self.service.list_messages(project_id, location, job_id, importance, start, end, size, token),
         )
         ints = wants_ints(request)
         body: dict[str, Any] = {
@@ -153,7 +151,10 @@ class RestApi:
 
     async def get_snapshot(self, request: Request) -> Response:
         project_id, location = where(request)
-        snapshot = self.service.get_snapshot(project_id, location, request.path_params["snapshot_id"])
+        snapshot_id = request.path_params["snapshot_id"]
+        snapshot = await offload.read(
+            self.service, lambda: self.service.get_snapshot(project_id, location, snapshot_id)
+        )
         return JsonResponse(wire.to_json_dict(wire.snapshot_to_pb(snapshot), ints=wants_ints(request)))
 
     async def delete_snapshot(self, request: Request) -> Response:
@@ -169,7 +170,7 @@ class RestApi:
         """ListSnapshots: the location's snapshots, or one job's (``…/jobs/{jobId}/snapshots`` or ``?jobId=``)."""
         project_id, location = where(request)
         job_id = request.path_params.get("job_id") or request.query_params.get("jobId", "")
-        snapshots = self.service.list_snapshots(project_id, location, job_id)
+        snapshots = await offload.read(self.service, lambda: self.service.list_snapshots(project_id, location, job_id))
         ints = wants_ints(request)
         return JsonResponse({"snapshots": [wire.to_json_dict(wire.snapshot_to_pb(s), ints=ints) for s in snapshots]})
 
@@ -177,20 +178,21 @@ class RestApi:
         """GetJobMetrics: live while the job runs, final once it has ended."""
         project_id, location = where(request)
         time_param(request, "startTime")  # accepted and checked; every metric is cumulative
-        _, metrics = self.service.metrics(project_id, location, request.path_params["job_id"])
+        job_id = request.path_params["job_id"]
+        _, metrics = await run_in_threadpool(self.service.metrics, project_id, location, job_id)  # may ask an engine
         pb = wire.metrics_to_pb(metrics, self.service.clock())
         return JsonResponse(wire.to_json_dict(pb, ints=wants_ints(request)))
 
     async def execution_details(self, request: Request) -> Response:
         """GetJobExecutionDetails: a summary per stage."""
         project_id, location = where(request)
-        _, stages = self.service.stages(project_id, location, request.path_params["job_id"])
+        _, stages = await run_in_threadpool(self.service.stages, project_id, location, request.path_params["job_id"])
         return JsonResponse(wire.to_json_dict(wire.stages_to_pb(stages), ints=wants_ints(request)))
 
     async def stage_execution_details(self, request: Request) -> Response:
         """GetStageExecutionDetails: tidegate's workers are local processes, so a stage lists none."""
         project_id, location = where(request)
-        job, stages = self.service.stages(project_id, location, request.path_params["job_id"])
+        job, stages = await run_in_threadpool(self.service.stages, project_id, location, request.path_params["job_id"])
         stage_id = request.path_params["stage_id"]
         if stage_id not in {s.stage_id for s in stages}:
             raise NotFound(f"Job {job.id} has no stage {stage_id}", reason="STAGE_NOT_FOUND")
@@ -198,18 +200,20 @@ class RestApi:
 
     async def history(self, request: Request) -> Response:
         project_id, location = where(request)
-        changes = self.service.history(project_id, location, request.path_params["job_id"])
+        job_id = request.path_params["job_id"]
+        changes = await offload.read(self.service, lambda: self.service.history(project_id, location, job_id))
         return JsonResponse({"stateHistory": [wire.state_change_to_dict(c) for c in changes]})
 
     async def logs(self, request: Request) -> Response:
         """What the job's processes printed (tidegate's own): a page of lines after ``offset``."""
         project_id, location = where(request)
-        entries, offset, complete = self.service.logs(
-            project_id,
-            location,
+        job_id, offset, size = (
             request.path_params["job_id"],
             request.query_params.get("offset", ""),
             int_param(request, "pageSize"),
+        )
+        entries, offset, complete = await offload.read(
+            self.service, lambda: self.service.logs(project_id, location, job_id, offset, size)
         )
         lines = [{"source": e.source, "text": e.text} for e in entries]
         return JsonResponse({"entries": lines, "nextOffset": offset, "complete": complete})

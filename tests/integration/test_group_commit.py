@@ -1,0 +1,124 @@
+"""Group commit on real SQLite and PostgreSQL: calls that share a transaction, each still all or nothing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import pytest
+
+from tidegate.errors import FailedPrecondition, NotFound
+from tidegate.lifecycle import JobState
+from tidegate.model import MessageImportance, NewJob
+from tidegate.service.jobs import JobService
+from tidegate.store import Store
+from tidegate.store.committer import Committer
+
+S = JobState
+
+
+def messages(store: Store, job_id: str) -> list[str]:
+    page = store.list_messages(job_id, MessageImportance.JOB_MESSAGE_IMPORTANCE_UNKNOWN, None, None, 1000)
+    return [m.text for m in page.items]
+
+
+def test_a_failing_call_costs_the_others_nothing_and_keeps_none_of_its_own(
+    service: JobService, store: Store, new_job: Callable[..., NewJob]
+) -> None:
+    a, b = service.create_job(new_job()), service.create_job(new_job())
+    committed: list[str] = []
+
+    def half_then_fail() -> None:
+        store.add_message(b.id, MessageImportance.JOB_MESSAGE_BASIC, "half of a failing call", service.clock())
+        store.after_commit(lambda: committed.append("failing"))
+        raise FailedPrecondition("this call fails after writing", reason="TEST")
+
+    def cancel_a() -> object:
+        store.after_commit(lambda: committed.append("cancel"))
+        return service.update_job(a.project_id, a.location, a.id, requested_state=S.JOB_STATE_CANCELLED)
+
+    def caught_inner_failure() -> str:
+        """A call that catches the failure of one of its own transactions: still all or nothing."""
+        try:
+            service.update_job(b.project_id, b.location, b.id, requested_state=S.JOB_STATE_DRAINED)
+        except Exception as error:  # a batch job cannot be drained
+            return type(error).__name__
+        return "none"
+
+    outcomes = store.run_batch([cancel_a, half_then_fail, caught_inner_failure, lambda: store.get_job(a.id).id])
+    assert [ok for ok, _ in outcomes] == [True, False, True, True]
+    assert isinstance(outcomes[1][1], FailedPrecondition)
+    assert outcomes[2][1] in {"InvalidArgument", "FailedPrecondition"}
+    assert store.get_job(a.id).current_state is S.JOB_STATE_CANCELLED
+    assert "half of a failing call" not in messages(store, b.id)
+    assert committed == ["cancel"]  # the failing call's callback never ran: its transaction never committed
+
+
+def test_calls_in_one_batch_see_each_other_as_if_run_one_after_the_other(
+    service: JobService, store: Store, new_job: Callable[..., NewJob]
+) -> None:
+    job = service.create_job(new_job())
+
+    def cancel() -> JobState:
+        return service.update_job(
+            job.project_id, job.location, job.id, requested_state=S.JOB_STATE_CANCELLED
+        ).current_state
+
+    def start() -> JobState:
+        return service.update_job(
+            job.project_id, job.location, job.id, requested_state=S.JOB_STATE_RUNNING
+        ).current_state
+
+    outcomes = store.run_batch([cancel, cancel, start])
+    assert outcomes[:2] == [(True, S.JOB_STATE_CANCELLED)] * 2  # the second sees the first's edge: a repeat
+    ok, error = outcomes[2]
+    assert not ok and isinstance(error, FailedPrecondition) and error.reason == "JOB_TERMINAL"
+    history = [c.target for c in store.history(job.id)]
+    assert history == [S.JOB_STATE_STOPPED, S.JOB_STATE_CANCELLED]
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_racing_requests_through_the_committer_take_one_edge_each(
+    service: JobService, store: Store, new_job: Callable[..., NewJob], threads: int
+) -> None:
+    """Many clients at once: creates and cancels batched together, and of racing cancels of one job, one wins."""
+    if store.dialect == "sqlite" and threads > 1:
+        pytest.skip("SQLite's committer has one thread")
+    committer = Committer(store, threads)
+    try:
+        jobs = [f.result() for f in [committer.submit(lambda: service.create_job(new_job())) for _ in range(40)]]
+        start = threading.Barrier(8)
+        futures: list[Future[object]] = []
+        lock = threading.Lock()
+
+        def client() -> None:
+            start.wait()
+            for job in jobs:
+                future = committer.submit(
+                    lambda job=job: service.update_job(
+                        job.project_id, job.location, job.id, requested_state=S.JOB_STATE_CANCELLED
+                    )
+                )
+                with lock:
+                    futures.append(future)
+
+        clients = [threading.Thread(target=client) for _ in range(8)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        assert [f.exception() for f in futures] == [None] * 8 * len(jobs)  # repeats of a cancel answer the job
+        for job in jobs:  # and one cancel of each took the edge
+            assert [c.target for c in store.history(job.id)] == [S.JOB_STATE_STOPPED, S.JOB_STATE_CANCELLED]
+    finally:
+        committer.close()
+
+
+def test_an_error_reaches_the_caller_and_a_closed_committer_refuses(service: JobService, store: Store) -> None:
+    committer = Committer(store, 1)
+    with pytest.raises(NotFound):
+        committer.submit(lambda: store.get_job("no-such-job")).result()
+    committer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        committer.submit(lambda: None)
