@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from tidegate.model import MessageImportance, MetricValue, StageDetails
+from tidegate.model import JobGraph, MessageImportance, MetricValue, StageDetails
 
 __all__ = [
     "WORKING_FOLDER_EXPERIMENT",
@@ -23,6 +23,7 @@ __all__ = [
     "EngineState",
     "Handle",
     "LaunchRequest",
+    "Planning",
     "RunLeaseSpec",
     "RunStatus",
     "SavepointStopper",
@@ -172,3 +173,14 @@ class SavepointStopper(Protocol):
 
         The run then ends CANCELLED; the savepoint holds its state for the replacement.
         """
+
+
+@runtime_checkable
+class Planning(Protocol):
+    """An engine that knows a run's plan (Flink's job graph), for a job that brings no pipeline of its own.
+
+    Optional: the scheduler checks for it (``isinstance(engine, Planning)``).
+    """
+
+    def plan(self, handle: Handle) -> JobGraph | None:
+        """The run's graph of steps, or None while the engine has none (not submitted yet)."""

@@ -43,12 +43,19 @@ import httpx
 
 from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus
 from tidegate.engines.base import WorkerMessage as Message
-from tidegate.engines.flink_cluster import FlinkRestClient, find_flink_home, flink_python, root_cause, write_config
+from tidegate.engines.flink_cluster import (
+    FlinkRestClient,
+    find_flink_home,
+    flink_python,
+    job_graph,
+    root_cause,
+    write_config,
+)
 from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
 from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_run, request_from, request_record
 from tidegate.engines.flink_uids import driver_command
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
-from tidegate.model import MessageImportance, MetricValue, StageDetails
+from tidegate.model import JobGraph, MessageImportance, MetricValue, StageDetails
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +340,15 @@ class FlinkEngine:
         with contextlib.suppress(TidegateError):
             return self._rest.job_stages(self._rest.job(run.job_id)) if run.submitted else []
         return []
+
+    def plan(self, handle: Handle) -> JobGraph | None:
+        """Flink's job plan: one node per vertex (a chain of operators), as ``stages`` lists them."""
+        run = self._run(handle)
+        if not run.submitted:
+            return None
+        with contextlib.suppress(TidegateError):
+            return job_graph(self._rest.job(run.job_id))
+        return None
 
     def release(self, handle: Handle) -> None:
         """End a submission still in flight and delete the run's temporary files (savepoints stay)."""

@@ -99,6 +99,7 @@ class RestApi:
             request.query_params.get("pageToken", ""),
             request.query_params.get("name", ""),
             aggregated=aggregated,
+            name_prefix=request.query_params.get("namePrefix", ""),  # tidegate's own: the console's search
         )
         ints = wants_ints(request)
         body: dict[str, Any] = {"jobs": [wire.job_to_json_dict(j, view, ints=ints) for j in page.items]}
