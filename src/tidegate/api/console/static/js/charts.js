@@ -29,7 +29,11 @@ export function lineChart(host, points, { title, unit = "", emptyText = "No samp
   const head = h("div", { class: "chart-head" },
     h("span", { class: "chart-title" }, title),
     h("span", { class: "chart-value", dataset: { value: last ?? "" } }, last === null ? "—" : `${short(last)} ${unit}`));
-  const svg = h("svg:svg", { class: "chart-svg", viewBox: `0 0 ${WIDTH} ${HEIGHT}`, width: WIDTH, height: HEIGHT, role: "img", "aria-label": title });
+  const peak = points.length ? Math.max(...points.map((p) => p.v)) : "";
+  const svg = h("svg:svg", {
+    class: "chart-svg", viewBox: `0 0 ${WIDTH} ${HEIGHT}`, width: WIDTH, height: HEIGHT, role: "img", "aria-label": title,
+    "data-points": points.length, "data-max": peak,
+  });
   const iw = WIDTH - M.left - M.right;
   const ih = HEIGHT - M.top - M.bottom;
   const top = nice(Math.max(0, ...points.map((p) => p.v)));

@@ -73,6 +73,7 @@ export function renderJobList(root, { navigate }) {
     if (next.page) query.set("page", next.page);
     if (next.size !== PAGE_SIZE) query.set("size", String(next.size));
     const url = `/ui/${query.toString() ? `?${query}` : ""}`;
+    if (url === `${window.location.pathname}${window.location.search}` && !("page" in extra)) return; // nothing changed
     navigate(url, { state: { earlier: extra.earlier || [] } });
   }
   const go = (extra) => apply(extra);
