@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 from google.protobuf import json_format
 
+from tests.engines import ScriptedEngine
 from tidegate.api.rest.app import create_app
+from tidegate.engines.base import EngineState, Handle
 from tidegate.jobspec import JobPb
-from tidegate.model import NewJob
+from tidegate.lifecycle import JobState, JobType
+from tidegate.model import GraphNode, JobGraph, MetricValue, NewJob, StageDetails
+from tidegate.scheduler.admission import Capacity
+from tidegate.scheduler.loop import Scheduler, SchedulerSettings
 from tidegate.service.jobs import JobService
 
 BASE = "/v1b3/projects/proj/locations/us-central1"
@@ -133,3 +139,42 @@ def test_list_jobs_by_name_prefix(service: JobService, new_job: Callable[..., Ne
         params={"namePrefix": "alpha", "pageSize": "2", "pageToken": first["nextPageToken"]},
     ).json()
     assert sorted(j["name"] for j in first["jobs"] + rest["jobs"]) == ["alpha-1", "alpha-2", "alphabet"]
+
+
+class _PlanningEngine(ScriptedEngine):
+    """A scripted engine that also has a plan of each run (as Flink's engine has)."""
+
+    def plan(self, handle: Handle) -> JobGraph | None:
+        self._kept(handle)  # a released run answers no more, as in the real engines
+        return JobGraph("flink-plan", (GraphNode("v1", "Source: in -> Map", steps=("Source: in", "Map")),), ())
+
+
+def test_a_graph_from_the_engines_plan_is_kept_when_the_run_ends(
+    service: JobService, new_job: Callable[..., NewJob], tmp_path: Path
+) -> None:
+    engine = _PlanningEngine()
+    scheduler = Scheduler(
+        service, {"beam": engine}, SchedulerSettings(work_dir=tmp_path / "runs", capacity=Capacity(max_jobs=4))
+    )
+    job = service.create_job(new_job(type=JobType.JOB_TYPE_STREAMING))
+    path = f"{OWN}/jobs/{job.id}/graph"
+    assert call(service, "GET", path).json()["nodes"] == []  # not launched: no plan yet
+    scheduler.tick()
+    engine.run_of(job.id).state = EngineState.RUNNING
+    engine.run_of(job.id).metrics = [MetricValue("numRecordsOut", "Map", 12, "dataflow/v1b3")]
+    engine.run_of(job.id).stages = [StageDetails("v1", "RUNNING", steps=("Source: in", "Map"))]
+    scheduler.tick()
+    live = call(service, "GET", path).json()
+    assert live["origin"] == "flink-plan"
+    assert [(n["name"], n["state"], n.get("elementsOut")) for n in live["nodes"]] == [
+        ("Source: in -> Map", "RUNNING", 12)
+    ]
+    engine.run_of(job.id).state = EngineState.SUCCEEDED
+    for _ in range(5):
+        scheduler.tick()
+    assert service.store.get_job(job.id).current_state is JobState.JOB_STATE_DONE
+    engine.run_of(job.id).released = True  # its engine answers no more (its files gone): what was kept shows
+    kept = call(service, "GET", path).json()
+    assert [(n["name"], n["state"], n.get("elementsOut")) for n in kept["nodes"]] == [
+        ("Source: in -> Map", "SUCCEEDED", 12)
+    ]
