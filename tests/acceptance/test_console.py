@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,26 +18,14 @@ import apache_beam as beam
 import httpx
 import pytest
 from apache_beam.internal.cloudpickle import cloudpickle
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from .conftest import LOCATION, ROOT, Server
+from tests.browser import browser, page, shot
+
+from .conftest import LOCATION, Server
 
 pytestmark = pytest.mark.slow
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the worker cannot import this module
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-TIMEOUT_MS = 30_000
 
 
 # -- pipelines and jobs -------------------------------------------------------------------------
@@ -137,48 +124,14 @@ def job_url(server: Server, job: dict[str, Any], tab: str = "") -> str:
     return url + (f"?tab={tab}" if tab else "")
 
 
-# -- the browser --------------------------------------------------------------------------------
+# -- the browser (tests.browser) and the server ----------------------------------------------------
+
+__all__ = ["browser", "page"]  # the fixtures this module uses
 
 
 @pytest.fixture(scope="module")
 def beam_server(start_server: Callable[..., Server]) -> Server:
     return start_server("sqlite", "beam")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium (``scripts/setup-browser`` installs it when it is missing), headless."""
-    subprocess.run(["bash", str(ROOT / "scripts" / "setup-browser")], check=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser context (no token, no remembered project); fails the test on any script error."""
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    opened.on(
-        "console", lambda message: errors.append(message.text) if _script_error(message.type, message.text) else None
-    )
-    yield opened
-    context.close()
-    assert not errors, f"the console's scripts failed: {errors}"
-
-
-def _script_error(kind: str, text: str) -> bool:
-    """A console error of the page's own scripts (the browser also logs every refused request it sees)."""
-    return kind == "error" and not text.startswith("Failed to load resource")
-
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
 def job_rows(page: Page) -> list[str]:

@@ -179,7 +179,7 @@ function metricsTab(ctx, host) {
               h("td", {}, c.step || "—"),
               h("td", {}, c.namespace ? `${c.namespace}/${m.name.name}` : m.name.name, c.output_user_name && c.output_user_name !== `${c.step}.None` ? h("div", { class: "sub mono" }, c.output_user_name) : null),
               h("td", {}, m.name.origin === "user" ? "User" : "System"),
-              h("td", { class: "num" }, fmtNumber(Number(m.scalar))));
+              h("td", { class: "num" }, m.name.name === "currentOutputWatermark" ? fmtTime(Number(m.scalar)) : fmtNumber(Number(m.scalar))));
           })))
         : empty("No metrics", "Metrics appear once the job runs."));
     // Drawn once on the page, at the width they are given.
@@ -355,7 +355,7 @@ function snapshotsTab(ctx, host, helpers) {
               h("td", { class: "mono" }, s.id), h("td", {}, h("span", { class: `badge tone-${{ READY: "ok", FAILED: "bad", DELETED: "muted" }[s.state] || "wait"}`, dataset: { state: s.state } }, h("span", { class: "dot" }), stateName(s.state))),
               h("td", {}, fmtTime(s.creationTime)),
               h("td", {}, ttl ? fmtTime(new Date(new Date(s.creationTime).getTime() + ttl).toISOString()) : "never"),
-              h("td", {}, fmtBytes(Number(s.diskSizeBytes || 0))), h("td", {}, s.description || "—"),
+              h("td", { class: "nowrap" }, fmtBytes(Number(s.diskSizeBytes || 0))), h("td", {}, s.description || "—"),
               h("td", { class: "row-actions" },
                 h("button", { class: "btn btn-small", type: "button", disabled: !ready, dataset: { action: "create-from-snapshot" }, onclick: () => createFromSnapshot(ctx, s, helpers.navigate) }, "Create job"),
                 h("button", { class: "btn btn-small btn-danger-outline", type: "button", dataset: { action: "delete-snapshot" }, onclick: () => deleteSnapshot(ctx, s, helpers.refresh) }, "Delete")));
