@@ -103,7 +103,7 @@ export function drawGraph(host, graph, { selected = "", onSelect = () => {}, sca
       h("svg:title", {}, `${node.name}\n${node.kind || ""}${state ? ` · ${stateName(state)}` : ""}${count !== undefined ? ` · ${fmtNumber(count)} elements` : ""}`),
       h("svg:rect", { class: "graph-box", width: W, height: H, rx: 8, ry: 8 }),
       h("svg:rect", { class: "graph-bar", width: 5, height: H - 2, x: 1, y: 1, rx: 3 }),
-      h("svg:text", { class: "graph-name", x: 16, y: 24 }, shorten(node.name, 27)),
+      h("svg:text", { class: "graph-name", x: 16, y: 24 }, shorten(node.name, 24)),
       h("svg:text", { class: "graph-kind", x: 16, y: 44 }, shorten(node.kind || "", 16)),
       h("svg:text", { class: "graph-count", x: W - 12, y: 44, "text-anchor": "end" }, count !== undefined ? `${fmtNumber(count)} el.` : ""),
       h("svg:circle", { class: "graph-state", cx: W - 16, cy: 18, r: 5 }),
