@@ -17,7 +17,10 @@ from tidegate.lifecycle import Actor, JobState, JobType
 
 __all__ = [
     "EngineRun",
+    "GraphEdge",
+    "GraphNode",
     "Job",
+    "JobGraph",
     "JobMessage",
     "ListFilter",
     "LogEntry",
@@ -255,3 +258,35 @@ class StageDetails:
     start_time: datetime | None = None
     end_time: datetime | None = None
     steps: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One step of a job's pipeline graph, as its pipeline or its engine's plan names it."""
+
+    id: str
+    name: str
+    kind: str = ""
+    steps: Sequence[str] = ()
+    """The engine's own step names inside it (a composite's leaf transforms, a chain's operators):
+    how stages (``StageDetails.steps``) and metrics (``MetricValue.step``) name it."""
+    outputs: Sequence[str] = ()
+    """The collections it writes, as element counts name them (``MetricValue.pcollection``)."""
+
+
+@dataclass(frozen=True)
+class GraphEdge:
+    """Data flowing from one step to another through a collection."""
+
+    source: str
+    target: str
+    collection: str = ""
+
+
+@dataclass(frozen=True)
+class JobGraph:
+    """A job's pipeline graph and where it was read from ("pipeline", "steps" or "flink-plan")."""
+
+    origin: str
+    nodes: Sequence[GraphNode] = ()
+    edges: Sequence[GraphEdge] = ()

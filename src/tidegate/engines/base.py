@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from tidegate.model import LogLine, MessageImportance, MetricValue, StageDetails
+from tidegate.model import JobGraph, LogLine, MessageImportance, MetricValue, StageDetails
 
 __all__ = [
     "WORKING_FOLDER_EXPERIMENT",
@@ -24,6 +24,7 @@ __all__ = [
     "Handle",
     "LaunchRequest",
     "LogReader",
+    "Planning",
     "RunLeaseSpec",
     "RunStatus",
     "SavepointStopper",
@@ -185,3 +186,14 @@ class LogReader(Protocol):
     def logs(self, handle: Handle, cursor: str) -> tuple[list[LogLine], str]:
         """Lines printed since ``cursor`` ('' at first) and the cursor to ask next; the last partial
         line only once the run has ended."""
+
+
+@runtime_checkable
+class Planning(Protocol):
+    """An engine that knows a run's plan (Flink's job graph), for a job that brings no pipeline of its own.
+
+    Optional: the scheduler checks for it (``isinstance(engine, Planning)``).
+    """
+
+    def plan(self, handle: Handle) -> JobGraph | None:
+        """The run's graph of steps, or None while the engine has none (not submitted yet)."""

@@ -190,8 +190,10 @@ class Progress:
 
     def bundle_started(self, stage: str) -> None:
         with self._lock:
+            was = self._stages.get(stage, {}).get("state")
             self._mark(stage, "EXECUTION_STATE_RUNNING", start=True)
-        self.write()
+        # A stage that starts is shown running at once (a bundle may run for minutes before the next write).
+        self.write(force=was != "EXECUTION_STATE_RUNNING")
 
     def bundle_finished(self, stage: str, infos: Iterable[metrics_pb2.MonitoringInfo]) -> None:
         from apache_beam.metrics import monitoring_infos

@@ -47,6 +47,7 @@ from tidegate.engines.flink_cluster import (
     FlinkRestClient,
     find_flink_home,
     flink_python,
+    job_graph,
     root_cause,
     with_java,
     write_config,
@@ -56,7 +57,7 @@ from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_ru
 from tidegate.engines.flink_uids import driver_command
 from tidegate.engines.log_files import tail
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
-from tidegate.model import LogLine, MessageImportance, MetricValue, StageDetails
+from tidegate.model import JobGraph, LogLine, MessageImportance, MetricValue, StageDetails
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +354,15 @@ class FlinkEngine:
         with contextlib.suppress(TidegateError):
             return self._rest.job_stages(self._rest.job(run.job_id)) if run.submitted else []
         return []
+
+    def plan(self, handle: Handle) -> JobGraph | None:
+        """Flink's job plan: one node per vertex (a chain of operators), as ``stages`` lists them."""
+        run = self._run(handle)
+        if not run.submitted:
+            return None
+        with contextlib.suppress(TidegateError):
+            return job_graph(self._rest.job(run.job_id))
+        return None
 
     def release(self, handle: Handle) -> None:
         """End a submission still in flight and delete the run's temporary files (savepoints stay)."""

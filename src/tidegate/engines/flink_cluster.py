@@ -10,6 +10,7 @@ The local standalone cluster that runs from that distribution is ``flink_local``
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -24,13 +25,14 @@ import httpx
 
 from tidegate.engines.base import WorkerMessage
 from tidegate.errors import FailedPrecondition, NotFound, TidegateError, Unavailable
-from tidegate.model import MessageImportance, MetricValue, StageDetails
+from tidegate.model import GraphEdge, GraphNode, JobGraph, MessageImportance, MetricValue, StageDetails
 
 __all__ = [
     "JAVA_HOME_FILE",
     "FlinkRestClient",
     "find_flink_home",
     "flink_python",
+    "job_graph",
     "root_cause",
     "with_java",
     "write_config",
@@ -269,6 +271,37 @@ class FlinkRestClient:
             )
             for v in job.get("vertices", [])
         ]
+
+
+def job_graph(job: Mapping[str, Any]) -> JobGraph:
+    """The job's plan (``GET /jobs/:id`` carries it): a node per vertex (a chain of operators), edges from inputs."""
+    plan: Any = job.get("plan") or {}
+    if isinstance(plan, str):  # some Flink versions send the plan as a JSON string
+        try:
+            plan = json.loads(plan)
+        except ValueError:
+            plan = {}
+    names = {str(v.get("id")): str(v.get("name", "")) for v in job.get("vertices", [])}
+    planned = [n for n in plan.get("nodes", []) if isinstance(n, Mapping)] if isinstance(plan, Mapping) else []
+    nodes: list[GraphNode] = []
+    edges: list[GraphEdge] = []
+    for node in planned or [{"id": vid} for vid in names]:
+        vid = str(node.get("id"))
+        name = names.get(vid) or _plain(str(node.get("description") or node.get("operator") or vid))
+        steps = tuple(name.split(" -> "))
+        nodes.append(GraphNode(id=vid, name=name, kind=str(node.get("operator") or "Vertex"), steps=steps))
+        for edge in node.get("inputs") or ():
+            if isinstance(edge, Mapping) and edge.get("id") is not None:
+                edges.append(
+                    GraphEdge(source=str(edge["id"]), target=vid, collection=str(edge.get("ship_strategy", "")))
+                )
+    return JobGraph(origin="flink-plan", nodes=tuple(nodes), edges=tuple(edges))
+
+
+def _plain(description: str) -> str:
+    """A plan node's description without Flink's HTML (``<br/>``, entities)."""
+    text = re.sub(r"<br\s*/?>", " ", description)
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
 
 
 def root_cause(text: str) -> str:

@@ -37,7 +37,7 @@ from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, Lo
 from tidegate.errors import FailedPrecondition, NotFound, TidegateError
 from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec
 from tidegate.lifecycle import Actor, JobState
-from tidegate.model import EngineRun, Job, MessageImportance, MetricValue, Snapshot, StageDetails
+from tidegate.model import EngineRun, Job, JobGraph, MessageImportance, MetricValue, Snapshot, StageDetails
 from tidegate.scheduler.admission import Capacity, Waiting, admit
 from tidegate.scheduler.leases import Leases
 from tidegate.scheduler.observations import Observations
@@ -144,6 +144,10 @@ class Scheduler:
     def stages(self, job: Job) -> list[StageDetails]:
         """The job's execution details per stage."""
         return self._observations.stages(job)
+
+    def plan(self, job: Job) -> JobGraph | None:
+        """The engine's plan of the job's run (Flink's job graph), if its engine has one."""
+        return self._observations.plan(job)
 
     def snapshot(self, job: Job, snapshot_id: str) -> tuple[str, int]:
         """Take a savepoint of the job's run into the snapshot folder; its location and size."""

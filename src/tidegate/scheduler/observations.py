@@ -1,6 +1,6 @@
-"""A run's observations (metrics, execution details per stage): from its engine while it runs, kept after.
+"""A run's observations (metrics, stages, the engine's plan): from its engine while it runs, kept after.
 
-When a run ends, its final metrics and stages are kept with the job (an artifact), so
+When a run ends, its final metrics, stages and plan are kept with the job (an artifact), so
 that they can be read once the engine has released the run and answers no more.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tidegate.engines.base import Engine, Handle
-from tidegate.model import Job, MetricValue, StageDetails
+from tidegate.engines.base import Engine, Handle, Planning
+from tidegate.model import GraphEdge, GraphNode, Job, JobGraph, MetricValue, StageDetails
 from tidegate.store import Store
 
 __all__ = ["Observations"]
@@ -45,6 +45,16 @@ def _stage_from_json(data: dict[str, Any]) -> StageDetails:
     )
 
 
+def _graph_from_json(data: dict[str, Any]) -> JobGraph:
+    return JobGraph(
+        origin=data["origin"],
+        nodes=tuple(
+            GraphNode(**{**n, "steps": tuple(n["steps"]), "outputs": tuple(n["outputs"])}) for n in data["nodes"]
+        ),
+        edges=tuple(GraphEdge(**e) for e in data["edges"]),
+    )
+
+
 class Observations:
     """The observations of the runs of one scheduler; ``handle_of(job)``: the engine and handle of its run, if any."""
 
@@ -68,6 +78,17 @@ class Observations:
         found = self._handle(job)
         return found[0].stages(found[1]) if found else []
 
+    def plan(self, job: Job) -> JobGraph | None:
+        """The engine's plan of the job's run (Flink's job graph), if its engine has one."""
+        final = self.store.get_artifact(job.id, _FINAL)
+        if final is not None:
+            kept = json.loads(final).get("plan")
+            return _graph_from_json(kept) if kept else None
+        found = self._handle(job)
+        if found is None or not isinstance(found[0], Planning):
+            return None
+        return found[0].plan(found[1])
+
     def keep(self, job: Job) -> None:
         """Keep a run's final metrics and stages with the job, before its files may go."""
         found = self._handle(job)
@@ -75,10 +96,13 @@ class Observations:
             return
         engine, handle = found
         try:
-            data = {
+            data: dict[str, Any] = {
                 "metrics": [dataclasses.asdict(m) for m in engine.metrics(handle)],
                 "stages": [_stage_to_json(s) for s in engine.stages(handle)],
             }
+            plan = engine.plan(handle) if isinstance(engine, Planning) else None
+            if plan is not None:
+                data["plan"] = dataclasses.asdict(plan)
         except Exception:  # observations are a courtesy: never block a job's end on them
             log.exception("could not read the final metrics of job %s", job.id)
             return

@@ -20,6 +20,7 @@ from tidegate.jobspec import PIPELINE_ARTIFACT, check_tidegate_section, parse_sp
 from tidegate.lifecycle import ACTIVE_STATES, Actor, JobState, JobType, PlanKind, plan_request
 from tidegate.model import (
     Job,
+    JobGraph,
     JobMessage,
     ListFilter,
     LogEntry,
@@ -31,6 +32,7 @@ from tidegate.model import (
     StateChange,
 )
 from tidegate.service.calls import DEFAULT_POOL_SIZE, Calls
+from tidegate.service.graphs import GraphCases
 from tidegate.service.snapshots import SnapshotCases
 from tidegate.service.staging import read_staged
 from tidegate.service.templates import TemplateCases
@@ -89,8 +91,10 @@ class RunObserver(Protocol):
 
     def stages(self, job: Job) -> list[StageDetails]: ...
 
+    def plan(self, job: Job) -> JobGraph | None: ...
 
-class JobService(SnapshotCases, TemplateCases):
+
+class JobService(SnapshotCases, TemplateCases, GraphCases):
     """Create, read, list and update jobs; take service-side edges for the scheduler."""
 
     def __init__(
@@ -306,12 +310,20 @@ class JobService(SnapshotCases, TemplateCases):
         name: str = "",
         *,
         aggregated: bool = False,
+        name_prefix: str = "",
     ) -> Page[Job]:
-        """A page of jobs in a location (the default one when None), or in every location."""
+        """A page of jobs in a location (the default one when None), or in every location.
+
+        ``name``: the jobs of that name (ListJobs's filter); ``name_prefix``: those whose name starts so.
+        """
         check_scope(project_id, location)
         size = self._page_size(page_size)
         where = None if aggregated else (location or self.default_location)
-        return self.store.list_jobs(project_id, where, list_filter, size, page_token, name)
+        return self.store.list_jobs(project_id, where, list_filter, size, page_token, name, name_prefix)
+
+    def projects(self, limit: int = MAX_PAGE_SIZE) -> list[str]:
+        """The projects that have jobs on this server, in name order (at most ``limit``)."""
+        return self.store.project_ids(limit)
 
     @staticmethod
     def _page_size(page_size: int) -> int:

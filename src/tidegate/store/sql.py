@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import enum
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -311,8 +312,11 @@ class Store(Runs, Snapshots, Logs):
         page_size: int,
         page_token: str = "",
         name: str = "",
+        name_prefix: str = "",
     ) -> Page[Job]:
         """A page of a project's jobs (in one location, or all when ``location`` is None).
+
+        ``name``: only the jobs of that name; ``name_prefix``: only those whose name starts so.
 
         Orders: ACTIVE by creation, newest first; TERMINATED by termination time,
         newest first; ALL the active ones, then the terminated ones; UNKNOWN every
@@ -327,6 +331,9 @@ class Store(Runs, Snapshots, Logs):
         if name:
             where.append("name = %s")
             params.append(name)
+        if name_prefix:
+            where.append("name LIKE %s ESCAPE '!'")
+            params.append(re.sub(r"([!%_])", r"!\1", name_prefix) + "%")
         phase, after = "a", None
         if page_token:
             phase, after = _untoken(page_token, list_filter)
@@ -378,6 +385,11 @@ class Store(Runs, Snapshots, Logs):
         jobs = [_job(r) for r in rows[:page_size]]
         token = _token(*key(rows[page_size - 1])) if len(rows) > page_size and jobs else ""
         return Page(tuple(jobs), token)
+
+    def project_ids(self, limit: int) -> list[str]:
+        """The projects that have jobs, in name order (at most ``limit``)."""
+        rows = self._execute("SELECT DISTINCT project_id FROM jobs ORDER BY project_id LIMIT %s", (limit,)).fetchall()
+        return [str(r[0]) for r in rows]
 
     def count_jobs(self) -> int:
         return int(self._execute("SELECT count(*) FROM jobs").fetchone()[0])

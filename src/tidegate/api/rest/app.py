@@ -3,7 +3,8 @@
 Paths, JSON and error bodies are the ones the official client (``transport="rest"``),
 ``google-api-python-client`` and Beam's DataflowRunner send and read. Every path that
 names a location has a location-less legacy twin meaning the server's default
-location. tidegate's own additions live under ``/tidegate/v1``.
+location. tidegate's own additions live under ``/tidegate/v1``; the web console under
+``/ui/`` (``/`` redirects there).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tidegate.api.console import console_routes
 from tidegate.api.rest.http import Handler, JsonResponse, google_error, guard, internal_response
 from tidegate.api.rest.jobs import RestApi
+from tidegate.api.rest.own import OwnRoutes
 from tidegate.api.rest.templates import TemplateRoutes
 from tidegate.service.jobs import JobService
 
@@ -64,9 +67,11 @@ def _routes(api: RestApi) -> list[BaseRoute]:
         paths[prefix + "/jobs/{job_id}/logs"] = {"GET": api.logs}
     for path, handlers in TemplateRoutes(api.service).routes().items():
         paths.setdefault(path, {}).update(handlers)
+    for path, handlers in OwnRoutes(api.service).routes().items():
+        paths.setdefault(path, {}).update(handlers)
     routes: list[BaseRoute] = [_one_route(path, handlers) for path, handlers in paths.items()]
     routes.append(Route("/healthz", api.healthz, methods=["GET"]))
-    return routes
+    return [*routes, *console_routes()]
 
 
 _HTTP_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "UNIMPLEMENTED"}

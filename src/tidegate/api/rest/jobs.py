@@ -94,9 +94,12 @@ class RestApi:
         size, token, name = int_param(request, "pageSize"), request.query_params.get("pageToken", ""), ""
         if b"name" in request.scope["query_string"]:
             name = request.query_params.get("name", "")
+        prefix = request.query_params.get("namePrefix", "")  # tidegate's own: the console's search
         page = await offload.read(
             self.service,
-            lambda: self.service.list_jobs(project_id, location, list_filter, size, token, name, aggregated=aggregated),
+            lambda: self.service.list_jobs(
+                project_id, location, list_filter, size, token, name, aggregated=aggregated, name_prefix=prefix
+            ),
         )
         ints = wants_ints(request)
         body: dict[str, Any] = {"jobs": [wire.job_to_json_dict(j, view, ints=ints) for j in page.items]}
