@@ -43,11 +43,12 @@ import httpx
 
 from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus
 from tidegate.engines.base import WorkerMessage as Message
-from tidegate.engines.flink_cluster import FlinkRestClient, find_flink_home, flink_python, root_cause, write_config
+from tidegate.engines.flink_cluster import FlinkRestClient, find_flink_home, flink_python, write_config
 from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
 from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_run, request_from, request_record
 from tidegate.engines.flink_uids import driver_command
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
+from tidegate.failures import root_cause
 from tidegate.model import MessageImportance, MetricValue, StageDetails
 
 log = logging.getLogger(__name__)

@@ -24,13 +24,13 @@ import httpx
 
 from tidegate.engines.base import WorkerMessage
 from tidegate.errors import FailedPrecondition, NotFound, TidegateError, Unavailable
+from tidegate.failures import root_cause
 from tidegate.model import MessageImportance, MetricValue, StageDetails
 
 __all__ = [
     "FlinkRestClient",
     "find_flink_home",
     "flink_python",
-    "root_cause",
     "write_config",
 ]
 
@@ -248,25 +248,6 @@ class FlinkRestClient:
             )
             for v in job.get("vertices", [])
         ]
-
-
-def root_cause(text: str) -> str:
-    """The most telling line of a Flink error: a Python exception line, else the innermost ``Caused by``."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line.rstrip().endswith("Traceback (most recent call last):"):
-            for candidate in lines[i + 1 :]:
-                if candidate.strip() and not candidate.startswith((" ", "\t")):
-                    if candidate.startswith("py4j.protocol.Py4JJavaError"):
-                        break  # the Java side failed: its innermost cause tells why
-                    return candidate.strip()
-    # The CLI's own ProgramAbortException ("Python process exits with code: 1") says nothing: stop before it.
-    end = next((i for i, line in enumerate(lines) if "ProgramAbortException" in line), len(lines))
-    causes = [line.strip()[len("Caused by: ") :] for line in lines[:end] if line.strip().startswith("Caused by: ")]
-    causes = causes or [line.strip()[len("Caused by: ") :] for line in lines if line.strip().startswith("Caused by: ")]
-    if causes:
-        return causes[-1]
-    return next((line.strip() for line in lines if line.strip()), "unknown error")
 
 
 def _message(ms: float, importance: MessageImportance, text: str) -> WorkerMessage:

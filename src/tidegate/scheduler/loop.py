@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, RunLeaseSpec, Supervising
 from tidegate.errors import FailedPrecondition, NotFound, TidegateError
+from tidegate.failures import root_cause
 from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec
 from tidegate.lifecycle import Actor, JobState
 from tidegate.model import EngineRun, Job, MessageImportance, MetricValue, Snapshot, StageDetails
@@ -540,11 +541,8 @@ class Scheduler:
 
 
 def failure_summary(error: str, limit: int = 500) -> str:
-    """The one line that says why a run failed: a traceback's exception line, else the first line."""
-    lines = [line for line in error.splitlines() if line.strip()]
-    if not lines:
+    """The one line that says why a run failed: its root exception's own line (``tidegate.failures``)."""
+    if not error.strip():
         return "failed"
-    line = lines[0]
-    if line.startswith("Traceback (most recent call last)"):
-        line = next((x for x in reversed(lines) if not x[0].isspace()), line)
+    line = root_cause(error)
     return line if len(line) <= limit else line[: limit - 1] + "…"
