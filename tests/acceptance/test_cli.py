@@ -204,6 +204,17 @@ def test_cancel_then_messages_and_history(cli: Cli) -> None:
     assert changes[1]["actor"] == "user"
 
 
+def test_follow_of_a_job_that_is_done_exits_0(cli: Cli) -> None:
+    job_id = cli.create("finished")
+    cli.http.put(
+        f"/v1b3/projects/{cli.project}/locations/{LOCATION}/jobs/{job_id}", json={"requestedState": "JOB_STATE_DONE"}
+    )
+    followed = cli("follow", job_id)
+    assert followed.code == 0 and followed.err == "", followed
+    assert followed.out.splitlines()[-1] == f"tidegate: job {job_id} is Done"
+    assert sum(f"Job {job_id} created" in line for line in followed.out.splitlines()) == 1
+
+
 def test_drain_of_a_batch_job_is_refused(cli: Cli) -> None:
     job_id = cli.create("batch")
     assert_failed(cli("drain", job_id), 4, "batch", "HTTP 400")
@@ -224,6 +235,11 @@ SOME_ID = "2026-01-01_00_00_00-1234567890123456789"
         ["drain", SOME_ID],
         ["messages", SOME_ID],
         ["history", SOME_ID],
+        ["follow", SOME_ID],
+        ["metrics", SOME_ID],
+        ["update-options", SOME_ID, "--max-workers", "2"],
+        ["snapshots", "describe", SOME_ID],
+        ["snapshots", "delete", SOME_ID],
         ["describe", "a/b?view=2"],
     ],
 )
@@ -248,7 +264,7 @@ def test_rejected_requests_are_exit_4(cli: Cli) -> None:
 
 def test_unreachable_server_is_exit_5() -> None:
     port = closed_port()
-    for args in (["list"], ["describe", SOME_ID], ["cancel", SOME_ID]):
+    for args in (["list"], ["describe", SOME_ID], ["cancel", SOME_ID], ["follow", SOME_ID], ["metrics", SOME_ID]):
         assert_failed(run("jobs", *args, "--server", f"http://127.0.0.1:{port}"), 5, "cannot reach", str(port))
 
 
