@@ -20,6 +20,8 @@ __all__ = [
     "Job",
     "JobMessage",
     "ListFilter",
+    "LogEntry",
+    "LogLine",
     "MessageImportance",
     "MetricValue",
     "NewJob",
@@ -169,6 +171,25 @@ class EngineRun:
     message_cursor: int
     actions: frozenset[str]
     """Requests already sent to the engine ("cancel", "drain"), so each is sent once."""
+    log_cursor: str = ""
+    """Where the engine's logs of the run were last read (the engine's own cursor)."""
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a job's processes printed: ``source`` names the stream ("stdout", "stderr", "driver")."""
+
+    source: str
+    text: str
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """A kept log line and its place in the job's log (``seq`` grows with every line)."""
+
+    seq: int
+    source: str
+    text: str
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,58 @@ def test_a_word_count_is_submitted_and_followed_to_done(
     assert history(beam_server, project, job["id"])[-1] == "JOB_STATE_DONE"
 
 
+PRINTING_PIPELINE = '''"""A pipeline whose steps print, as a user's debugging does."""
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+def shout(value):
+    print(f"tidegate-test printed {value}", flush=True)
+    print(f"tidegate-test complained {value}", file=sys.stderr, flush=True)
+    return value
+
+
+with beam.Pipeline(options=PipelineOptions(sys.argv[1:])) as pipeline:
+    pipeline | beam.Create(["a", "b", "c"]) | "Shout" >> beam.Map(shout)
+'''
+
+
+def all_logs(server: Server, project: str, job_id: object) -> tuple[list[dict[str, str]], bool]:
+    """Every kept log line of the job, page by page (two lines a page), and whether the log is complete."""
+    url = f"{server.base}/tidegate/v1/projects/{project}/locations/us-central1/jobs/{job_id}/logs"
+    entries: list[dict[str, str]] = []
+    offset = ""
+    while True:
+        page = httpx.get(url, params={"offset": offset, "pageSize": 2}, timeout=30).json()
+        entries += page["entries"]
+        if not page["entries"]:
+            return entries, page["complete"]
+        offset = page["nextOffset"]
+
+
+def test_what_a_pipeline_prints_is_kept_with_the_job_page_by_page(
+    beam_server: Server, client_python: Path, tmp_path: Path, project: str
+) -> None:
+    script = tmp_path / "printing.py"
+    script.write_text(PRINTING_PIPELINE)
+    done = tidegate_run(beam_server, project, "--python", str(client_python), str(script))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    [job] = jobs(beam_server, project)
+    entries, complete = all_logs(beam_server, project, job["id"])
+    assert complete
+    printed = {(e["source"], e["text"]) for e in entries}
+    for value in "abc":
+        assert ("stdout", f"tidegate-test printed {value}") in printed, entries
+        assert ("stderr", f"tidegate-test complained {value}") in printed, entries
+    base = f"{beam_server.base}/tidegate/v1/projects/{project}/locations/us-central1/jobs"
+    refused = httpx.get(f"{base}/{job['id']}/logs", params={"offset": "x"}, timeout=30)
+    assert refused.status_code == 400 and "offset" in refused.json()["error"]["message"]
+    missing = httpx.get(f"{base}/2026-no-such-job/logs", timeout=30)
+    assert missing.status_code == 404
+
+
 def test_relative_paths_mean_what_they_mean_where_tidegate_run_runs(
     beam_server: Server, client_python: Path, tmp_path: Path, project: str
 ) -> None:

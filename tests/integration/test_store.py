@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from tests.conftest import Clock
 from tidegate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tidegate.lifecycle import Actor, JobState, JobType, PlanKind, is_legal, plan_request
-from tidegate.model import Job, ListFilter, MessageImportance, NewJob
+from tidegate.model import Job, ListFilter, LogLine, MessageImportance, NewJob
 from tidegate.service.jobs import JobService
 from tidegate.store import CreateOutcome, Store
 
@@ -336,3 +337,37 @@ def test_a_nul_in_what_a_job_printed_is_kept_as_a_replacement_character(
     service.add_message(job.id, MessageImportance.JOB_MESSAGE_ERROR, "stderr ends with: \x00\x01binary")
     texts = [m.text for m in service.list_messages("proj", None, job.id).items]
     assert "stderr ends with: \ufffd\x01binary" in texts
+
+
+def test_logs_are_kept_by_the_runs_holder_alone_and_read_page_by_page(
+    service: JobService, store: Store, new_job: Callable[..., NewJob], clock: Clock
+) -> None:
+    job = service.create_job(new_job())
+    assert store.claim_run(job.id, "beam", "worker-a", clock() + timedelta(minutes=1))
+    lines = [LogLine("stdout", f"line {i}") for i in range(5)]
+    assert store.append_logs(job.id, "worker-a", lines, '{"stdout": 35}')
+    assert not store.append_logs(job.id, "worker-b", [LogLine("stdout", "fenced")], '{"stdout": 99}')
+    assert store.get_run(job.id).log_cursor == '{"stdout": 35}'  # type: ignore[union-attr]
+    entries, offset, complete = service.logs(job.project_id, job.location, job.id, "", 3)
+    assert [e.text for e in entries] == ["line 0", "line 1", "line 2"] and not complete
+    entries, offset, complete = service.logs(job.project_id, job.location, job.id, offset, 3)
+    assert [e.text for e in entries] == ["line 3", "line 4"] and not complete  # the job has not ended
+    assert service.logs(job.project_id, job.location, job.id, offset, 3) == ([], offset, False)
+    with pytest.raises(InvalidArgument):
+        service.logs(job.project_id, job.location, job.id, "not-an-offset")
+    with pytest.raises(NotFound):
+        service.logs("another-project", job.location, job.id)
+
+
+def test_logs_past_the_limit_end_with_one_line_saying_so(
+    service: JobService, store: Store, new_job: Callable[..., NewJob], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tidegate.store.logs.MAX_LOG_LINES", 4)
+    job = service.create_job(new_job())
+    assert store.claim_run(job.id, "beam", "worker-a", clock() + timedelta(minutes=1))
+    assert store.append_logs(job.id, "worker-a", [LogLine("stdout", f"{i}") for i in range(3)], "a")
+    assert store.append_logs(job.id, "worker-a", [LogLine("stderr", "x\x00y"), LogLine("stderr", "lost")], "b")
+    assert store.append_logs(job.id, "worker-a", [LogLine("stderr", "also lost")], "c")
+    texts = [e.text for e in store.read_logs(job.id, 0, 100)]
+    assert texts == ["0", "1", "2", "[more than 4 lines: the rest is not kept]"]
+    assert store.get_run(job.id).log_cursor == "c"  # type: ignore[union-attr]

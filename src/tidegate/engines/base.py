@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from tidegate.model import MessageImportance, MetricValue, StageDetails
+from tidegate.model import LogLine, MessageImportance, MetricValue, StageDetails
 
 __all__ = [
     "WORKING_FOLDER_EXPERIMENT",
@@ -23,6 +23,7 @@ __all__ = [
     "EngineState",
     "Handle",
     "LaunchRequest",
+    "LogReader",
     "RunLeaseSpec",
     "RunStatus",
     "SavepointStopper",
@@ -172,3 +173,15 @@ class SavepointStopper(Protocol):
 
         The run then ends CANCELLED; the savepoint holds its state for the replacement.
         """
+
+
+@runtime_checkable
+class LogReader(Protocol):
+    """An engine that can hand out what a run's processes printed (their stdout and stderr).
+
+    Optional: the scheduler checks for it and keeps the lines with the job.
+    """
+
+    def logs(self, handle: Handle, cursor: str) -> tuple[list[LogLine], str]:
+        """Lines printed since ``cursor`` ('' at first) and the cursor to ask next; the last partial
+        line only once the run has ended."""

@@ -40,8 +40,9 @@ from typing import Any
 import tidegate
 from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus, WorkerMessage
 from tidegate.engines.beam_warm import WarmStart
+from tidegate.engines.log_files import tail
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
-from tidegate.model import MessageImportance, MetricValue, StageDetails
+from tidegate.model import LogLine, MessageImportance, MetricValue, StageDetails
 
 __all__ = [
     "MESSAGES_FILE",
@@ -282,6 +283,12 @@ class BeamEngine:
         except FileNotFoundError:
             pass
         return found, cursor
+
+    def logs(self, handle: Handle, cursor: str) -> tuple[list[LogLine], str]:
+        """What the run's processes printed to their stdout and stderr since ``cursor``."""
+        workdir = self._workdir(handle)
+        ended = self.poll(handle).state in (EngineState.SUCCEEDED, EngineState.FAILED, EngineState.CANCELLED)
+        return tail({"stdout": workdir / STDOUT_FILE, "stderr": workdir / STDERR_FILE}, cursor, ended=ended)
 
     def metrics(self, handle: Handle) -> list[MetricValue]:
         """Element counts per PCollection and user metrics, as last written by the worker."""

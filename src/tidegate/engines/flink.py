@@ -47,9 +47,10 @@ from tidegate.engines.flink_cluster import FlinkRestClient, find_flink_home, fli
 from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
 from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_run, request_from, request_record
 from tidegate.engines.flink_uids import driver_command
+from tidegate.engines.log_files import tail
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
 from tidegate.failures import root_cause
-from tidegate.model import MessageImportance, MetricValue, StageDetails
+from tidegate.model import LogLine, MessageImportance, MetricValue, StageDetails
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +328,18 @@ class FlinkEngine:
                     found = self._rest.job_metrics(run.job_id)
                 run.last_metrics = found or run.last_metrics
         return list(run.last_metrics)
+
+    def logs(self, handle: Handle, cursor: str) -> tuple[list[LogLine], str]:
+        """What the job's driver (the program submitting it) printed, since ``cursor``.
+
+        What the job's operators print goes to the TaskManagers' own output, shared by every job
+        of the cluster, and is not handed out per job.
+        """
+        run = self._run(handle)
+        if not run.tmp:
+            return [], cursor
+        ended = run.process is None or run.process.poll() is not None
+        return tail({"driver": Path(run.tmp) / "submit.log"}, cursor, ended=ended)
 
     def stages(self, handle: Handle) -> list[StageDetails]:
         """One stage per Flink vertex (a chain of operators); its steps are the operators."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, RunLeaseSpec, Supervising
+from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, LogReader, RunLeaseSpec, Supervising
 from tidegate.errors import FailedPrecondition, NotFound, TidegateError
 from tidegate.failures import root_cause
 from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec
@@ -459,7 +459,11 @@ class Scheduler:
             self.service.add_message(job.id, message.importance, message.text)
         if cursor != run.message_cursor:
             self.store.update_run(job.id, self.worker, message_cursor=cursor)
-            run = EngineRun(run.job_id, run.engine, run.ref, run.worker, run.lease_until, cursor, run.actions)
+            run = replace(run, message_cursor=cursor)
+        if isinstance(engine, LogReader):
+            lines, log_cursor = engine.logs(handle, run.log_cursor)
+            if log_cursor != run.log_cursor and self.store.append_logs(job.id, self.worker, lines, log_cursor):
+                run = replace(run, log_cursor=log_cursor)
         return run
 
     def _send_stop(self, job: Job, run: EngineRun, engine: Engine, handle: Handle) -> EngineRun:

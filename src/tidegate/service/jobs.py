@@ -21,6 +21,7 @@ from tidegate.model import (
     Job,
     JobMessage,
     ListFilter,
+    LogEntry,
     MessageImportance,
     MetricValue,
     NewJob,
@@ -317,6 +318,30 @@ class JobService(SnapshotCases, TemplateCases):
         """The job and its execution details per stage."""
         job = self.get_job(project_id, location, job_id)
         return job, (self.observer.stages(job) if self.observer else [])
+
+    def logs(
+        self, project_id: str, location: str | None, job_id: str, offset: str = "", page_size: int = 0
+    ) -> tuple[list[LogEntry], str, bool]:
+        """A page of what the job's processes printed, after ``offset`` ('' for the start).
+
+        Answers the lines, the offset to ask next, and whether the log is complete: the job
+        has ended and its run's last lines have been read, so nothing more will come.
+        """
+        job = self.get_job(project_id, location, job_id)
+        if offset and not offset.isdigit():
+            raise InvalidArgument(f"offset must be one a logs page gave, not {offset[:40]!r}", reason="INVALID_OFFSET")
+        size = self._page_size(page_size)
+        after = int(offset or 0)
+        entries = self.store.read_logs(job.id, after, size)
+        if entries:
+            after = entries[-1].seq
+        complete = False
+        if len(entries) < size and job.current_state.terminal:
+            run = self.store.get_run(job.id)
+            complete = run is None or not run.worker
+            if complete:  # lines kept between the read and the check of the run
+                complete = not self.store.read_logs(job.id, after, 1)
+        return entries, str(after) if after else offset, complete
 
     def history(self, project_id: str, location: str | None, job_id: str) -> list[StateChange]:
         job = self.get_job(project_id, location, job_id)

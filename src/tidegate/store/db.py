@@ -8,6 +8,7 @@ schema (``schema.sql`` for a fresh database, ``migrations/`` for an existing one
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -191,7 +192,8 @@ class Database:
                 "SELECT type, name, tbl_name, sql FROM sqlite_master"
                 " WHERE name NOT LIKE 'sqlite_%%' ORDER BY type, name"
             ).fetchall()
-            return [tuple(str(c) for c in r) for r in rows]
+            # Spacing aside: SQLite keeps an ALTER TABLE's added column as ", column" on the last line.
+            return [tuple(" ".join(re.sub(r"([,()])", r" \1 ", str(c)).split()) for c in r) for r in rows]
         columns = self._execute(
             "SELECT table_name, column_name, data_type, is_nullable, coalesce(column_default, '')"
             " FROM information_schema.columns WHERE table_schema = current_schema()"

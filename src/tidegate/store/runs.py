@@ -12,7 +12,8 @@ from tidegate.store.db import Database, from_micros, micros
 
 __all__ = ["Runs"]
 
-_RUN_COLUMNS = "job_id, engine, ref, worker, lease_until, message_cursor, actions"
+_RUN_COLUMNS = "job_id, engine, ref, worker, lease_until, message_cursor, actions, log_cursor"
+_RUN_WIDTH = len(_RUN_COLUMNS.split(","))
 
 
 def _run(row: Sequence[Any]) -> EngineRun:
@@ -24,6 +25,7 @@ def _run(row: Sequence[Any]) -> EngineRun:
         lease_until=from_micros(row[4]),
         message_cursor=int(row[5]),
         actions=frozenset(a for a in row[6].split(",") if a),
+        log_cursor=row[7],
     )
 
 
@@ -37,7 +39,7 @@ class Runs(Database):
             if row is not None:
                 return bool(row[0] == worker)
             self._execute(
-                f"INSERT INTO job_runs ({_RUN_COLUMNS}) VALUES (%s, %s, '', %s, %s, 0, '')",
+                f"INSERT INTO job_runs ({_RUN_COLUMNS}) VALUES (%s, %s, '', %s, %s, 0, '', '')",
                 (job_id, engine, worker, micros(lease_until)),
             )
             return True
@@ -134,8 +136,9 @@ class Runs(Database):
         for row in rows:
             run = _run(row)
             holder = None
-            if row[7] is not None:
-                holder = SchedulerLease(run.worker, row[7], int(row[8]), row[9], from_micros(row[10]))
+            host, pid, started, until = row[_RUN_WIDTH:]
+            if host is not None:
+                holder = SchedulerLease(run.worker, host, int(pid), started, from_micros(until))
             found.append((run, holder))
         return found
 

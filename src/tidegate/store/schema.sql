@@ -62,7 +62,8 @@ CREATE TABLE job_runs (
     worker TEXT NOT NULL,
     lease_until BIGINT NOT NULL,
     message_cursor BIGINT NOT NULL,
-    actions TEXT NOT NULL
+    actions TEXT NOT NULL,
+    log_cursor TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX job_runs_lease ON job_runs (lease_until);
 CREATE INDEX jobs_by_state ON jobs (current_state, seq)
@@ -103,3 +104,10 @@ CREATE TABLE run_tokens (
 );
 CREATE INDEX jobs_replacing ON jobs (replace_job_id)
     WHERE replace_job_id != '' AND current_state NOT IN (3, 4, 5, 6, 8);
+CREATE TABLE job_logs (
+    seq {serial_pk},
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    source TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX job_logs_job ON job_logs (job_id, seq);

@@ -21,6 +21,7 @@ from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound
 from tidegate.lifecycle import TERMINAL_STATES, Actor, JobState, JobType, is_legal
 from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJob, Page, StateChange
 from tidegate.store.db import from_micros, micros
+from tidegate.store.logs import Logs
 from tidegate.store.runs import Runs
 from tidegate.store.snapshots import Snapshots
 
@@ -129,7 +130,7 @@ def _job(row: Sequence[Any]) -> Job:
     )
 
 
-class Store(Runs, Snapshots):
+class Store(Runs, Snapshots, Logs):
     """Jobs, their histories, messages, engine runs and snapshots in SQLite or PostgreSQL."""
 
     # -- jobs --------------------------------------------------------------------

@@ -201,5 +201,18 @@ class RestApi:
         changes = self.service.history(project_id, location, request.path_params["job_id"])
         return JsonResponse({"stateHistory": [wire.state_change_to_dict(c) for c in changes]})
 
+    async def logs(self, request: Request) -> Response:
+        """What the job's processes printed (tidegate's own): a page of lines after ``offset``."""
+        project_id, location = where(request)
+        entries, offset, complete = self.service.logs(
+            project_id,
+            location,
+            request.path_params["job_id"],
+            request.query_params.get("offset", ""),
+            int_param(request, "pageSize"),
+        )
+        lines = [{"source": e.source, "text": e.text} for e in entries]
+        return JsonResponse({"entries": lines, "nextOffset": offset, "complete": complete})
+
     async def healthz(self, request: Request) -> Response:
         return JsonResponse({"status": "ok"})
