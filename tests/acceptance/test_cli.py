@@ -433,3 +433,38 @@ def test_snapshots_list_describe_create_delete(cli: Cli) -> None:
     assert deleted.out.splitlines() == [f"Deleted snapshot [{first}].", f"Deleted snapshot [{second}]."]
     assert deleted.err.startswith("ERROR: (tidegate) snapshot [nope]: ") and len(deleted.err.splitlines()) == 1
     assert cli("snapshots", "list", "--format", "json").json() == []
+
+
+def test_logs_and_logs_follow(cli: Cli) -> None:
+    """The kept lines as the scheduler keeps them (a run's worker appends them); --follow until the log is complete."""
+    from datetime import UTC, datetime, timedelta
+
+    from tidegate.model import LogLine
+
+    store = cli.server.store
+    job_id = cli.create("printing")
+    assert cli("logs", job_id).out == ""  # nothing printed yet
+    worker = f"{cli.project}-worker"
+    assert store.claim_run(job_id, "beam", worker, datetime.now(UTC) + timedelta(minutes=5))
+    lines = [LogLine("stdout", f"printed {n}") for n in range(1500)] + [LogLine("stderr", "complained")]
+    assert store.append_logs(job_id, worker, lines, "cursor-1")
+
+    shown = cli("logs", job_id)
+    assert shown.code == 0 and shown.err == "", shown.err
+    assert shown.out.splitlines() == [line.text for line in lines]  # every page, in order
+    as_json = cli("logs", job_id, "--format", "json").json()
+    assert as_json[-1] == {"source": "stderr", "text": "complained"} and len(as_json) == 1501
+
+    command = [str(TIDEGATE), "jobs", "logs", job_id, "--follow", "--server", cli.server.base, "--project", cli.project]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()) as proc:
+        assert proc.stdout is not None
+        for line in lines:  # what was there, then it waits for more
+            assert proc.stdout.readline() == line.text + "\n"
+        assert store.append_logs(job_id, worker, [LogLine("stdout", "late line")], "cursor-2")
+        assert proc.stdout.readline() == "late line\n"
+        assert cli("cancel", job_id).code == 0
+        assert proc.poll() is None  # the job has ended, but its run's last lines may still come
+        assert store.update_run(job_id, worker, release=True)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out == "" and err == "", (out, err)
+    assert_failed(cli("logs", SOME_ID), 3, "HTTP 404")

@@ -13,14 +13,27 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from tidegate.cli.client import EXIT_ERROR, Client, CliError, short_state
 from tidegate.failures import root_cause
 
-__all__ = ["POLL_SECONDS", "TERMINAL", "Follower", "Interrupts", "failure_cause", "follow", "outcome", "say"]
+__all__ = [
+    "POLL_SECONDS",
+    "TERMINAL",
+    "Follower",
+    "Interrupts",
+    "Patient",
+    "failure_cause",
+    "follow",
+    "outcome",
+    "say",
+]
+
+T = TypeVar("T")
 
 POLL_SECONDS = 0.5
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
@@ -121,27 +134,46 @@ def say(text: str) -> None:
     print(f"tidegate: {text}", flush=True)
 
 
+@dataclass
+class Patient:
+    """Calls that wait out a server out of reach: retried, less often as it stays away, until it answers.
+
+    The first failure and the return are each told once (``say``); Ctrl-C stops the wait.
+    """
+
+    client: Client
+    what: str
+    away: bool = False
+    tries: int = 0
+
+    def __call__(self, call: Callable[[], T]) -> T:
+        while True:
+            try:
+                result = call()
+            except CliError as error:
+                if not error.passing:
+                    raise
+                if not self.away:
+                    self.away = True
+                    say(f"lost the server ({' '.join(str(error).split())}); retrying until it is back (Ctrl-C stops)")
+                time.sleep(RETRY_SECONDS[min(self.tries, len(RETRY_SECONDS) - 1)])
+                self.tries += 1
+                continue
+            if self.away:
+                self.away, self.tries = False, 0
+                say(f"the server at {self.client.server} answers again; following {self.what} on")
+            return result
+
+
 def follow(follower: Follower, interrupts: Interrupts, job_id: str, *, cancel_path: str = "") -> dict[str, Any]:
     """Follow until the job ends; a Ctrl-C asks for a cancel once (with ``cancel_path``).
 
     A server out of reach is retried until it answers again (Ctrl-C stops following).
     """
-    cancelled, away, tries = False, False, 0
+    cancelled = False
+    patient = Patient(follower.client, f"job {job_id}")
     while True:
-        try:
-            job = follower.poll()
-        except CliError as error:
-            if not error.passing:
-                raise
-            if not away:
-                away = True
-                say(f"lost the server ({' '.join(str(error).split())}); retrying until it is back (Ctrl-C stops)")
-            time.sleep(RETRY_SECONDS[min(tries, len(RETRY_SECONDS) - 1)])
-            tries += 1
-            continue
-        if away:
-            away, tries = False, 0
-            say(f"the server at {follower.client.server} answers again; following job {job_id} on")
+        job = patient(follower.poll)
         if job.get("currentState") in TERMINAL:
             return job
         if interrupts.count and cancel_path and not cancelled:

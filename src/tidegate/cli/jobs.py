@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from functools import partial
 from typing import Any
 
 from tidegate.cli.client import EXIT_USAGE, Client, CliError, job_path, segment, short_state
-from tidegate.cli.follow import Follower, Interrupts, failure_cause, follow, outcome
+from tidegate.cli.follow import POLL_SECONDS, Follower, Interrupts, Patient, failure_cause, follow, outcome
 from tidegate.cli.output import each, emit, key_values, table
 
 __all__ = ["IMPORTANCES", "register"]
@@ -192,6 +194,36 @@ def cmd_follow(args: argparse.Namespace, client: Client) -> None:
         raise SystemExit(code)
 
 
+def cmd_logs(args: argparse.Namespace, client: Client) -> None:
+    """What the job's processes printed, oldest first; ``--follow``: and what they print, until the job has ended."""
+    path = job_path(args, args.job_id, prefix="/tidegate/v1") + "/logs"
+    patient = Patient(client, f"the logs of job {args.job_id}")
+    offset, kept = "", []
+    while True:
+        params = {"offset": offset, "pageSize": 1000}
+        page = (
+            patient(partial(client.call, "GET", path, params=params))
+            if args.follow
+            else client.call("GET", path, params=params)
+        )
+        entries = page.get("entries", [])
+        offset = page.get("nextOffset") or offset
+        for entry in entries:
+            if args.format == "json" and not args.follow:
+                kept.append(entry)
+            elif args.format == "json":
+                print(json.dumps(entry), flush=True)
+            else:
+                print(entry.get("text", ""), flush=args.follow)
+        if entries:
+            continue
+        if not args.follow or page.get("complete"):
+            break
+        time.sleep(POLL_SECONDS)
+    if args.format == "json" and not args.follow:
+        print(json.dumps(kept, indent=2))
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -265,3 +297,15 @@ def register(commands: argparse._SubParsersAction[Any], common: argparse.Argumen
     follow_parser.add_argument("--importance", choices=IMPORTANCES, default="basic")
     follow_parser.add_argument("--verbose", action="store_true", help="long messages (tracebacks) whole")
     follow_parser.set_defaults(run=cmd_follow)
+
+    logs = actions.add_parser(
+        "logs",
+        parents=[common],
+        help="what a job's processes printed (print(), standard output and error)",
+        description="The lines the job's processes printed, oldest first (--format json: each with its source,"
+        " stdout or stderr). --follow: then the lines as they come, until the job has ended and all are read;"
+        " a server that restarts meanwhile is waited for.",
+    )
+    logs.add_argument("job_id", metavar="JOB_ID")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing lines as they come until the job ends")
+    logs.set_defaults(run=cmd_logs)
