@@ -54,6 +54,8 @@ def cmd_server(args: argparse.Namespace) -> None:
         gcs_emulator_port=args.gcs_emulator or 0,
         gcs_buckets=tuple(args.gcs_bucket),
         launcher_python=args.launcher_python or "",
+        log_format=args.log_format,
+        access_log=args.access_log,
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
@@ -190,6 +192,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PYTHON",
         help="the Python that runs flex templates' Beam programs; it needs apache-beam[gcp] (default: the server's)",
     )
+
+    server.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("TIDEGATE_LOG_FORMAT", "text"),
+        help="json: the server's log as one JSON object per line (time, level, logger, message, exception)",
+    )
+    server.add_argument("--access-log", action="store_true", help="a log line for every HTTP request")
 
     flink = commands.add_parser("flink", help="the local Flink cluster the server's flink engine runs jobs on")
     flink_actions = flink.add_subparsers(dest="flink_action", required=True)

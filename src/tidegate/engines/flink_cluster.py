@@ -26,6 +26,7 @@ from tidegate.engines.base import WorkerMessage
 from tidegate.errors import FailedPrecondition, NotFound, TidegateError, Unavailable
 from tidegate.failures import root_cause
 from tidegate.model import MessageImportance, MetricValue, StageDetails
+from tidegate.telemetry import ClusterHealth
 
 __all__ = [
     "FlinkRestClient",
@@ -119,6 +120,24 @@ class FlinkRestClient:
         except (TidegateError, ValueError):
             return False
         return int(overview.get("taskmanagers", 0)) > 0 and int(overview.get("slots-total", 0)) > 0
+
+    def health(self, engine: str, timeout: float = 2.0) -> ClusterHealth:
+        """The cluster's health from ``GET /overview`` (asked with a short timeout: a scrape waits for it)."""
+        try:
+            response = self._http.get("/overview", timeout=timeout)
+            overview = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            overview = None
+        if not isinstance(overview, dict):
+            return ClusterHealth(engine, self.base_url, up=False)
+        return ClusterHealth(
+            engine,
+            self.base_url,
+            up=True,
+            taskmanagers=int(overview.get("taskmanagers", 0)),
+            slots_total=int(overview.get("slots-total", 0)),
+            slots_available=int(overview.get("slots-available", 0)),
+        )
 
     def job(self, job_id: str) -> dict[str, Any]:
         """``GET /jobs/:id``: state, timestamps and vertices, as cached by Flink (``web.refresh-interval``)."""

@@ -16,6 +16,7 @@ from typing import Any
 from tidegate.engines.base import Engine, Handle
 from tidegate.model import Job, MetricValue, StageDetails
 from tidegate.store import Store
+from tidegate.telemetry import call_engine
 
 __all__ = ["Observations"]
 
@@ -76,8 +77,10 @@ class Observations:
         engine, handle = found
         try:
             data = {
-                "metrics": [dataclasses.asdict(m) for m in engine.metrics(handle)],
-                "stages": [_stage_to_json(s) for s in engine.stages(handle)],
+                "metrics": [
+                    dataclasses.asdict(m) for m in call_engine(handle.engine, "metrics", engine.metrics, handle)
+                ],
+                "stages": [_stage_to_json(s) for s in call_engine(handle.engine, "stages", engine.stages, handle)],
             }
         except Exception:  # observations are a courtesy: never block a job's end on them
             log.exception("could not read the final metrics of job %s", job.id)
