@@ -1,3 +1,4 @@
+# ruff: noqa: E501 (the traces are recorded as Flink and Python print them)
 """The root exception's own line, from recorded Python, Java and Flink traces: never a stack trace's line."""
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ py4j.protocol.Py4JJavaError: An error occurred while calling o8.executeSql.
 \tat org.apache.flink.table.api.internal.TableEnvironmentImpl.executeInternal(TableEnvironmentImpl.java:1060)
 Caused by: org.apache.flink.util.FlinkException: Failed to execute job 'insert-into_default_catalog.default_database.sink'.
 \t... 14 more
-Caused by: java.lang.IllegalStateException: Failed to rollback to savepoint file:/tmp/sp. Cannot map savepoint state for operator 1a2b
+Caused by: java.lang.IllegalStateException: Failed to rollback to savepoint file:/data/sp. Cannot map savepoint state for operator 1a2b
 \t... 20 more
 org.apache.flink.client.program.ProgramAbortException: java.lang.RuntimeException: Python process exits with code: 1
 Caused by: java.lang.RuntimeException: Python process exits with code: 1
@@ -78,7 +79,7 @@ Caused by: java.lang.RuntimeException: Python process exits with code: 1
 
 BEAM_CHAINED = """\
 Traceback (most recent call last):
-  File "/tmp/pipeline.py", line 4, in parse
+  File "/home/me/pipeline.py", line 4, in parse
     return {"a": 1}[x]
            ~~~~~~~~^^^
 KeyError: 'b'
@@ -86,7 +87,7 @@ KeyError: 'b'
 The above exception was the direct cause of the following exception:
 
 Traceback (most recent call last):
-  File "/tmp/pipeline.py", line 6, in <module>
+  File "/home/me/pipeline.py", line 6, in <module>
     raise RuntimeError("lookup failed") from e
 RuntimeError: lookup failed [while running 'Map(parse)']
 """
@@ -102,9 +103,12 @@ RuntimeError: lookup failed [while running 'Map(parse)']
             "org.apache.calcite.runtime.CalciteContextException: From line 1, column 15 to line 1, column 19:"
             " Object 'nope' not found",
         ),
-        (PY4J_SUBMIT, "java.lang.IllegalStateException: Failed to rollback to savepoint file:/tmp/sp. Cannot map"),
+        (PY4J_SUBMIT, "java.lang.IllegalStateException: Failed to rollback to savepoint file:/data/sp. Cannot map"),
         (BEAM_CHAINED, "RuntimeError: lookup failed [while running 'Map(parse)']"),
-        ("java.lang.OutOfMemoryError: Java heap space\n\tat x.y(Z.java:1)\n\t... 3 more\n", "java.lang.OutOfMemoryError"),
+        (
+            "java.lang.OutOfMemoryError: Java heap space\n\tat x.y(Z.java:1)\n\t... 3 more\n",
+            "java.lang.OutOfMemoryError",
+        ),
         ("The run was stopped: its lease was lost\n", "The run was stopped: its lease was lost"),
     ],
 )
