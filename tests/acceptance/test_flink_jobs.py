@@ -8,8 +8,6 @@ takes 10-20 s.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -32,10 +30,6 @@ TERMINAL = {"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_ST
 
 
 def _setup_flink() -> None:
-    if shutil.which("java") is None:
-        if os.environ.get("CI"):
-            pytest.fail("Java is missing: CI must run the Flink tests (install a JRE 11+)")
-        pytest.skip("Java is not installed: the Flink tests need a JRE 11+")
     setup = subprocess.run(
         ["bash", str(ROOT / "scripts" / "setup-flink")], capture_output=True, text=True, timeout=1200, check=False
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,12 +32,6 @@ ENDED = {EngineState.SUCCEEDED, EngineState.FAILED, EngineState.CANCELLED, Engin
 
 
 def _flink_venv() -> Path:
-    if shutil.which("java") is None:
-        if os.environ.get("CI"):
-            pytest.fail(
-                "Java is missing: CI must run the Flink tests (install a JRE 11+, e.g. openjdk-17-jre-headless)"
-            )
-        pytest.skip("Java is not installed: the Flink engine tests need a JRE 11+ (e.g. openjdk-17-jre-headless)")
     setup = subprocess.run(
         ["bash", str(ROOT / "scripts" / "setup-flink")], capture_output=True, text=True, timeout=1200, check=False
     )

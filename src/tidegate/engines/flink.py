@@ -43,7 +43,13 @@ import httpx
 
 from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus
 from tidegate.engines.base import WorkerMessage as Message
-from tidegate.engines.flink_cluster import FlinkRestClient, find_flink_home, flink_python, write_config
+from tidegate.engines.flink_cluster import (
+    FlinkRestClient,
+    find_flink_home,
+    flink_python,
+    with_java,
+    write_config,
+)
 from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
 from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_run, request_from, request_record
 from tidegate.engines.flink_uids import driver_command
@@ -412,6 +418,7 @@ class FlinkEngine:
         env.pop("PYTHONPATH", None)
         env.pop("VIRTUAL_ENV", None)
         env["PATH"] = f"{self.flink_venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        env = with_java(env, self.flink_venv)
         with open(tmp / "submit.log", "wb") as log:
             run.process = subprocess.Popen(
                 command,

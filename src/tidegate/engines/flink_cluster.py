@@ -29,11 +29,16 @@ from tidegate.model import MessageImportance, MetricValue, StageDetails
 from tidegate.telemetry import ClusterHealth
 
 __all__ = [
+    "JAVA_HOME_FILE",
     "FlinkRestClient",
     "find_flink_home",
     "flink_python",
+    "with_java",
     "write_config",
 ]
+
+JAVA_HOME_FILE = ".tidegate-java-home"
+"""In a Flink virtual environment: the home of the Java ``scripts/setup-flink`` provided where none was found."""
 
 _MAIN_STATES = {"RUNNING", "FINISHED", "FAILED", "CANCELED"}
 _DETAILED = MessageImportance.JOB_MESSAGE_DETAILED
@@ -46,6 +51,22 @@ _LOG_FILES = ("log4j.properties", "log4j-cli.properties", "logback.xml", "logbac
 def flink_python(venv: Path) -> Path:
     """The Python interpreter of a Flink virtual environment."""
     return venv / "bin" / "python"
+
+
+def with_java(env: dict[str, str], venv: Path) -> dict[str, str]:
+    """``env`` for a Flink process, with a Java: its own ``JAVA_HOME`` or ``java`` on its ``PATH`` when it
+    has one, else the Java that ``scripts/setup-flink`` provided into the environment ``venv``."""
+    home = env.get("JAVA_HOME", "")
+    if (home and (Path(home) / "bin" / "java").is_file()) or shutil.which("java", path=env.get("PATH")):
+        return env
+    try:
+        provided = (venv / JAVA_HOME_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return env
+    if provided and (Path(provided) / "bin" / "java").is_file():
+        env["JAVA_HOME"] = provided
+        env["PATH"] = f"{Path(provided) / 'bin'}:{env.get('PATH', '')}"
+    return env
 
 
 def find_flink_home(venv: Path) -> Path:

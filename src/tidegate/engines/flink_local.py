@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tidegate import processes
-from tidegate.engines.flink_cluster import FlinkRestClient, write_config
+from tidegate.engines.flink_cluster import FlinkRestClient, with_java, write_config
 from tidegate.errors import Unavailable
 
 __all__ = ["LocalFlinkCluster", "stop_group"]
@@ -271,6 +271,7 @@ class LocalFlinkCluster:
         env = dict(os.environ, FLINK_CONF_DIR=str(self.conf_dir))
         env.pop("PYTHONPATH", None)
         env["PATH"] = f"{self.python.parent}{os.pathsep}{env.get('PATH', '')}"
+        env = with_java(env, self.python.parent.parent)
         with open(self.folder / "log" / f"{role}.console", "ab") as console:
             popen = subprocess.Popen(
                 ["bash", str(self.flink_home / "bin" / f"{role}.sh"), "start-foreground"],
