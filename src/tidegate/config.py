@@ -52,6 +52,10 @@ class Settings:
     """Buckets the server's GCS emulator creates at start."""
     launcher_python: str = ""
     """The Python that runs flex templates' Beam programs (it needs apache-beam[gcp]); empty: the server's own."""
+    log_format: str = "text"
+    """``text``: the server's log as it comes; ``json``: one JSON object per line (time, level, logger, message)."""
+    access_log: bool = False
+    """A line in the log for every HTTP request (uvicorn's access log)."""
 
     @property
     def store_url(self) -> str:

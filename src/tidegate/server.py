@@ -7,20 +7,23 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 import uvicorn
+from prometheus_client.core import Metric
 
+from tidegate import telemetry
 from tidegate.api.grpc_server import GrpcServer
 from tidegate.api.rest.app import create_app
 from tidegate.config import Settings
-from tidegate.engines.base import Engine
+from tidegate.engines.base import ClusterReporting, Engine
 from tidegate.scheduler.admission import Capacity
 from tidegate.scheduler.loop import Scheduler, SchedulerSettings
 from tidegate.service.jobs import JobService
@@ -122,13 +125,70 @@ def _worker_id(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def _scrape(service: JobService, scheduler: Scheduler | None) -> Callable[[], list[Metric]]:
+    """What ``/metrics`` reads at each scrape: the jobs by state and engine (a grouped COUNT), the clusters' health."""
+    reporting = [e for e in (scheduler.engines.values() if scheduler else ()) if isinstance(e, ClusterReporting)]
+
+    def collect() -> list[Metric]:
+        counts = [
+            telemetry.JobCount(state.name, engine or "none", count)
+            for state, engine, count in service.store.count_jobs_by_state()
+        ]
+        families = [telemetry.jobs_family(counts)]
+        if reporting:
+            families += telemetry.cluster_families(engine.cluster_health() for engine in reporting)
+        return families
+
+    return collect
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def configure_logging(log_format: str) -> None:
+    """``json``: every record of the server's log (uvicorn's included) as one JSON object on a line of stderr.
+
+    Its fields: ``time`` (RFC 3339, UTC), ``level``, ``logger``, ``message`` and, for an
+    error with a traceback, ``exception``. ``text`` leaves the log as it is.
+    """
+    if log_format == "text":
+        return
+    from pythonjsonlogger.core import RESERVED_ATTRS
+    from pythonjsonlogger.json import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception", "timestamp": "time"},
+            timestamp=True,
+            reserved_attrs=[*RESERVED_ATTRS, "color_message", "taskName"],  # uvicorn's message with colours
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+    for chatty in ("httpx", "httpcore"):  # a line for every request to Flink's REST API
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def _announce(settings: Settings, text: str) -> None:
+    """A line of the server's own at start: on stdout as text, or an INFO record of the JSON log."""
+    if settings.log_format == "json":
+        log.info(text)
+    else:
+        print(f"tidegate: {text}", flush=True)
+
+
 async def _serve(settings: Settings, service: JobService) -> None:
+    json_log = settings.log_format == "json"
     config = uvicorn.Config(
         create_app(service),
         host=settings.host,
         port=settings.port,
-        log_level="warning",
-        access_log=False,
+        log_level="info" if settings.access_log else "warning",
+        access_log=settings.access_log,
+        log_config=None if json_log else uvicorn.config.LOGGING_CONFIG,  # json: its loggers go to the root's
         lifespan="off",
     )
     server = uvicorn.Server(config)
@@ -176,6 +236,7 @@ def serve(settings: Settings) -> None:
         # uvicorn shuts down on SIGTERM and then re-raises it to the previous handler: the
         # default one would kill the process before the gRPC server and the store are closed.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    configure_logging(settings.log_format)
     service = build_service(settings)
     where = settings.database_url.split("@")[-1] if settings.database_url else str(settings.data_dir)
     grpc_server = None
@@ -207,21 +268,23 @@ def serve(settings: Settings) -> None:
         hint = " (choose another --gcs-emulator port)" if isinstance(exc, OSError) else ""
         raise SystemExit(f"tidegate: GCS emulator: {exc}{hint}") from exc
     scheduler = build_scheduler(settings, service)
-    print(f"tidegate: REST API on http://{settings.host}:{settings.port} (store: {where})", flush=True)
+    _announce(settings, f"REST API on http://{settings.host}:{settings.port} (store: {where})")
     if grpc_server is not None:
-        print(f"tidegate: gRPC API on {settings.host}:{grpc_server.port}", flush=True)
+        _announce(settings, f"gRPC API on {settings.host}:{grpc_server.port}")
     if job_server is not None:
-        print(f"tidegate: Beam Job API on {settings.host}:{job_server.port}", flush=True)
+        _announce(settings, f"Beam Job API on {settings.host}:{job_server.port}")
     if gcs_emulator is not None:
-        print(f"tidegate: GCS emulator on {gcs_emulator.url} (STORAGE_EMULATOR_HOST for clients)", flush=True)
+        _announce(settings, f"GCS emulator on {gcs_emulator.url} (STORAGE_EMULATOR_HOST for clients)")
     if scheduler is None:
-        print("tidegate: no engines: API only, jobs wait in JOB_STATE_STOPPED", flush=True)
+        _announce(settings, "no engines: API only, jobs wait in JOB_STATE_STOPPED")
     else:
-        print(f"tidegate: engines: {', '.join(sorted(scheduler.engines))}", flush=True)
+        _announce(settings, f"engines: {', '.join(sorted(scheduler.engines))}")
         scheduler.start()
+    stop_scraping = telemetry.register_scrape(_scrape(service, scheduler))
     try:
         asyncio.run(_serve(settings, service))
     finally:
+        stop_scraping()
         # Running jobs go on; a restarted server (same data directory) takes them back.
         if scheduler is not None:
             scheduler.stop()

@@ -125,10 +125,15 @@ def flink_stop(data_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+NO_CONFIG = "/nonexistent/tidegate/config.toml"
+"""``TIDEGATE_CONFIG`` for the tests: no user's config file (``tidegate config set`` there fails)."""
+
+
 def clean_env() -> dict[str, str]:
-    """The test's environment without TIDEGATE_* settings: the command line says it all."""
+    """The test's environment without TIDEGATE_* settings or a config file: the command line says it all."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["TIDEGATE_CONFIG"] = NO_CONFIG
     return env
 
 
@@ -291,16 +296,18 @@ class ServerProcess:
 
 @pytest.fixture
 def server_processes() -> Iterator[Callable[..., ServerProcess]]:
-    """``start(data_dir, store_url="", engines="beam", *flags)``: a server on a free port, its REST API up.
+    """``start(data_dir, store_url="", engines="beam", *flags, port=0)``: a server, its REST API up.
+
+    ``port``: the REST port (0: a free one), to start a server where the one before it was.
 
     Every one still running is stopped after the test, and so is any local Flink cluster
     left in their data directories.
     """
     started: list[ServerProcess] = []
 
-    def start(data_dir: Path, store_url: str = "", engines: str = "beam", *flags: str) -> ServerProcess:
+    def start(data_dir: Path, store_url: str = "", engines: str = "beam", *flags: str, port: int = 0) -> ServerProcess:
         data_dir.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = port or free_port()
         log = data_dir / f"server-{len(started)}.log"
         command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--job-port", "0"]
         command += ["--engines", engines, "--data-dir", str(data_dir), *flags]

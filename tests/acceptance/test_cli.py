@@ -58,7 +58,9 @@ class Cli:
     project: str
 
     def __call__(self, *args: str) -> Run:
-        return run("jobs", *args, "--server", self.server.base, "--project", self.project)
+        """``tidegate jobs ARGS`` (``tidegate snapshots …`` for ``"snapshots", …``)."""
+        group = [] if args[:1] == ("snapshots",) else ["jobs"]
+        return run(*group, *args, "--server", self.server.base, "--project", self.project)
 
     def create(self, name: str, location: str = LOCATION, **job: Any) -> str:
         response = self.http.post(
@@ -202,6 +204,17 @@ def test_cancel_then_messages_and_history(cli: Cli) -> None:
     assert changes[1]["actor"] == "user"
 
 
+def test_follow_of_a_job_that_is_done_exits_0(cli: Cli) -> None:
+    job_id = cli.create("finished")
+    cli.http.put(
+        f"/v1b3/projects/{cli.project}/locations/{LOCATION}/jobs/{job_id}", json={"requestedState": "JOB_STATE_DONE"}
+    )
+    followed = cli("follow", job_id)
+    assert followed.code == 0 and followed.err == "", followed
+    assert followed.out.splitlines()[-1] == f"tidegate: job {job_id} is Done"
+    assert sum(f"Job {job_id} created" in line for line in followed.out.splitlines()) == 1
+
+
 def test_drain_of_a_batch_job_is_refused(cli: Cli) -> None:
     job_id = cli.create("batch")
     assert_failed(cli("drain", job_id), 4, "batch", "HTTP 400")
@@ -222,6 +235,11 @@ SOME_ID = "2026-01-01_00_00_00-1234567890123456789"
         ["drain", SOME_ID],
         ["messages", SOME_ID],
         ["history", SOME_ID],
+        ["follow", SOME_ID],
+        ["metrics", SOME_ID],
+        ["update-options", SOME_ID, "--max-workers", "2"],
+        ["snapshots", "describe", SOME_ID],
+        ["snapshots", "delete", SOME_ID],
         ["describe", "a/b?view=2"],
     ],
 )
@@ -246,7 +264,7 @@ def test_rejected_requests_are_exit_4(cli: Cli) -> None:
 
 def test_unreachable_server_is_exit_5() -> None:
     port = closed_port()
-    for args in (["list"], ["describe", SOME_ID], ["cancel", SOME_ID]):
+    for args in (["list"], ["describe", SOME_ID], ["cancel", SOME_ID], ["follow", SOME_ID], ["metrics", SOME_ID]):
         assert_failed(run("jobs", *args, "--server", f"http://127.0.0.1:{port}"), 5, "cannot reach", str(port))
 
 
@@ -301,3 +319,152 @@ def test_output_piped_into_head_ends_quietly(cli: Cli) -> None:
     assert done.returncode == 0, done
     assert len(done.stdout.splitlines()) == 2
     assert done.stderr == "", done.stderr
+
+
+# -- a failed job's cause, metrics, update-options, snapshots ----------------------------------
+
+FLINK_SUBMIT_FAILURE = """Flink did not accept the job: java.lang.RuntimeException: Python process exits with code: 1
+
+  File "/home/me/jobs/job.py", line 3
+    t_env.execute_sql("SELECT 1"
+                     ^
+SyntaxError: '(' was never closed
+org.apache.flink.client.program.ProgramAbortException: java.lang.RuntimeException: Python process exits with code: 1
+\tat org.apache.flink.client.python.PythonDriver.main(PythonDriver.java:134)
+\tat org.apache.flink.client.cli.CliFrontend.main(CliFrontend.java:1335)
+Caused by: java.lang.RuntimeException: Python process exits with code: 1
+\tat org.apache.flink.client.python.PythonDriver.main(PythonDriver.java:124)
+\t... 15 more
+"""
+"""A Flink engine's error message of an older server: its first line misses why, its last is '... 15 more'."""
+
+
+def fail_job(server: Server, job_id: str, error: str) -> None:
+    """Fail a job as the scheduler does (an error message, then PENDING → FAILED), in the server's own database."""
+    from tidegate.lifecycle import JobState
+    from tidegate.model import MessageImportance
+    from tidegate.service.jobs import JobService
+
+    service = JobService(server.store)
+    assert service.advance(job_id, JobState.JOB_STATE_PENDING, "starting workers") is not None
+    service.add_message(job_id, MessageImportance.JOB_MESSAGE_ERROR, error)
+    assert service.advance(job_id, JobState.JOB_STATE_FAILED, "failed") is not None
+
+
+def test_describe_of_a_failed_job_says_why(cli: Cli) -> None:
+    job_id = cli.create("fails")
+    fail_job(cli.server, job_id, FLINK_SUBMIT_FAILURE)
+    described = cli("describe", job_id)
+    assert described.code == 0, described
+    assert "failureCause: SyntaxError: '(' was never closed" in described.out.splitlines()
+    assert cli("describe", job_id, "--format", "json").json()["currentState"] == "JOB_STATE_FAILED"
+    followed = cli("follow", job_id)  # an ended job: its messages, then its end
+    assert followed.code == 1, followed
+    assert followed.err.strip() == f"ERROR: (tidegate) job {job_id} failed: SyntaxError: '(' was never closed"
+    assert "more lines (tidegate jobs messages shows them)" in followed.out
+    assert "=> SyntaxError: '(' was never closed" in followed.out
+    assert "ERROR: (tidegate)" not in cli("describe", cli.create("fine")).err
+
+
+def test_metrics_of_a_job_without_any(cli: Cli) -> None:
+    job_id = cli.create("no-metrics")
+    shown = cli("metrics", job_id)
+    assert shown.code == 0 and shown.out.strip() == "Listed 0 items.", shown
+    as_json = cli("metrics", job_id, "--format", "json", "--tentative").json()
+    assert as_json["metrics"] == [] and "metricTime" in as_json
+    assert_failed(cli("metrics", SOME_ID), 3, "HTTP 404")
+
+
+def test_update_options_sends_the_runtime_updatable_params_and_shows_the_refusal(cli: Cli) -> None:
+    job_id = cli.create("rescaled", type="JOB_TYPE_STREAMING")
+    before = cli.http.get(f"/v1b3/projects/{cli.project}/locations/{LOCATION}/jobs/{job_id}").json()
+    refused = cli("update-options", job_id, "--max-num-workers", "5", "--min-workers", "2")
+    # The server does not rescale a job in place (yet): it refuses the mask, and the command says so.
+    assert_failed(refused, 4, "runtime_updatable_params.min_num_workers", "HTTP 400")
+    assert "runtime_updatable_params.max_num_workers" in refused.err
+    after = cli.http.get(f"/v1b3/projects/{cli.project}/locations/{LOCATION}/jobs/{job_id}").json()
+    assert after == before
+    assert_failed(cli("update-options", job_id), 2, "at least one")
+    assert_failed(cli("update-options", job_id, "--worker-utilization-hint", "2"), 2, "0.1 and 0.9")
+    assert_failed(cli("update-options", job_id, "--max-workers", "1", "--min-workers", "3"), 2, "more than")
+    assert_failed(cli("update-options", SOME_ID, "--max-workers", "3"), 3, "HTTP 404")
+
+
+def test_snapshots_list_describe_create_delete(cli: Cli) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tidegate.model import Snapshot, SnapshotState
+
+    job_id = cli.create("streaming", type="JOB_TYPE_STREAMING")
+    assert cli("snapshots", "list").out.strip() == "Listed 0 items."
+    # An API-only server takes no snapshot: the refusal, nothing made.
+    assert_failed(cli("snapshots", "create", "--job-id", job_id), 4, "HTTP 400")
+    assert_failed(cli("snapshots", "create", "--job-id", job_id, "--snapshot-ttl", "forever"), 2, "duration")
+    assert_failed(cli("snapshots", "create"), 2, "--job-id")
+    assert cli("snapshots", "list", "--format", "json").json() == []
+
+    taken = datetime.now(UTC).replace(microsecond=0)
+    for n in (1, 2):  # as the engine records them
+        cli.server.store.add_snapshot(
+            Snapshot(
+                id=f"{cli.project}-snap-{n}",
+                project_id=cli.project,
+                location=LOCATION,
+                source_job_id=job_id,
+                creation_time=taken,
+                ttl=timedelta(days=7),
+                state=SnapshotState.READY,
+                description=f"number {n}",
+            )
+        )
+    first, second = f"{cli.project}-snap-1", f"{cli.project}-snap-2"
+    rows = cli("snapshots", "list").table()
+    assert rows[0] == ["SNAPSHOT_ID", "SOURCE_JOB_ID", "CREATION_TIME", "TTL", "STATE", "DESCRIPTION"]
+    assert sorted(row[0] for row in rows[1:]) == [first, second]
+    assert {row[1] for row in rows[1:]} == {job_id} and {row[4] for row in rows[1:]} == {"READY"}
+    assert len(cli("snapshots", "list", "--job-id", job_id, "--format", "json").json()) == 2
+    assert_failed(cli("snapshots", "list", "--job-id", SOME_ID), 3, "HTTP 404")
+    described = cli("snapshots", "describe", first)
+    assert described.code == 0 and f"id: {first}" in described.out.splitlines() and "ttl: 604800s" in described.out
+    assert_failed(cli("snapshots", "describe", "nope"), 3, "HTTP 404")
+
+    deleted = cli("snapshots", "delete", "nope", first, second)
+    assert deleted.code == 3, deleted  # the first refusal's code; the others were deleted all the same
+    assert deleted.out.splitlines() == [f"Deleted snapshot [{first}].", f"Deleted snapshot [{second}]."]
+    assert deleted.err.startswith("ERROR: (tidegate) snapshot [nope]: ") and len(deleted.err.splitlines()) == 1
+    assert cli("snapshots", "list", "--format", "json").json() == []
+
+
+def test_logs_and_logs_follow(cli: Cli) -> None:
+    """The kept lines as the scheduler keeps them (a run's worker appends them); --follow until the log is complete."""
+    from datetime import UTC, datetime, timedelta
+
+    from tidegate.model import LogLine
+
+    store = cli.server.store
+    job_id = cli.create("printing")
+    assert cli("logs", job_id).out == ""  # nothing printed yet
+    worker = f"{cli.project}-worker"
+    assert store.claim_run(job_id, "beam", worker, datetime.now(UTC) + timedelta(minutes=5))
+    lines = [LogLine("stdout", f"printed {n}") for n in range(1500)] + [LogLine("stderr", "complained")]
+    assert store.append_logs(job_id, worker, lines, "cursor-1")
+
+    shown = cli("logs", job_id)
+    assert shown.code == 0 and shown.err == "", shown.err
+    assert shown.out.splitlines() == [line.text for line in lines]  # every page, in order
+    as_json = cli("logs", job_id, "--format", "json").json()
+    assert as_json[-1] == {"source": "stderr", "text": "complained"} and len(as_json) == 1501
+
+    command = [str(TIDEGATE), "jobs", "logs", job_id, "--follow", "--server", cli.server.base, "--project", cli.project]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()) as proc:
+        assert proc.stdout is not None
+        for line in lines:  # what was there, then it waits for more
+            assert proc.stdout.readline() == line.text + "\n"
+        assert store.append_logs(job_id, worker, [LogLine("stdout", "late line")], "cursor-2")
+        assert proc.stdout.readline() == "late line\n"
+        assert cli("cancel", job_id).code == 0
+        assert proc.poll() is None  # the job has ended, but its run's last lines may still come
+        assert store.update_run(job_id, worker, release=True)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out == "" and err == "", (out, err)
+    assert_failed(cli("logs", SOME_ID), 3, "HTTP 404")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.processes import mentioning
 
@@ -149,6 +150,37 @@ def test_what_a_pipeline_prints_is_kept_with_the_job_page_by_page(
     for value in "abc":
         assert ("stdout", f"tidegate-test printed {value}") in printed, entries
         assert ("stderr", f"tidegate-test complained {value}") in printed, entries
+    shown = subprocess.run(
+        [str(TIDEGATE), "jobs", "logs", str(job["id"]), "--server", beam_server.base, "--project", project],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert {f"tidegate-test printed {v}" for v in "abc"} <= set(shown.stdout.splitlines())
+    metrics = subprocess.run(
+        [str(TIDEGATE), "jobs", "metrics", str(job["id"]), "--server", beam_server.base, "--project", project],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert metrics.returncode == 0 and metrics.stdout.splitlines()[0].split() == [
+        "NAME",
+        "STEP",
+        "VALUE",
+        "ORIGIN",
+        "UPDATE_TIME",
+    ]
+    scraped = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(httpx.get(f"{beam_server.base}/metrics", timeout=30).text)
+        for sample in family.samples
+    }
+    for call in ("launch", "poll", "messages", "logs"):  # the scheduler's calls of the engine, timed
+        assert scraped[("tidegate_engine_call_duration_seconds_count", (("call", call), ("engine", "beam")))] >= 1
+    assert scraped[("tidegate_jobs", (("engine", "beam"), ("state", "JOB_STATE_DONE")))] >= 1
     base = f"{beam_server.base}/tidegate/v1/projects/{project}/locations/us-central1/jobs"
     refused = httpx.get(f"{base}/{job['id']}/logs", params={"offset": "x"}, timeout=30)
     assert refused.status_code == 400 and "offset" in refused.json()["error"]["message"]

@@ -49,7 +49,7 @@ def test_the_console_is_served_at_ui_and_leaves_the_other_routes_alone(service: 
     missing = call(service, "GET", "/ui/assets/js/nope.js")
     assert missing.status_code == 404 and missing.json()["error"]["status"] == "NOT_FOUND"
     assert call(service, "GET", "/healthz").json() == {"status": "ok"}
-    assert call(service, "GET", "/metrics").status_code == 404  # left for Prometheus
+    assert call(service, "GET", "/metrics").headers["content-type"].startswith("text/plain")  # Prometheus
     assert call(service, "GET", f"{BASE}/jobs").json() == {"jobs": []}
 
 

@@ -371,3 +371,23 @@ def test_logs_past_the_limit_end_with_one_line_saying_so(
     texts = [e.text for e in store.read_logs(job.id, 0, 100)]
     assert texts == ["0", "1", "2", "[more than 4 lines: the rest is not kept]"]
     assert store.get_run(job.id).log_cursor == "c"  # type: ignore[union-attr]
+
+
+def test_jobs_are_counted_by_state_and_engine(
+    service: JobService, new_job: Callable[..., NewJob], clock: Clock
+) -> None:
+    """One grouped COUNT (/metrics reads it at each scrape): a job's engine is its run's, none before it has one."""
+    store = service.store
+    assert store.count_jobs_by_state() == []
+    waiting = [service.create_job(new_job()) for _ in range(3)]
+    service.update_job("proj", "us-central1", waiting[0].id, requested_state=JobState.JOB_STATE_CANCELLED)
+    for job, engine in ((waiting[1], "beam"), (service.create_job(new_job()), "flink")):
+        assert store.claim_run(job.id, engine, "worker-a", clock() + timedelta(minutes=1))
+        assert service.advance(job.id, JobState.JOB_STATE_PENDING) is not None
+    counts = sorted((state.name, engine, count) for state, engine, count in store.count_jobs_by_state())
+    assert counts == [
+        ("JOB_STATE_CANCELLED", "", 1),
+        ("JOB_STATE_PENDING", "beam", 1),
+        ("JOB_STATE_PENDING", "flink", 1),
+        ("JOB_STATE_STOPPED", "", 1),
+    ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tidegate.engines.flink_cluster import root_cause
+from tidegate.failures import root_cause
 
 SUBMIT_FAILED = """Traceback (most recent call last):
   File "job.py", line 3, in <module>

@@ -39,6 +39,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_status import rpc_status
 
 from tidegate.api import offload, template_calls, wire
+from tidegate.api.instrumentation import GrpcMetrics
 from tidegate.errors import InvalidArgument, NotFound, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
@@ -446,6 +447,7 @@ class GrpcServer:
     async def _bind(self, service: JobService, host: str, port: int) -> tuple[grpc.aio.Server, int]:
         methods = GrpcApi(service).methods()
         server = grpc.aio.server(
+            interceptors=[GrpcMetrics()],
             options=[
                 ("grpc.max_receive_message_length", wire.MAX_BODY_BYTES),
                 ("grpc.max_send_message_length", wire.MAX_BODY_BYTES),

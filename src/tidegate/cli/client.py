@@ -33,10 +33,22 @@ EXIT_REJECTED = 4
 EXIT_UNREACHABLE = 5
 
 
+_PASSING_STATUS = frozenset({502, 503, 504})
+"""HTTP statuses of a server that is starting, stopping or behind a proxy that lost it: worth a retry."""
+
+
 class CliError(Exception):
-    def __init__(self, message: str, code: int) -> None:
+    """An error the command line reports in one line, with its exit code (and the HTTP status, if any)."""
+
+    def __init__(self, message: str, code: int, status: int = 0) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status
+
+    @property
+    def passing(self) -> bool:
+        """Whether the server is out of reach for now (unreachable, or answering 502, 503, 504): a follower retries."""
+        return self.code == EXIT_UNREACHABLE or self.status in _PASSING_STATUS
 
 
 class Client:
@@ -71,7 +83,7 @@ class Client:
         except ValueError:
             message = response.text.strip() or response.reason_phrase
         code = {404: EXIT_NOT_FOUND, 400: EXIT_REJECTED, 409: EXIT_REJECTED}.get(response.status_code, EXIT_ERROR)
-        raise CliError(f"{message} (HTTP {response.status_code})", code)
+        raise CliError(f"{message} (HTTP {response.status_code})", code, response.status_code)
 
 
 def segment(value: str) -> str:

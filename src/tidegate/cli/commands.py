@@ -1,4 +1,6 @@
-"""The ``tidegate`` command line, modelled on ``gcloud dataflow jobs``.
+"""The ``tidegate`` command line, modelled on ``gcloud dataflow``: the parser and ``main``, and the
+commands that run a server (``server``, ``flink stop``, ``gcs-emulator``). The client commands live in
+``jobs``, ``snapshots`` and ``config``; ``run`` in ``run``.
 
 Exit codes: 0 success; 2 bad usage; 3 no such job; 4 the server refused the request
 (an illegal request, bad input, a name already taken); 5 the server cannot be
@@ -9,139 +11,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from tidegate import __version__
-from tidegate.cli.client import (
-    EXIT_ERROR,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    Client,
-    CliError,
-    job_path,
-    segment,
-    short_state,
-)
+from tidegate.cli import config, jobs, snapshots
+from tidegate.cli.client import EXIT_ERROR, EXIT_USAGE, Client, CliError
+from tidegate.cli.output import Reported, fail
 
 __all__ = ["main"]
-
-_STATUS_FILTERS = {"all": "ALL", "active": "ACTIVE", "terminated": "TERMINATED"}
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with bad usage reported like every other error: one line, exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        _fail(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = (
-        [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
-        if rows
-        else [len(h) for h in headers]
-    )
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in [headers, *rows]]
-    return "\n".join(lines)
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2) if args.format == "json" else text)
-
-
-def cmd_list(args: argparse.Namespace, client: Client) -> None:
-    params: dict[str, Any] = {"filter": _STATUS_FILTERS[args.status], "pageSize": min(args.limit, 1000)}
-    path = f"/v1b3/projects/{segment(args.project)}/jobs:aggregated" if args.region is None else job_path(args)
-    jobs: list[dict[str, Any]] = []
-    while len(jobs) < args.limit:
-        page = client.call("GET", path, params=params)
-        jobs.extend(page.get("jobs", []))
-        if not page.get("nextPageToken"):
-            break
-        params["pageToken"] = page["nextPageToken"]
-    jobs = jobs[: args.limit]
-    rows = [
-        [
-            j["id"],
-            j.get("name", ""),
-            j.get("type", "").removeprefix("JOB_TYPE_").title(),
-            j.get("createTime", ""),
-            short_state(j.get("currentState")),
-            j.get("location", ""),
-        ]
-        for j in jobs
-    ]
-    _emit(
-        args,
-        jobs,
-        _table(rows, ["JOB_ID", "NAME", "TYPE", "CREATION_TIME", "STATE", "REGION"]) if rows else "Listed 0 items.",
-    )
-
-
-def cmd_describe(args: argparse.Namespace, client: Client) -> None:
-    job = client.call("GET", job_path(args, args.job_id), params={"view": "JOB_VIEW_ALL"} if args.full else None)
-    text = "\n".join(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}" for k, v in job.items())
-    _emit(args, job, text)
-
-
-def _request_state(args: argparse.Namespace, client: Client, state: str, verb: str) -> None:
-    """Ask it of every job named, each on its own: one that is refused does not keep the others from it."""
-    results, refused = [], []
-    for job_id in args.job_ids:
-        try:
-            job = client.call("PUT", job_path(args, job_id), body={"requestedState": state})
-        except CliError as error:
-            if error.code == EXIT_UNREACHABLE:
-                raise  # no server: every other job would say the same
-            refused.append(error)
-            print(f"ERROR: (tidegate) job [{job_id}]: {' '.join(str(error).split())}", file=sys.stderr)
-            continue
-        results.append(job)
-        if args.format != "json":
-            print(f"{verb} job [{job_id}]: now {short_state(job.get('currentState'))}.")
-    if args.format == "json":
-        print(json.dumps(results, indent=2))
-    if refused:
-        raise _Reported(refused[0].code)
-
-
-def cmd_cancel(args: argparse.Namespace, client: Client) -> None:
-    _request_state(args, client, "JOB_STATE_CANCELLED", "Cancelled")
-
-
-def cmd_drain(args: argparse.Namespace, client: Client) -> None:
-    _request_state(args, client, "JOB_STATE_DRAINED", "Started draining")
-
-
-def cmd_messages(args: argparse.Namespace, client: Client) -> None:
-    params: dict[str, Any] = {"minimumImportance": f"JOB_MESSAGE_{args.importance.upper()}", "pageSize": 1000}
-    messages: list[dict[str, Any]] = []
-    while True:
-        page = client.call("GET", job_path(args, args.job_id) + "/messages", params=params)
-        messages.extend(page.get("jobMessages", []))
-        if not page.get("nextPageToken"):
-            break
-        params["pageToken"] = page["nextPageToken"]
-    rows = [
-        [m.get("time", ""), m.get("messageImportance", "").removeprefix("JOB_MESSAGE_"), m.get("messageText", "")]
-        for m in messages
-    ]
-    _emit(args, messages, _table(rows, ["TIME", "IMPORTANCE", "TEXT"]) if rows else "Listed 0 items.")
-
-
-def cmd_history(args: argparse.Namespace, client: Client) -> None:
-    path = job_path(args, args.job_id, prefix="/tidegate/v1") + "/history"
-    history = client.call("GET", path)["stateHistory"]
-    rows = [
-        [h["time"], short_state(h["fromState"]) or "-", short_state(h["toState"]), h["actor"], h["reason"]]
-        for h in history
-    ]
-    _emit(args, history, _table(rows, ["TIME", "FROM", "TO", "BY", "REASON"]))
+        fail(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
 
 
 def cmd_server(args: argparse.Namespace) -> None:
@@ -167,6 +55,8 @@ def cmd_server(args: argparse.Namespace) -> None:
         gcs_emulator_port=args.gcs_emulator or 0,
         gcs_buckets=tuple(args.gcs_bucket),
         launcher_python=args.launcher_python or "",
+        log_format=args.log_format,
+        access_log=args.access_log,
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
@@ -185,7 +75,7 @@ def cmd_flink_stop(args: argparse.Namespace) -> None:
     try:
         taken = engine.stop_cluster()
     except TidegateError as error:
-        _fail(error.message, EXIT_ERROR)
+        fail(error.message, EXIT_ERROR)
     finally:
         engine.close()
     where = settings.data_dir / "flink"
@@ -208,9 +98,9 @@ def cmd_gcs_emulator(args: argparse.Namespace) -> None:
     try:
         emulator.start()
     except OSError as exc:
-        _fail(f"cannot serve the GCS emulator on {args.host}:{args.port}: {exc}", EXIT_ERROR)
+        fail(f"cannot serve the GCS emulator on {args.host}:{args.port}: {exc}", EXIT_ERROR)
     except RuntimeError as exc:
-        _fail(str(exc), EXIT_ERROR)
+        fail(str(exc), EXIT_ERROR)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
     where = f"data in {args.data_dir}" if args.data_dir else "data in memory"
@@ -310,6 +200,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the Python that runs flex templates' Beam programs; it needs apache-beam[gcp] (default: the server's)",
     )
 
+    server.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("TIDEGATE_LOG_FORMAT", "text"),
+        help="json: the server's log as one JSON object per line (time, level, logger, message, exception)",
+    )
+    server.add_argument("--access-log", action="store_true", help="a log line for every HTTP request")
+
     flink = commands.add_parser("flink", help="the local Flink cluster the server's flink engine runs jobs on")
     flink_actions = flink.add_subparsers(dest="flink_action", required=True)
     flink_stop = flink_actions.add_parser(
@@ -325,36 +223,14 @@ def _parser() -> argparse.ArgumentParser:
     emulator.add_argument("--data-dir", default=None, help="where objects are kept (default: in memory)")
     emulator.add_argument("--bucket", action="append", default=[], metavar="NAME", help="a bucket to create at start")
 
-    jobs = commands.add_parser("jobs", help="list, describe, cancel and drain jobs")
     common = _Parser(add_help=False)
-    common.add_argument("--server", default=os.environ.get("TIDEGATE_SERVER", "http://127.0.0.1:8080"))
-    common.add_argument("--project", default=os.environ.get("TIDEGATE_PROJECT", "local"))
-    common.add_argument("--region", default=os.environ.get("TIDEGATE_REGION", "us-central1"))
+    common.add_argument("--server", default=None, help="the server's REST URL (default: see tidegate config)")
+    common.add_argument("--project", default=None, help="the project (default: see tidegate config)")
+    common.add_argument("--region", default=None, help="the region (default: see tidegate config)")
     common.add_argument("--format", choices=["table", "json"], default="table")
-    actions = jobs.add_subparsers(dest="action", required=True)
-
-    listing = actions.add_parser("list", parents=[common], help="list jobs")
-    listing.add_argument("--status", choices=sorted(_STATUS_FILTERS), default="all")
-    listing.add_argument("--limit", type=int, default=100)
-    listing.add_argument("--all-regions", action="store_true", help="list jobs of every region")
-    listing.set_defaults(run=cmd_list)
-    describe = actions.add_parser("describe", parents=[common], help="show one job")
-    describe.add_argument("job_id")
-    describe.add_argument("--full", action="store_true", help="the whole job (JOB_VIEW_ALL)")
-    describe.set_defaults(run=cmd_describe)
-    for name, run, text in (("cancel", cmd_cancel, "cancel jobs"), ("drain", cmd_drain, "drain streaming jobs")):
-        action = actions.add_parser(name, parents=[common], help=text)
-        action.add_argument("job_ids", nargs="+", metavar="JOB_ID")
-        action.set_defaults(run=run)
-    messages = actions.add_parser("messages", parents=[common], help="show a job's messages")
-    messages.add_argument("job_id")
-    messages.add_argument(
-        "--importance", choices=["debug", "detailed", "basic", "warning", "error"], default="detailed"
-    )
-    messages.set_defaults(run=cmd_messages)
-    history = actions.add_parser("history", parents=[common], help="show a job's state changes")
-    history.add_argument("job_id")
-    history.set_defaults(run=cmd_history)
+    jobs.register(commands, common, _Parser)
+    snapshots.register(commands, common, _Parser)
+    config.register(commands, _Parser)
 
     run_parser = commands.add_parser(
         "run",
@@ -371,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--batch", action="store_true", help="--engine flink: a batch job (default: streaming)")
     run_parser.add_argument(
         "--importance",
-        choices=["debug", "detailed", "basic", "warning", "error"],
+        choices=jobs.IMPORTANCES,
         default="basic",
         help="the least important job messages to show",
     )
@@ -383,27 +259,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Reported(Exception):
-    """A command's errors were printed already (one line each): exit with ``code``."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    one_line = " ".join(message.split())
-    print(f"ERROR: (tidegate) {one_line}", file=sys.stderr)
-    raise SystemExit(code)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         _main(argv)
     except BrokenPipeError:  # piped into head, which has read its fill: end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the exit flushes stdout again)
         raise SystemExit(0) from None
-    except _Reported as reported:
+    except Reported as reported:
         raise SystemExit(reported.code) from None
 
 
@@ -418,20 +280,19 @@ def _main(argv: Sequence[str] | None) -> None:
     if args.command == "flink":
         cmd_flink_stop(args)
         return
-    if args.command == "run":
-        try:
-            cmd_run(args)
-        except CliError as error:
-            _fail(str(error), error.code)
-        return
-    if args.action == "list" and args.all_regions:
-        args.region = None
-    if getattr(args, "limit", 1) < 1:
-        _fail("--limit must be at least 1", EXIT_USAGE)
     try:
+        if args.command == "config":
+            args.run(args)
+            return
+        config.apply(args)
+        if args.command == "run":
+            cmd_run(args)
+            return
+        if getattr(args, "limit", 1) < 1:
+            raise CliError("--limit must be at least 1", EXIT_USAGE)
         args.run(args, Client(args.server))
     except CliError as error:
-        _fail(str(error), error.code)
+        fail(str(error), error.code)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Following a job as it runs: its state changes and messages as they come; Ctrl-C cancels it.
+"""Following a job until it ends: its state changes and messages as they come, across server restarts.
 
-Used by ``tidegate run``. Messages are read page by page with ``pageToken``; the last page
-is read again on the next poll (the token that led to it still works), so late messages
-are never missed and, with their ids remembered, none is shown twice.
+Used by ``tidegate jobs follow`` and ``tidegate run``. Messages are read page by page with
+``pageToken``; the last page is read again on the next poll (the token that led to it
+still works), so late messages are never missed and, with their ids remembered, none is
+shown twice. A server out of reach (stopped, restarting, killed) is asked again and
+again, less often as it stays away, until it answers: the follower then goes on from
+where it was, and what happened meanwhile is shown once.
 """
 
 from __future__ import annotations
@@ -10,15 +13,31 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from tidegate.cli.client import EXIT_ERROR, Client, CliError, short_state
+from tidegate.failures import root_cause
 
-__all__ = ["POLL_SECONDS", "TERMINAL", "Follower", "Interrupts", "follow", "last_line", "outcome", "say"]
+__all__ = [
+    "POLL_SECONDS",
+    "TERMINAL",
+    "Follower",
+    "Interrupts",
+    "Patient",
+    "failure_cause",
+    "follow",
+    "outcome",
+    "say",
+]
+
+T = TypeVar("T")
 
 POLL_SECONDS = 0.5
+RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+"""Waits between tries while the server is out of reach (the last one repeats)."""
 MESSAGE_PAGE = 100
 LONG_MESSAGE = 8
 """Messages of more lines are shown by their first and last lines (all of them with ``verbose``)."""
@@ -27,16 +46,16 @@ TERMINAL = frozenset(
 )
 
 
-def last_line(text: str) -> str:
-    """The last non-blank line (of a traceback: the exception)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+def failure_cause(errors: list[str]) -> str:
+    """Why a job failed, from its error messages (oldest first): the root exception's line of the last one."""
+    return root_cause(errors[-1]) if errors else "no error message"
 
 
 @dataclass
 class Interrupts:
-    """Ctrl-C while following: the first asks for a cancel, the second stops following."""
+    """Ctrl-C while following: the first asks for a cancel (when cancelling), the second stops following."""
 
+    cancels: bool = True
     count: int = 0
     previous: Any = None
 
@@ -49,7 +68,7 @@ class Interrupts:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
-        if self.count >= 2:
+        if self.count >= 2 or not self.cancels:
             raise KeyboardInterrupt
 
 
@@ -70,14 +89,15 @@ class Follower:
     def poll(self) -> dict[str, Any]:
         """One look: new messages, then the state (a state is shown after the messages that led to it)."""
         self.messages()
-        self.job = self.client.call("GET", self.path)
-        state = str(self.job.get("currentState", ""))
-        if state != self.state:
-            self.state = state
-            say(f"job {self.job.get('id', '')} is {short_state(state)}")
+        job: dict[str, Any] = self.client.call("GET", self.path)
+        state = str(job.get("currentState", ""))
         if state in TERMINAL:
             self.messages()  # a job's last messages are written with its last transition
-        return self.job
+        self.job = job
+        if state != self.state:
+            self.state = state
+            say(f"job {job.get('id', '')} is {short_state(state)}")
+        return job
 
     def messages(self) -> None:
         """Show the messages not shown yet, oldest first."""
@@ -103,8 +123,8 @@ class Follower:
             self.errors.append(text)
         first, _, rest = text.partition("\n")
         more = rest.splitlines()
-        if len(more) > LONG_MESSAGE and not self.verbose:  # a traceback: its first and last lines say it
-            more = [f"… {len(more) - 1} more lines (tidegate jobs messages shows them) …", more[-1]]
+        if len(more) > LONG_MESSAGE and not self.verbose:  # a traceback: its first and root-cause lines say it
+            more = [f"… {len(more)} more lines (tidegate jobs messages shows them) …", f"=> {root_cause(text)}"]
         lines = [f"{message.get('time', '')}  {importance:<8}  {first}", *(f"    {line}" for line in more)]
         print("\n".join(lines), flush=True)
 
@@ -114,14 +134,49 @@ def say(text: str) -> None:
     print(f"tidegate: {text}", flush=True)
 
 
-def follow(follower: Follower, interrupts: Interrupts, job_id: str, *, cancel_path: str) -> dict[str, Any]:
-    """Follow until the job ends; a Ctrl-C asks for a cancel once."""
+@dataclass
+class Patient:
+    """Calls that wait out a server out of reach: retried, less often as it stays away, until it answers.
+
+    The first failure and the return are each told once (``say``); Ctrl-C stops the wait.
+    """
+
+    client: Client
+    what: str
+    away: bool = False
+    tries: int = 0
+
+    def __call__(self, call: Callable[[], T]) -> T:
+        while True:
+            try:
+                result = call()
+            except CliError as error:
+                if not error.passing:
+                    raise
+                if not self.away:
+                    self.away = True
+                    say(f"lost the server ({' '.join(str(error).split())}); retrying until it is back (Ctrl-C stops)")
+                time.sleep(RETRY_SECONDS[min(self.tries, len(RETRY_SECONDS) - 1)])
+                self.tries += 1
+                continue
+            if self.away:
+                self.away, self.tries = False, 0
+                say(f"the server at {self.client.server} answers again; following {self.what} on")
+            return result
+
+
+def follow(follower: Follower, interrupts: Interrupts, job_id: str, *, cancel_path: str = "") -> dict[str, Any]:
+    """Follow until the job ends; a Ctrl-C asks for a cancel once (with ``cancel_path``).
+
+    A server out of reach is retried until it answers again (Ctrl-C stops following).
+    """
     cancelled = False
+    patient = Patient(follower.client, f"job {job_id}")
     while True:
-        job = follower.poll()
+        job = patient(follower.poll)
         if job.get("currentState") in TERMINAL:
             return job
-        if interrupts.count and not cancelled:
+        if interrupts.count and cancel_path and not cancelled:
             cancelled = True
             say(f"cancelling job {job_id} (Ctrl-C again to stop following; the job goes on)")
             with contextlib.suppress(CliError):  # it may have ended meanwhile: the next poll tells
@@ -130,18 +185,21 @@ def follow(follower: Follower, interrupts: Interrupts, job_id: str, *, cancel_pa
 
 
 def outcome(job: dict[str, Any], follower: Follower, interrupted: bool) -> int:
-    """0 for a job that ended well; otherwise ``CliError`` with a one-line reason (a failure's last error line).
+    """0 for a job that ended well; otherwise ``CliError`` with a one-line reason (a failure's root cause).
 
     Ending well: DONE; DRAINED (a streaming job stopped as asked, its in-flight data
     written); UPDATED (replaced by a job that carries its state on).
     """
     state = str(job.get("currentState", ""))
     job_id = job.get("id", "")
+    if state == "JOB_STATE_UPDATED" and job.get("replacedByJobId"):
+        say(
+            f"job {job_id} was replaced by job {job['replacedByJobId']} (tidegate jobs follow {job['replacedByJobId']})"
+        )
     if state in ("JOB_STATE_DONE", "JOB_STATE_DRAINED", "JOB_STATE_UPDATED"):
         return 0
     if state == "JOB_STATE_FAILED":
-        reason = last_line(follower.errors[-1]) if follower.errors else "no error message"
-        raise CliError(f"job {job_id} failed: {reason}", EXIT_ERROR)
+        raise CliError(f"job {job_id} failed: {failure_cause(follower.errors)}", EXIT_ERROR)
     if state == "JOB_STATE_CANCELLED":
         raise CliError(f"job {job_id} was cancelled{' (Ctrl-C)' if interrupted else ''}", EXIT_ERROR)
     raise CliError(f"job {job_id} ended {short_state(state)}", EXIT_ERROR)

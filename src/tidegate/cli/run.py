@@ -48,17 +48,23 @@ from urllib.parse import urlparse, urlunparse
 import httpx
 
 from tidegate.cli.client import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, Client, CliError, job_path
-from tidegate.cli.follow import POLL_SECONDS, Follower, Interrupts, follow, last_line, outcome, say
+from tidegate.cli.follow import POLL_SECONDS, Follower, Interrupts, follow, outcome, say
 from tidegate.engines.base import WORKING_FOLDER_EXPERIMENT
 from tidegate.gcs_emulator import EMULATOR_ENV, ensure_bucket
 
-__all__ = ["beam_endpoint", "job_name_for", "option_value", "run_pipeline"]
+__all__ = ["beam_endpoint", "job_name_for", "last_line", "option_value", "run_pipeline"]
 
 SCRIPT_GRACE_SECONDS = 60.0
 """How long a script may go on after its job ended (DataflowRunner notices the end by polling)."""
 _SERVER_ERROR = re.compile(r"details of server error: (\d{3}) \S+ \S+: (.*?)(?: \[\{'@type'.*)?$", re.M)
 _ALREADY_EXISTS = re.compile(r"DataflowJobAlreadyExistsError: (.+)$", re.M)
 """What DataflowRunner raises when CreateJob answers another job: the name's active job, or an update's."""
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line (of a script's traceback: its exception)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def option_value(argv: Sequence[str], name: str) -> str | None:

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from tidegate.model import JobGraph, LogLine, MessageImportance, MetricValue, StageDetails
+from tidegate.telemetry import ClusterHealth
 
 __all__ = [
     "WORKING_FOLDER_EXPERIMENT",
+    "ClusterReporting",
     "Engine",
     "EngineState",
     "Handle",
@@ -149,6 +151,14 @@ class Engine(Protocol):
 
     def release(self, handle: Handle) -> None:
         """Delete the run's temporary files and reap its processes (RESOURCE_CLEANING_UP)."""
+
+
+@runtime_checkable
+class ClusterReporting(Protocol):
+    """An engine with a cluster of its own whose health is worth watching (``/metrics``). Optional."""
+
+    def cluster_health(self) -> ClusterHealth:
+        """Whether the cluster answers now, and its workers and slots."""
 
 
 @runtime_checkable

@@ -48,7 +48,6 @@ from tidegate.engines.flink_cluster import (
     find_flink_home,
     flink_python,
     job_graph,
-    root_cause,
     with_java,
     write_config,
 )
@@ -57,7 +56,9 @@ from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_ru
 from tidegate.engines.flink_uids import driver_command
 from tidegate.engines.log_files import tail
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
+from tidegate.failures import root_cause
 from tidegate.model import JobGraph, LogLine, MessageImportance, MetricValue, StageDetails
+from tidegate.telemetry import ClusterHealth
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,10 @@ class FlinkEngine:
         """The local cluster's TaskManager, started again if it ended itself (its jobs wait for its slots)."""
         if self._cluster is not None and self._cluster.revive_taskmanager():
             log.warning("the local Flink cluster's TaskManager had exited; started it again")
+
+    def cluster_health(self) -> ClusterHealth:
+        """Whether the Flink cluster answers, its task managers and slots (``tidegate_engine_cluster_…``)."""
+        return self._rest.health(self.name)
 
     def close(self) -> None:
         """Let go of the cluster: it runs on, with its jobs, for the next server (submissions in flight end alone)."""

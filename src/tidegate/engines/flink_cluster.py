@@ -25,7 +25,9 @@ import httpx
 
 from tidegate.engines.base import WorkerMessage
 from tidegate.errors import FailedPrecondition, NotFound, TidegateError, Unavailable
+from tidegate.failures import root_cause
 from tidegate.model import GraphEdge, GraphNode, JobGraph, MessageImportance, MetricValue, StageDetails
+from tidegate.telemetry import ClusterHealth
 
 __all__ = [
     "JAVA_HOME_FILE",
@@ -33,7 +35,6 @@ __all__ = [
     "find_flink_home",
     "flink_python",
     "job_graph",
-    "root_cause",
     "with_java",
     "write_config",
 ]
@@ -142,6 +143,24 @@ class FlinkRestClient:
         except (TidegateError, ValueError):
             return False
         return int(overview.get("taskmanagers", 0)) > 0 and int(overview.get("slots-total", 0)) > 0
+
+    def health(self, engine: str, timeout: float = 2.0) -> ClusterHealth:
+        """The cluster's health from ``GET /overview`` (asked with a short timeout: a scrape waits for it)."""
+        try:
+            response = self._http.get("/overview", timeout=timeout)
+            overview = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            overview = None
+        if not isinstance(overview, dict):
+            return ClusterHealth(engine, self.base_url, up=False)
+        return ClusterHealth(
+            engine,
+            self.base_url,
+            up=True,
+            taskmanagers=int(overview.get("taskmanagers", 0)),
+            slots_total=int(overview.get("slots-total", 0)),
+            slots_available=int(overview.get("slots-available", 0)),
+        )
 
     def job(self, job_id: str) -> dict[str, Any]:
         """``GET /jobs/:id``: state, timestamps and vertices, as cached by Flink (``web.refresh-interval``)."""
@@ -302,25 +321,6 @@ def _plain(description: str) -> str:
     """A plan node's description without Flink's HTML (``<br/>``, entities)."""
     text = re.sub(r"<br\s*/?>", " ", description)
     return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
-
-
-def root_cause(text: str) -> str:
-    """The most telling line of a Flink error: a Python exception line, else the innermost ``Caused by``."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line.rstrip().endswith("Traceback (most recent call last):"):
-            for candidate in lines[i + 1 :]:
-                if candidate.strip() and not candidate.startswith((" ", "\t")):
-                    if candidate.startswith("py4j.protocol.Py4JJavaError"):
-                        break  # the Java side failed: its innermost cause tells why
-                    return candidate.strip()
-    # The CLI's own ProgramAbortException ("Python process exits with code: 1") says nothing: stop before it.
-    end = next((i for i, line in enumerate(lines) if "ProgramAbortException" in line), len(lines))
-    causes = [line.strip()[len("Caused by: ") :] for line in lines[:end] if line.strip().startswith("Caused by: ")]
-    causes = causes or [line.strip()[len("Caused by: ") :] for line in lines if line.strip().startswith("Caused by: ")]
-    if causes:
-        return causes[-1]
-    return next((line.strip() for line in lines if line.strip()), "unknown error")
 
 
 def _message(ms: float, importance: MessageImportance, text: str) -> WorkerMessage:

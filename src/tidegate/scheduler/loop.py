@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, LogReader, RunLeaseSpec, Supervising
 from tidegate.errors import FailedPrecondition, NotFound, TidegateError
+from tidegate.failures import root_cause
 from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec
 from tidegate.lifecycle import Actor, JobState
 from tidegate.model import EngineRun, Job, JobGraph, MessageImportance, MetricValue, Snapshot, StageDetails
@@ -42,6 +43,7 @@ from tidegate.scheduler.admission import Capacity, Waiting, admit
 from tidegate.scheduler.leases import Leases
 from tidegate.scheduler.observations import Observations
 from tidegate.service.jobs import JobService
+from tidegate.telemetry import call_engine, scheduler_tick
 from tidegate.updates.compatibility import state_uids_of
 from tidegate.updates.procedure import UPDATE_ACTION, Updates
 
@@ -157,7 +159,7 @@ class Scheduler:
         engine, handle = found
         target = self.settings.snapshots / snapshot_id
         target.mkdir(parents=True, exist_ok=True)
-        location = engine.snapshot(handle, target)
+        location = call_engine(handle.engine, "snapshot", engine.snapshot, handle, target)
         size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
         return location, size
 
@@ -195,7 +197,8 @@ class Scheduler:
             try:
                 if woken or time.monotonic() - last_tick >= self.settings.tick:
                     last_tick = time.monotonic()
-                    self.tick()
+                    with scheduler_tick(self.settings.tick):
+                        self.tick()
                 else:
                     self.watch()
             except Exception:  # a bad tick must not stop the scheduler
@@ -318,12 +321,12 @@ class Scheduler:
             return
         handle = Handle(run.engine, run.ref)
         run = self._send_stop(job, run, engine, handle)
-        status = engine.poll(handle)
+        status = call_engine(handle.engine, "poll", engine.poll, handle)
         if status.state not in _ENDED or UPDATE_ACTION in run.actions:  # an ended run's edge reads them after
             run = self._messages_when_due(job, run, engine, handle, status.state)
         if state is S.JOB_STATE_PENDING:
             if wanted is S.JOB_STATE_CANCELLED:
-                engine.cancel(handle)
+                call_engine(handle.engine, "cancel", engine.cancel, handle)
                 self._abort_launch(job)
             elif status.state is EngineState.FAILED:
                 self._fail(job, status.error or "the run failed while starting")
@@ -339,7 +342,7 @@ class Scheduler:
             if wanted is S.JOB_STATE_CANCELLED:  # accepted before the job ran (its abort was cut short)
                 self._to(job, S.JOB_STATE_CANCELLING, "cancel requested")
             elif wanted is S.JOB_STATE_DONE:
-                self._once(run, "cancel", lambda: engine.cancel(handle))
+                self._once(run, "cancel", lambda: call_engine(handle.engine, "cancel", engine.cancel, handle))
                 self._to(job, S.JOB_STATE_DONE, "ended as successful on request; workers stopped", Actor.USER)
             elif status.state is EngineState.SUCCEEDED:
                 self._succeed(job, engine, handle)
@@ -362,7 +365,7 @@ class Scheduler:
             elif status.state is EngineState.CANCELLED:
                 self._fail(job, "the engine cancelled the run while it was draining")
         elif state is S.JOB_STATE_RESOURCE_CLEANING_UP:
-            engine.release(handle)
+            call_engine(handle.engine, "release", engine.release, handle)
             self._to(job, S.JOB_STATE_DONE, "resources cleaned up", observed=True)
 
     def _launch(self, job: Job, run: EngineRun, engine: Engine) -> None:
@@ -374,7 +377,7 @@ class Scheduler:
             if location is None:
                 return  # the old job is being stopped with a savepoint: a later tick launches
             request = replace(request, restore_from=location)
-        handle = engine.launch(request)
+        handle = call_engine(engine.name, "launch", engine.launch, request)
         self.store.update_run(job.id, self.worker, ref=handle.ref)
         self.service.add_message(
             job.id, MessageImportance.JOB_MESSAGE_DETAILED, f"launched on the {engine.name} engine"
@@ -430,7 +433,7 @@ class Scheduler:
             cleaning = self._to(job, S.JOB_STATE_RESOURCE_CLEANING_UP, "cleaning up temporary files and processes")
             if cleaning is None:
                 return
-            engine.release(handle)
+            call_engine(handle.engine, "release", engine.release, handle)
             shutil.rmtree(self.settings.work_dir / job.id, ignore_errors=True)
             self._to(cleaning, S.JOB_STATE_DONE, "resources cleaned up", observed=True)
         else:
@@ -457,14 +460,14 @@ class Scheduler:
         return run
 
     def _pull_messages(self, job: Job, run: EngineRun, engine: Engine, handle: Handle) -> EngineRun:
-        messages, cursor = engine.messages(handle, run.message_cursor)
+        messages, cursor = call_engine(handle.engine, "messages", engine.messages, handle, run.message_cursor)
         for message in messages:
             self.service.add_message(job.id, message.importance, message.text)
         if cursor != run.message_cursor:
             self.store.update_run(job.id, self.worker, message_cursor=cursor)
             run = replace(run, message_cursor=cursor)
         if isinstance(engine, LogReader):
-            lines, log_cursor = engine.logs(handle, run.log_cursor)
+            lines, log_cursor = call_engine(handle.engine, "logs", engine.logs, handle, run.log_cursor)
             if log_cursor != run.log_cursor and self.store.append_logs(job.id, self.worker, lines, log_cursor):
                 run = replace(run, log_cursor=log_cursor)
         return run
@@ -483,7 +486,7 @@ class Scheduler:
             action, send = "drain", engine.drain
         else:
             return run
-        if self._once(run, action, lambda: send(handle)):
+        if self._once(run, action, lambda: call_engine(handle.engine, action, send, handle)):
             run = replace(run, actions=run.actions | {action})
         return run
 
@@ -548,11 +551,8 @@ class Scheduler:
 
 
 def failure_summary(error: str, limit: int = 500) -> str:
-    """The one line that says why a run failed: a traceback's exception line, else the first line."""
-    lines = [line for line in error.splitlines() if line.strip()]
-    if not lines:
+    """The one line that says why a run failed: its root exception's own line (``tidegate.failures``)."""
+    if not error.strip():
         return "failed"
-    line = lines[0]
-    if line.startswith("Traceback (most recent call last)"):
-        line = next((x for x in reversed(lines) if not x[0].isspace()), line)
+    line = root_cause(error)
     return line if len(line) <= limit else line[: limit - 1] + "…"

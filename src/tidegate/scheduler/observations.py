@@ -16,6 +16,7 @@ from typing import Any
 from tidegate.engines.base import Engine, Handle, Planning
 from tidegate.model import GraphEdge, GraphNode, Job, JobGraph, MetricValue, StageDetails
 from tidegate.store import Store
+from tidegate.telemetry import call_engine
 
 __all__ = ["Observations"]
 
@@ -97,8 +98,10 @@ class Observations:
         engine, handle = found
         try:
             data: dict[str, Any] = {
-                "metrics": [dataclasses.asdict(m) for m in engine.metrics(handle)],
-                "stages": [_stage_to_json(s) for s in engine.stages(handle)],
+                "metrics": [
+                    dataclasses.asdict(m) for m in call_engine(handle.engine, "metrics", engine.metrics, handle)
+                ],
+                "stages": [_stage_to_json(s) for s in call_engine(handle.engine, "stages", engine.stages, handle)],
             }
             plan = engine.plan(handle) if isinstance(engine, Planning) else None
             if plan is not None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from tidegate import telemetry
 from tidegate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tidegate.jobspec import PIPELINE_ARTIFACT, check_tidegate_section, parse_spec
 from tidegate.lifecycle import ACTIVE_STATES, Actor, JobState, JobType, PlanKind, plan_request
@@ -118,6 +119,19 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
         """Call ``listener(job)`` after every create and every change (the scheduler wakes on it)."""
         self._listeners.append(listener)
 
+    def _change(self, job_id: str, decide: Callable[[Job], Change | None]) -> tuple[Job, bool]:
+        """``store.change_job``, with the state change it made counted (``tidegate_job_transitions_total``)."""
+        seen: list[JobState] = []
+
+        def watched(job: Job) -> Change | None:
+            seen.append(job.current_state)
+            return decide(job)
+
+        job, changed = self.store.change_job(job_id, watched, self.clock())
+        if changed and seen and job.current_state is not seen[-1]:
+            telemetry.job_transition(seen[-1].name, job.current_state.name)
+        return job, changed
+
     def _notify(self, job: Job) -> Job:
         """Tell the listeners of a change, once it is committed (a call in a batch commits with the batch)."""
         for listener in self._listeners:
@@ -189,7 +203,10 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
         held = new.requested_state is JobState.JOB_STATE_STOPPED
         hint = "held in JOB_STATE_STOPPED until it is started (requestedState JOB_STATE_RUNNING)" if held else ""
         job, outcome = self.store.create_job(new, new_job_id(now), now, hint)
-        return (self._notify(job) if outcome is CreateOutcome.CREATED else job), outcome
+        if outcome is not CreateOutcome.CREATED:
+            return job, outcome
+        telemetry.job_created()
+        return self._notify(job), outcome
 
     def check_new_job(self, new: NewJob) -> None:
         """Every check ``create_job`` makes (its staged files read), without creating the job."""
@@ -463,7 +480,7 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
                 ),
             )
 
-        job, changed = self.store.change_job(job_id, decide, self.clock())
+        job, changed = self._change(job_id, decide)
         return self._notify(job) if changed else job
 
     # -- the service's own edges ---------------------------------------------------------
@@ -494,7 +511,7 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
                 return None
             return Change(target=target, actor=actor, reason=reason, message=message, replaced_by_job_id=replaced_by)
 
-        job, changed = self.store.change_job(job_id, decide, self.clock())
+        job, changed = self._change(job_id, decide)
         return self._notify(job) if changed else None
 
     def add_message(self, job_id: str, importance: MessageImportance, text: str) -> None:

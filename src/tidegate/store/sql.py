@@ -394,6 +394,14 @@ class Store(Runs, Snapshots, Logs):
     def count_jobs(self) -> int:
         return int(self._execute("SELECT count(*) FROM jobs").fetchone()[0])
 
+    def count_jobs_by_state(self) -> list[tuple[JobState, str, int]]:
+        """How many jobs are in each state, by the engine of their run ('' before they have one): one grouped COUNT."""
+        rows = self._execute(
+            "SELECT j.current_state, COALESCE(r.engine, ''), count(*) FROM jobs j"
+            " LEFT JOIN job_runs r ON r.job_id = j.id GROUP BY j.current_state, COALESCE(r.engine, '')"
+        ).fetchall()
+        return [(JobState(int(state)), str(engine), int(count)) for state, engine, count in rows]
+
     # -- history and messages ------------------------------------------------------
 
     def _history(

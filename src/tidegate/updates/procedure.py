@@ -24,6 +24,7 @@ from tidegate.errors import FailedPrecondition, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import Job, MessageImportance
 from tidegate.store import Store
+from tidegate.telemetry import call_engine
 
 __all__ = ["UPDATE_ACTION", "UPDATE_SAVEPOINT", "Journal", "Updates"]
 
@@ -162,7 +163,9 @@ class Updates:
 
     def _stop(self, engine: SavepointStopper, handle: Handle, target: Path, stopping: _Stopping) -> None:
         try:
-            stopping.location = engine.stop_with_savepoint(handle, target)
+            stopping.location = call_engine(
+                handle.engine, "stop_with_savepoint", engine.stop_with_savepoint, handle, target
+            )
         except Exception as error:  # handed to the scheduler's thread, which fails the update
             log.exception("could not stop run %s with a savepoint", handle.ref)
             stopping.error = error
@@ -209,7 +212,7 @@ class Updates:
         location = kept.decode()
         engine = self.engines[run.engine]
         request = replace(self._request_for(old), restore_from=location)
-        handle = engine.launch(request)
+        handle = call_engine(engine.name, "launch", engine.launch, request)
         self.store.update_run(old.id, run.worker, ref=handle.ref, message_cursor=0, actions=frozenset())
         first = why.splitlines()[0] if why else "it failed"
         self.journal.add_message(

@@ -10,12 +10,16 @@ location. tidegate's own additions live under ``/tidegate/v1``; the web console 
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tidegate import telemetry
 from tidegate.api.console import console_routes
+from tidegate.api.instrumentation import RestMetrics
 from tidegate.api.rest.http import Handler, JsonResponse, google_error, guard, internal_response
 from tidegate.api.rest.jobs import RestApi
 from tidegate.api.rest.own import OwnRoutes
@@ -71,6 +75,7 @@ def _routes(api: RestApi) -> list[BaseRoute]:
         paths.setdefault(path, {}).update(handlers)
     routes: list[BaseRoute] = [_one_route(path, handlers) for path, handlers in paths.items()]
     routes.append(Route("/healthz", api.healthz, methods=["GET"]))
+    routes.append(Route("/metrics", _metrics, methods=["GET"]))
     return [*routes, *console_routes()]
 
 
@@ -95,6 +100,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JsonResponse(body, status_code=code, headers=exc.headers)
 
 
+async def _metrics(request: Request) -> Response:
+    """Prometheus' scrape: every metric of this server (the store's counts are read now, off the event loop)."""
+    return Response(await run_in_threadpool(telemetry.exposition), media_type=telemetry.CONTENT_TYPE)
+
+
 async def _internal(request: Request, exc: Exception) -> Response:
     return internal_response(request, exc)
 
@@ -104,5 +114,6 @@ def create_app(service: JobService) -> Starlette:
     api = RestApi(service)
     return Starlette(
         routes=_routes(api),
+        middleware=[Middleware(RestMetrics)],
         exception_handlers={HTTPException: _http_error, Exception: _internal},
     )
