@@ -103,3 +103,27 @@ CREATE TABLE run_tokens (
 );
 CREATE INDEX jobs_replacing ON jobs (replace_job_id)
     WHERE replace_job_id != '' AND current_state NOT IN (3, 4, 5, 6, 8);
+CREATE TABLE credentials (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    role INTEGER NOT NULL,
+    secret TEXT NOT NULL,
+    disabled INTEGER NOT NULL,
+    create_time BIGINT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE UNIQUE INDEX credentials_by_name ON credentials (kind, project_id, name);
+CREATE INDEX credentials_by_secret ON credentials (secret);
+CREATE TABLE access_tokens (
+    token_hash TEXT PRIMARY KEY,
+    credential_id TEXT NOT NULL REFERENCES credentials (id),
+    expire_time BIGINT NOT NULL
+);
+CREATE INDEX access_tokens_by_credential ON access_tokens (credential_id);
+CREATE INDEX access_tokens_by_expiry ON access_tokens (expire_time);
+CREATE TABLE auth_required (
+    since BIGINT NOT NULL
+);
+ALTER TABLE job_state_history ADD COLUMN caller TEXT NOT NULL DEFAULT '';
