@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,18 @@ class Settings:
     """Buckets the server's GCS emulator creates at start."""
     launcher_python: str = ""
     """The Python that runs flex templates' Beam programs (it needs apache-beam[gcp]); empty: the server's own."""
+    insecure: bool = False
+    """Serve on an address other than loopback with no credential created (open to anyone who can reach it)."""
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the server listens on a loopback address only (``127.0.0.1``, ``::1``, ``localhost``)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
 
     @property
     def store_url(self) -> str:

@@ -60,7 +60,9 @@ class Accounts:
         _check_name(name, "service account")
         check_scope(project_id, None)
         if not token_uri.startswith(("http://", "https://")):
-            raise InvalidArgument(f"the token URI {token_uri!r} must be an http:// or https:// URL", reason="INVALID_URL")
+            raise InvalidArgument(
+                f"the token URI {token_uri!r} must be an http:// or https:// URL", reason="INVALID_URL"
+            )
         private_key, public_key = new_key_pair()
         credential = Credential(
             id=new_key_id(),
@@ -84,9 +86,7 @@ class Accounts:
         }
         return credential, key_file
 
-    def create_token(
-        self, name: str, project_id: str, role: Role, *, created_by: str = ""
-    ) -> tuple[Credential, str]:
+    def create_token(self, name: str, project_id: str, role: Role, *, created_by: str = "") -> tuple[Credential, str]:
         """A new API token: the credential, and the token itself (kept nowhere: only its hash is stored)."""
         _check_name(name, "token")
         check_scope(project_id, None)

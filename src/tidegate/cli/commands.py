@@ -23,10 +23,12 @@ from tidegate.cli.client import (
     EXIT_USAGE,
     Client,
     CliError,
+    credential,
     job_path,
     segment,
     short_state,
 )
+from tidegate.cli.credentials import add_credential_commands
 
 __all__ = ["main"]
 
@@ -138,7 +140,13 @@ def cmd_history(args: argparse.Namespace, client: Client) -> None:
     path = job_path(args, args.job_id, prefix="/tidegate/v1") + "/history"
     history = client.call("GET", path)["stateHistory"]
     rows = [
-        [h["time"], short_state(h["fromState"]) or "-", short_state(h["toState"]), h["actor"], h["reason"]]
+        [
+            h["time"],
+            short_state(h["fromState"]) or "-",
+            short_state(h["toState"]),
+            h.get("caller") or h["actor"],
+            h["reason"],
+        ]
         for h in history
     ]
     _emit(args, history, _table(rows, ["TIME", "FROM", "TO", "BY", "REASON"]))
@@ -166,6 +174,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         gcs_emulator_port=args.gcs_emulator or 0,
         gcs_buckets=tuple(args.gcs_bucket),
         launcher_python=args.launcher_python or "",
+        insecure=args.insecure,
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
@@ -229,7 +238,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     """``tidegate run``: submit a pipeline script and follow its job (see ``tidegate.run``)."""
     from tidegate.cli.run import run_pipeline
 
-    code = run_pipeline(args, Client(args.server))
+    code = run_pipeline(args, Client(args.server, token=credential(args)))
     if code:
         raise SystemExit(code)
 
@@ -303,6 +312,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the Python that runs flex templates' Beam programs; it needs apache-beam[gcp] (default: the server's)",
     )
 
+    server.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve on an address other than loopback although no credential exists: open to anyone who reaches it",
+    )
+
     flink = commands.add_parser("flink", help="the local Flink cluster the server's flink engine runs jobs on")
     flink_actions = flink.add_subparsers(dest="flink_action", required=True)
     flink_stop = flink_actions.add_parser(
@@ -324,6 +339,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--project", default=os.environ.get("TIDEGATE_PROJECT", "local"))
     common.add_argument("--region", default=os.environ.get("TIDEGATE_REGION", "us-central1"))
     common.add_argument("--format", choices=["table", "json"], default="table")
+    common.add_argument("--token", default=None, help="an API token to call the server with (default: $TIDEGATE_TOKEN)")
     actions = jobs.add_subparsers(dest="action", required=True)
 
     listing = actions.add_parser("list", parents=[common], help="list jobs")
@@ -373,6 +389,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run_parser.add_argument("pipeline", metavar="PIPELINE.py")
     run_parser.add_argument("pipeline_args", nargs=argparse.REMAINDER, metavar="ARGS", help="the pipeline's arguments")
+    add_credential_commands(commands)
     return parser
 
 
@@ -411,6 +428,12 @@ def _main(argv: Sequence[str] | None) -> None:
     if args.command == "flink":
         cmd_flink_stop(args)
         return
+    if "run_local" in args:  # service-accounts, tokens: on the store itself
+        try:
+            args.run_local(args)
+        except CliError as error:
+            _fail(str(error), error.code)
+        return
     if args.command == "run":
         try:
             cmd_run(args)
@@ -422,7 +445,7 @@ def _main(argv: Sequence[str] | None) -> None:
     if getattr(args, "limit", 1) < 1:
         _fail("--limit must be at least 1", EXIT_USAGE)
     try:
-        args.run(args, Client(args.server))
+        args.run(args, Client(args.server, token=credential(args)))
     except CliError as error:
         _fail(str(error), error.code)
 

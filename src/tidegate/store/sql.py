@@ -418,7 +418,13 @@ class Store(Runs, Snapshots, Credentials):
         ).fetchall()
         return [
             StateChange(
-                r[0], None if r[1] is None else JobState(r[1]), JobState(r[2]), Actor(r[3]), from_micros(r[4]), r[5], r[6]
+                r[0],
+                None if r[1] is None else JobState(r[1]),
+                JobState(r[2]),
+                Actor(r[3]),
+                from_micros(r[4]),
+                r[5],
+                r[6],
             )
             for r in rows
         ]
