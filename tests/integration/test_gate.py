@@ -56,7 +56,7 @@ def accounts(store: Store, clock: Clock) -> Accounts:
 
 def test_open_until_the_first_credential_and_closed_for_good_after(gate: Gate, accounts: Accounts) -> None:
     assert gate.caller(None) is OPEN and gate.caller("Bearer junk") is OPEN  # open: whatever is sent is ignored
-    credential, _ = accounts.create_token("ci", "proj", Role.VIEWER)
+    accounts.create_token("ci", "proj", Role.VIEWER)
     with pytest.raises(Unauthenticated) as missing:
         gate.caller(None)
     assert missing.value.reason == "CREDENTIALS_MISSING" and missing.value.http_status == 401
