@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,18 @@ class Settings:
     """``text``: the server's log as it comes; ``json``: one JSON object per line (time, level, logger, message)."""
     access_log: bool = False
     """A line in the log for every HTTP request (uvicorn's access log)."""
+    insecure: bool = False
+    """Serve on an address other than loopback with no credential created (open to anyone who can reach it)."""
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the server listens on a loopback address only (``127.0.0.1``, ``::1``, ``localhost``)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
 
     @property
     def store_url(self) -> str:

@@ -7,6 +7,8 @@ UPPER_SNAKE word that the API adapters put into a ``google.rpc.ErrorInfo`` detai
     ├── InvalidArgument      INVALID_ARGUMENT    (HTTP 400)
     ├── FailedPrecondition   FAILED_PRECONDITION (HTTP 400)
     ├── NotFound             NOT_FOUND           (HTTP 404)
+    ├── Unauthenticated      UNAUTHENTICATED     (HTTP 401)
+    ├── PermissionDenied     PERMISSION_DENIED   (HTTP 403)
     ├── AlreadyExists        ALREADY_EXISTS      (HTTP 409)
     ├── Unimplemented        UNIMPLEMENTED       (HTTP 501)
     └── Unavailable          UNAVAILABLE         (HTTP 503)
@@ -21,7 +23,9 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "PermissionDenied",
     "TidegateError",
+    "Unauthenticated",
     "Unavailable",
     "Unimplemented",
 ]
@@ -57,6 +61,22 @@ class NotFound(TidegateError):
     status = "NOT_FOUND"
     http_status = 404
     default_reason = "NOT_FOUND"
+
+
+class Unauthenticated(TidegateError):
+    """No credential where one is needed, or one that is not valid (unknown, disabled, expired, forged)."""
+
+    status = "UNAUTHENTICATED"
+    http_status = 401
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(TidegateError):
+    """A known caller without the role the call needs in the project it names."""
+
+    status = "PERMISSION_DENIED"
+    http_status = 403
+    default_reason = "IAM_PERMISSION_DENIED"
 
 
 class AlreadyExists(TidegateError):

@@ -16,6 +16,9 @@ from typing import Generic, TypeVar
 from tidegate.lifecycle import Actor, JobState, JobType
 
 __all__ = [
+    "ANONYMOUS",
+    "Credential",
+    "CredentialKind",
     "EngineRun",
     "GraphEdge",
     "GraphNode",
@@ -29,6 +32,7 @@ __all__ = [
     "MetricValue",
     "NewJob",
     "Page",
+    "Role",
     "SchedulerLease",
     "Snapshot",
     "SnapshotState",
@@ -96,6 +100,8 @@ class NewJob:
     created_from_snapshot_id: str = ""
     artifacts: Mapping[str, bytes] = field(default_factory=dict)
     """Files the job brings (``pipeline.pb``, a program), stored with it in the same transaction."""
+    caller: str = ""
+    """Who asked for it (a service account's email, a token's name, ``anonymous``), for its history."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", _frozen(self.labels))
@@ -139,6 +145,8 @@ class StateChange:
     actor: Actor
     time: datetime
     reason: str
+    caller: str = ""
+    """Who asked for it, when a user did (a service account's email, a token's name, ``anonymous``)."""
 
 
 @dataclass(frozen=True)
@@ -290,3 +298,57 @@ class JobGraph:
     origin: str
     nodes: Sequence[GraphNode] = ()
     edges: Sequence[GraphEdge] = ()
+
+
+ANONYMOUS = "anonymous"
+"""The caller of a tidegate that runs open (no credential created, on a loopback address)."""
+
+
+class Role(enum.IntEnum):
+    """A caller's role in a project, after Dataflow's IAM roles; each holds every permission of those below."""
+
+    VIEWER = 1
+    """Read jobs, messages, metrics, execution details, snapshots and templates."""
+    DEVELOPER = 2
+    """Also create, update, cancel, drain and snapshot jobs, delete snapshots, launch templates."""
+    ADMIN = 3
+    """Also manage the project's service accounts and API tokens."""
+
+    @property
+    def label(self) -> str:
+        """The role's name as people write it: ``viewer``, ``developer``, ``admin``."""
+        return self.name.lower()
+
+
+class CredentialKind(enum.Enum):
+    """A service account (a key pair; its key file holds the private half) or an API token."""
+
+    SERVICE_ACCOUNT = "service_account"
+    TOKEN = "token"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A service account or an API token, as the store keeps it (its secret apart: a public key, a hash)."""
+
+    id: str
+    """A service account's key id (the key file's ``private_key_id``, the JWT's ``kid``); a token's own id."""
+    kind: CredentialKind
+    name: str
+    project_id: str
+    role: Role
+    create_time: datetime
+    disabled: bool = False
+    created_by: str = ""
+
+    @property
+    def email(self) -> str:
+        """A service account's ``client_email`` (``NAME@PROJECT.iam.tidegate``); '' for a token."""
+        if self.kind is not CredentialKind.SERVICE_ACCOUNT:
+            return ""
+        return f"{self.name}@{self.project_id}.iam.tidegate"
+
+    @property
+    def caller(self) -> str:
+        """How requests made with it are recorded: a service account's email, a token's name."""
+        return self.email or self.name

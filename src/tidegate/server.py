@@ -22,6 +22,7 @@ from prometheus_client.core import Metric
 from tidegate import telemetry
 from tidegate.api.grpc_server import GrpcServer
 from tidegate.api.rest.app import create_app
+from tidegate.auth import Gate
 from tidegate.config import Settings
 from tidegate.engines.base import ClusterReporting, Engine
 from tidegate.scheduler.admission import Capacity
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from tidegate.api.beam_job.server import BeamJobServer
     from tidegate.gcs_emulator import GcsEmulator
 
-__all__ = ["build_engines", "build_scheduler", "build_service", "close_engines", "flink_venv", "serve"]
+__all__ = ["build_engines", "build_scheduler", "build_service", "check_access", "close_engines", "flink_venv", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +181,10 @@ def _announce(settings: Settings, text: str) -> None:
         print(f"tidegate: {text}", flush=True)
 
 
-async def _serve(settings: Settings, service: JobService) -> None:
+async def _serve(settings: Settings, service: JobService, gate: Gate) -> None:
     json_log = settings.log_format == "json"
     config = uvicorn.Config(
-        create_app(service),
+        create_app(service, gate),
         host=settings.host,
         port=settings.port,
         log_level="info" if settings.access_log else "warning",
@@ -199,13 +200,41 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def _start_job_api(settings: Settings, service: JobService) -> BeamJobServer | None:
+def check_access(settings: Settings, gate: Gate) -> str:
+    """How calls are let in, for the start-up banner; refuses (SystemExit) to serve open beyond loopback.
+
+    With no credential ever created, the server runs open: fine on loopback, where only this
+    machine reaches it; elsewhere only when told so (``--insecure``), with a warning.
+    """
+    if gate.required:
+        return "every call needs a credential (a service account or an API token)"
+    if settings.loopback:
+        return "open (no credential created yet; loopback only)"
+    if not settings.insecure:
+        gate.store.close()
+        raise SystemExit(
+            f"tidegate: refusing to serve on {settings.host} without authentication: no credential exists yet."
+            " Create one first (tidegate tokens create NAME --project PROJECT --role admin, on the same"
+            " --data-dir or --database-url), serve on 127.0.0.1, or pass --insecure to let anyone who can reach"
+            f" {settings.host} do anything"
+        )
+    print(
+        f"tidegate: WARNING: --insecure: serving on {settings.host} with no authentication; anyone who can reach"
+        " it can run, cancel and read every job (create a credential to close it)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return f"OPEN TO ANYONE WHO CAN REACH {settings.host} (--insecure)"
+
+
+def _start_job_api(settings: Settings, service: JobService, gate: Gate) -> BeamJobServer | None:
     """Beam's Job API (PortableRunner's ``--job_endpoint``), started; None when ``job_port`` is 0."""
     if not settings.job_port:
         return None
     from tidegate.api.beam_job.server import BeamJobServer  # imports Beam: only when it is asked for
 
-    server = BeamJobServer(service, settings.host, settings.job_port, settings.data_dir / "beam-artifacts")
+    staging = settings.data_dir / "beam-artifacts"
+    server = BeamJobServer(service, settings.host, settings.job_port, staging, gate=gate)
     server.start()
     return server
 
@@ -238,18 +267,20 @@ def serve(settings: Settings) -> None:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     configure_logging(settings.log_format)
     service = build_service(settings)
+    gate = Gate(service.store)
+    access = check_access(settings, gate)
     where = settings.database_url.split("@")[-1] if settings.database_url else str(settings.data_dir)
     grpc_server = None
     if settings.grpc_port:
         try:
-            grpc_server = GrpcServer(service, settings.host, settings.grpc_port)
+            grpc_server = GrpcServer(service, settings.host, settings.grpc_port, gate=gate)
         except OSError as exc:
             service.close()
             service.store.close()
             raise SystemExit(f"tidegate: {exc} (choose another --grpc-port, or 0 for no gRPC)") from exc
         grpc_server.start()
     try:
-        job_server = _start_job_api(settings, service)
+        job_server = _start_job_api(settings, service, gate)
     except OSError as exc:
         if grpc_server is not None:
             grpc_server.stop(grace=0)
@@ -269,6 +300,7 @@ def serve(settings: Settings) -> None:
         raise SystemExit(f"tidegate: GCS emulator: {exc}{hint}") from exc
     scheduler = build_scheduler(settings, service)
     _announce(settings, f"REST API on http://{settings.host}:{settings.port} (store: {where})")
+    _announce(settings, f"access: {access}")
     if grpc_server is not None:
         _announce(settings, f"gRPC API on {settings.host}:{grpc_server.port}")
     if job_server is not None:
@@ -282,7 +314,7 @@ def serve(settings: Settings) -> None:
         scheduler.start()
     stop_scraping = telemetry.register_scrape(_scrape(service, scheduler))
     try:
-        asyncio.run(_serve(settings, service))
+        asyncio.run(_serve(settings, service, gate))
     finally:
         stop_scraping()
         # Running jobs go on; a restarted server (same data directory) takes them back.

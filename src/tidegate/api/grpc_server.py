@@ -9,7 +9,9 @@ means the server's default location, as REST's legacy paths do.
 Errors become their gRPC status codes, with a ``google.rpc.Status`` carrying a
 ``google.rpc.ErrorInfo`` detail in the trailing metadata, so the client raises
 NotFound, FailedPrecondition, InvalidArgument or AlreadyExists with ``e.reason`` set.
-Server reflection describes the services (``grpcurl localhost:PORT list``).
+Server reflection describes the services (``grpcurl localhost:PORT list``). Every call
+passes the gate first: the ``authorization`` metadata must prove a caller with the
+method's permission in the request's project (UNAUTHENTICATED, PERMISSION_DENIED).
 
 The server is asyncio's (``grpc.aio``), on an event loop in a thread of its own: calls
 answer on the loop as REST's do, and the few that take seconds (savepoints, template
@@ -26,7 +28,7 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -40,12 +42,22 @@ from grpc_status import rpc_status
 
 from tidegate.api import offload, template_calls, wire
 from tidegate.api.instrumentation import GrpcMetrics
+from tidegate.auth import OPEN, Caller, Gate, Permission
 from tidegate.errors import InvalidArgument, NotFound, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import ListFilter, MessageImportance
 from tidegate.service.jobs import JobService
 
-__all__ = ["ERROR_DOMAIN", "PACKAGE", "GrpcApi", "GrpcServer", "Method", "error_status", "reflection_pool"]
+__all__ = [
+    "ERROR_DOMAIN",
+    "PACKAGE",
+    "GrpcApi",
+    "GrpcServer",
+    "Method",
+    "authorization",
+    "error_status",
+    "reflection_pool",
+]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -114,7 +126,10 @@ class Method:
     request: Any
     """The raw protobuf class of the request."""
     response: Any
-    call: Callable[[Any], Any]
+    call: Callable[..., Any]
+    """The handler: the request and who makes it (a coroutine function when ``runs`` is "async")."""
+    permission: Permission
+    """What the call needs in the request's project."""
     runs: str = "inline"
     """Where it runs: "blocking" (it may take seconds: a savepoint, a template launch) in a thread pool,
     "write" in a batch of the committer's, "read" where the store's reads go, "async" a coroutine of its own."""
@@ -133,21 +148,31 @@ def error_status(error: TidegateError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+def authorization(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The ``authorization`` entry of a call's metadata, as Google's clients send their credentials."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
 def _guard(
-    method: Method, pool: ThreadPoolExecutor, service: JobService
+    method: Method, pool: ThreadPoolExecutor, gate: Gate, service: JobService
 ) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
     @functools.wraps(method.call)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            credential = authorization(context.invocation_metadata())
+            caller = gate.check(credential, method.permission, request.project_id)
             if method.runs == "blocking":
-                return await asyncio.get_running_loop().run_in_executor(pool, method.call, request)
+                return await asyncio.get_running_loop().run_in_executor(pool, method.call, request, caller)
             if method.runs == "write":
-                return await offload.write(service, lambda: method.call(request))
+                return await offload.write(service, lambda: method.call(request, caller))
             if method.runs == "read":
-                return await offload.read(service, lambda: method.call(request))
+                return await offload.read(service, lambda: method.call(request, caller))
             if method.runs == "async":
-                return await method.call(request)
-            return method.call(request)
+                return await method.call(request, caller)
+            return method.call(request, caller)
         except TidegateError as error:
             await context.abort_with_status(error_status(error))
         except Exception as exc:
@@ -194,50 +219,73 @@ class GrpcApi:
 
     def methods(self) -> list[Method]:
         """Every method this API answers, by service."""
-        jobs: list[tuple[str, str, str, Callable[[Any], Any]]] = [
-            ("CreateJob", "CreateJobRequest", "Job", self.create_job),
-            ("GetJob", "GetJobRequest", "Job", self.get_job),
-            ("UpdateJob", "UpdateJobRequest", "Job", self.update_job),
-            ("ListJobs", "ListJobsRequest", "ListJobsResponse", self.list_jobs),
-            ("AggregatedListJobs", "ListJobsRequest", "ListJobsResponse", self.aggregated_list_jobs),
-            ("CheckActiveJobs", "CheckActiveJobsRequest", "CheckActiveJobsResponse", self.check_active_jobs),
-            ("SnapshotJob", "SnapshotJobRequest", "Snapshot", self.snapshot_job),
+        p = Permission
+        Table = list[tuple[str, str, str, Callable[[Any, Caller], Any], Permission]]
+        jobs: Table = [
+            ("CreateJob", "CreateJobRequest", "Job", self.create_job, p.JOBS_CREATE),
+            ("GetJob", "GetJobRequest", "Job", self.get_job, p.JOBS_GET),
+            ("UpdateJob", "UpdateJobRequest", "Job", self.update_job, p.JOBS_UPDATE),
+            ("ListJobs", "ListJobsRequest", "ListJobsResponse", self.list_jobs, p.JOBS_LIST),
+            ("AggregatedListJobs", "ListJobsRequest", "ListJobsResponse", self.aggregated_list_jobs, p.JOBS_LIST),
+            (
+                "CheckActiveJobs",
+                "CheckActiveJobsRequest",
+                "CheckActiveJobsResponse",
+                self.check_active_jobs,
+                p.JOBS_LIST,
+            ),
+            ("SnapshotJob", "SnapshotJobRequest", "Snapshot", self.snapshot_job, p.JOBS_SNAPSHOT),
         ]
-        messages: list[tuple[str, str, str, Callable[[Any], Any]]] = [
-            ("ListJobMessages", "ListJobMessagesRequest", "ListJobMessagesResponse", self.list_job_messages),
+        messages: Table = [
+            (
+                "ListJobMessages",
+                "ListJobMessagesRequest",
+                "ListJobMessagesResponse",
+                self.list_job_messages,
+                p.MESSAGES_LIST,
+            ),
         ]
-        snapshots: list[tuple[str, str, str, Callable[[Any], Any]]] = [
-            ("GetSnapshot", "GetSnapshotRequest", "Snapshot", self.get_snapshot),
-            ("DeleteSnapshot", "DeleteSnapshotRequest", "DeleteSnapshotResponse", self.delete_snapshot),
-            ("ListSnapshots", "ListSnapshotsRequest", "ListSnapshotsResponse", self.list_snapshots),
+        snapshots: Table = [
+            ("GetSnapshot", "GetSnapshotRequest", "Snapshot", self.get_snapshot, p.SNAPSHOTS_GET),
+            (
+                "DeleteSnapshot",
+                "DeleteSnapshotRequest",
+                "DeleteSnapshotResponse",
+                self.delete_snapshot,
+                p.SNAPSHOTS_DELETE,
+            ),
+            ("ListSnapshots", "ListSnapshotsRequest", "ListSnapshotsResponse", self.list_snapshots, p.SNAPSHOTS_LIST),
         ]
-        metrics: list[tuple[str, str, str, Callable[[Any], Any]]] = [
-            ("GetJobMetrics", "GetJobMetricsRequest", "JobMetrics", self.get_job_metrics),
+        metrics: Table = [
+            ("GetJobMetrics", "GetJobMetricsRequest", "JobMetrics", self.get_job_metrics, p.METRICS_GET),
             (
                 "GetJobExecutionDetails",
                 "GetJobExecutionDetailsRequest",
                 "JobExecutionDetails",
                 self.get_job_execution_details,
+                p.METRICS_GET,
             ),
             (
                 "GetStageExecutionDetails",
                 "GetStageExecutionDetailsRequest",
                 "StageExecutionDetails",
                 self.get_stage_execution_details,
+                p.METRICS_GET,
             ),
         ]
         calls = template_calls.TemplateCalls(self.service)
-        templates: list[tuple[str, str, str, Callable[[Any], Any]]] = [
-            ("CreateJobFromTemplate", "CreateJobFromTemplateRequest", "Job", calls.create_job_from_template),
-            ("LaunchTemplate", "LaunchTemplateRequest", "LaunchTemplateResponse", calls.launch_template),
-            ("GetTemplate", "GetTemplateRequest", "GetTemplateResponse", calls.get_template),
+        launch = p.TEMPLATES_LAUNCH
+        templates: Table = [
+            ("CreateJobFromTemplate", "CreateJobFromTemplateRequest", "Job", calls.create_job_from_template, launch),
+            ("LaunchTemplate", "LaunchTemplateRequest", "LaunchTemplateResponse", calls.launch_template, launch),
+            ("GetTemplate", "GetTemplateRequest", "GetTemplateResponse", calls.get_template, p.TEMPLATES_GET),
         ]
         launch_flex = calls.launch_flex_template
-        flex: list[tuple[str, str, str, Callable[[Any], Any]]] = [
-            ("LaunchFlexTemplate", "LaunchFlexTemplateRequest", "LaunchFlexTemplateResponse", launch_flex),
+        flex: Table = [
+            ("LaunchFlexTemplate", "LaunchFlexTemplateRequest", "LaunchFlexTemplateResponse", launch_flex, launch),
         ]
         return [
-            Method(service, name, _pb[request], _pb[response], call, runs=_runs(name))
+            Method(service, name, _pb[request], _pb[response], call, permission, runs=_runs(name))
             for service, table in (
                 ("JobsV1Beta3", jobs),
                 ("MessagesV1Beta3", messages),
@@ -246,26 +294,27 @@ class GrpcApi:
                 ("TemplatesService", templates),
                 ("FlexTemplatesService", flex),
             )
-            for name, request, response, call in table
+            for name, request, response, call, permission in table
         ]
 
     # -- JobsV1Beta3 ------------------------------------------------------------------
 
-    async def create_job(self, request: Any) -> Any:
+    async def create_job(self, request: Any, caller: Caller = OPEN) -> Any:
         """CreateJob, as over REST: the new job (STOPPED, or held), or the job that is there (OK, as Dataflow)."""
         job = request.job
         if request.replace_job_id and not job.replace_job_id:
             job.replace_job_id = request.replace_job_id
         location = _location(request) or self.service.default_location
-        created = await offload.submit(self.service, wire.job_from_pb(job, request.project_id, location))
+        new = wire.job_from_pb(job, request.project_id, location)
+        created = await offload.submit(self.service, replace(new, caller=caller.name))
         return wire.job_to_pb(created, request.view)
 
-    def get_job(self, request: Any) -> Any:
+    def get_job(self, request: Any, caller: Caller = OPEN) -> Any:
         """GetJob, in the requested view (JOB_VIEW_UNKNOWN means the summary)."""
         job = self.service.get_job(request.project_id, _location(request), request.job_id)
         return wire.job_to_pb(job, request.view)
 
-    def update_job(self, request: Any) -> Any:
+    def update_job(self, request: Any, caller: Caller = OPEN) -> Any:
         """UpdateJob: a ``requested_state``, or new labels under ``update_mask`` ``labels``."""
         requested = _enum(JobState, request.job.requested_state, "requested_state")
         job = self.service.update_job(
@@ -275,14 +324,15 @@ class GrpcApi:
             requested_state=requested,
             labels=dict(request.job.labels),
             update_mask=list(request.update_mask.paths),
+            caller=caller.name,
         )
         return wire.job_to_pb(job, wire.JobView.SUMMARY)
 
-    def list_jobs(self, request: Any) -> Any:
+    def list_jobs(self, request: Any, caller: Caller = OPEN) -> Any:
         """ListJobs in one location (the default one when empty)."""
         return self._list(request, aggregated=False)
 
-    def aggregated_list_jobs(self, request: Any) -> Any:
+    def aggregated_list_jobs(self, request: Any, caller: Caller = OPEN) -> Any:
         """AggregatedListJobs: the project's jobs in every location."""
         return self._list(request, aggregated=True)
 
@@ -302,12 +352,12 @@ class GrpcApi:
         response.next_page_token = page.next_page_token
         return response
 
-    def check_active_jobs(self, request: Any) -> Any:
+    def check_active_jobs(self, request: Any, caller: Caller = OPEN) -> Any:
         """CheckActiveJobs: whether the project has any job not yet in a terminal state, anywhere."""
         page = self.service.list_jobs(request.project_id, None, ListFilter.ACTIVE, 1, aggregated=True)
         return _pb["CheckActiveJobsResponse"](active_jobs_exist=bool(page.items))
 
-    def snapshot_job(self, request: Any) -> Any:
+    def snapshot_job(self, request: Any, caller: Caller = OPEN) -> Any:
         """SnapshotJob: a savepoint of a RUNNING streaming job."""
         snapshot = self.service.snapshot_job(
             request.project_id,
@@ -316,20 +366,21 @@ class GrpcApi:
             ttl=request.ttl.ToTimedelta() if request.HasField("ttl") else None,
             description=request.description,
             snapshot_sources=request.snapshot_sources,
+            caller=caller.name,
         )
         return wire.snapshot_to_pb(snapshot)
 
     # -- SnapshotsV1Beta3 -------------------------------------------------------------
 
-    def get_snapshot(self, request: Any) -> Any:
+    def get_snapshot(self, request: Any, caller: Caller = OPEN) -> Any:
         snapshot = self.service.get_snapshot(request.project_id, _location(request), request.snapshot_id)
         return wire.snapshot_to_pb(snapshot)
 
-    def delete_snapshot(self, request: Any) -> Any:
-        self.service.delete_snapshot(request.project_id, _location(request), request.snapshot_id)
+    def delete_snapshot(self, request: Any, caller: Caller = OPEN) -> Any:
+        self.service.delete_snapshot(request.project_id, _location(request), request.snapshot_id, caller=caller.name)
         return _pb["DeleteSnapshotResponse"]()
 
-    def list_snapshots(self, request: Any) -> Any:
+    def list_snapshots(self, request: Any, caller: Caller = OPEN) -> Any:
         response = _pb["ListSnapshotsResponse"]()
         for snapshot in self.service.list_snapshots(request.project_id, _location(request), request.job_id):
             response.snapshots.append(wire.snapshot_to_pb(snapshot))
@@ -337,18 +388,18 @@ class GrpcApi:
 
     # -- MetricsV1Beta3 ---------------------------------------------------------------
 
-    def get_job_metrics(self, request: Any) -> Any:
+    def get_job_metrics(self, request: Any, caller: Caller = OPEN) -> Any:
         """GetJobMetrics: live while the job runs, final once it has ended (``start_time`` is checked, unused)."""
         _time(request, "start_time")
         _, metrics = self.service.metrics(request.project_id, _location(request), request.job_id)
         return wire.metrics_to_pb(metrics, self.service.clock())
 
-    def get_job_execution_details(self, request: Any) -> Any:
+    def get_job_execution_details(self, request: Any, caller: Caller = OPEN) -> Any:
         """GetJobExecutionDetails: a summary per stage (one page holds them all)."""
         _, stages = self.service.stages(request.project_id, _location(request), request.job_id)
         return wire.stages_to_pb(stages)
 
-    def get_stage_execution_details(self, request: Any) -> Any:
+    def get_stage_execution_details(self, request: Any, caller: Caller = OPEN) -> Any:
         """GetStageExecutionDetails: tidegate's workers are local processes, so a stage lists none."""
         job, stages = self.service.stages(request.project_id, _location(request), request.job_id)
         if request.stage_id not in {s.stage_id for s in stages}:
@@ -357,7 +408,7 @@ class GrpcApi:
 
     # -- MessagesV1Beta3 --------------------------------------------------------------
 
-    def list_job_messages(self, request: Any) -> Any:
+    def list_job_messages(self, request: Any, caller: Caller = OPEN) -> Any:
         """ListJobMessages, oldest first, at or above ``minimum_importance``."""
         page = self.service.list_messages(
             request.project_id,
@@ -376,11 +427,13 @@ class GrpcApi:
         return response
 
 
-def _handlers(methods: Iterable[Method], pool: ThreadPoolExecutor, service: JobService) -> list[grpc.GenericRpcHandler]:
+def _handlers(
+    methods: Iterable[Method], pool: ThreadPoolExecutor, gate: Gate, service: JobService
+) -> list[grpc.GenericRpcHandler]:
     by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for method in methods:
         by_service.setdefault(method.full_service, {})[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guard(method, pool, service),
+            _guard(method, pool, gate, service),
             request_deserializer=method.request.FromString,
             response_serializer=method.response.SerializeToString,
         )
@@ -433,11 +486,14 @@ class GrpcServer:
     port cannot be bound.
     """
 
-    def __init__(self, service: JobService, host: str, port: int, *, max_workers: int = 8) -> None:
+    def __init__(
+        self, service: JobService, host: str, port: int, *, max_workers: int = 8, gate: Gate | None = None
+    ) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tidegate-grpc-blocking")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tidegate-grpc", daemon=True)
         self._thread.start()
+        self._gate = gate or Gate(service.store)
         try:
             self._server, self.port = self._on_loop(self._bind(service, host, port))
         except BaseException:
@@ -454,7 +510,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        server.add_generic_rpc_handlers(_handlers(methods, self._pool, service))
+        server.add_generic_rpc_handlers(_handlers(methods, self._pool, self._gate, service))
         names = sorted({m.full_service for m in methods})
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server, pool=reflection_pool(methods))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -12,6 +12,7 @@ from typing import Any
 from google.cloud import dataflow_v1beta3 as dataflow
 
 from tidegate.api import wire
+from tidegate.auth import OPEN, Caller
 from tidegate.errors import InvalidArgument, Unimplemented
 from tidegate.model import Job
 from tidegate.service.jobs import JobService, check_scope
@@ -94,7 +95,7 @@ def _job_name(name: str) -> str:
     return name
 
 
-def _launch(request: Any, params: Any, transform_name_mapping: Any) -> TemplateLaunch:
+def _launch(request: Any, params: Any, transform_name_mapping: Any, caller: Caller) -> TemplateLaunch:
     """A LaunchTemplate or LaunchFlexTemplate request's launch (their parameters differ in name only)."""
     return TemplateLaunch(
         project_id=request.project_id,
@@ -105,6 +106,7 @@ def _launch(request: Any, params: Any, transform_name_mapping: Any) -> TemplateL
         validate_only=request.validate_only,
         update=params.update,
         transform_name_mapping=dict(transform_name_mapping),
+        caller=caller.name,
     )
 
 
@@ -122,7 +124,7 @@ class TemplateCalls:
     def __init__(self, service: JobService) -> None:
         self.service = service
 
-    def create_job_from_template(self, request: Any) -> Any:
+    def create_job_from_template(self, request: Any, caller: Caller = OPEN) -> Any:
         """CreateJobFromTemplate: the job made from the classic template at ``gcs_path``."""
         launch = TemplateLaunch(
             project_id=request.project_id,
@@ -130,12 +132,13 @@ class TemplateCalls:
             job_name=_job_name(request.job_name),
             parameters=dict(request.parameters),
             environment=environment_of(request.environment),
+            caller=caller.name,
         )
         job = self.service.launch_template(launch, request.gcs_path)
         assert job is not None  # only validate_only launches create none
         return wire.job_to_pb(job, wire.JobView.SUMMARY)
 
-    def launch_template(self, request: Any) -> Any:
+    def launch_template(self, request: Any, caller: Caller = OPEN) -> Any:
         """LaunchTemplate: a classic template's job (none with ``validate_only``)."""
         if request.HasField("dynamic_template"):
             raise Unimplemented(
@@ -143,15 +146,15 @@ class TemplateCalls:
                 reason="DYNAMIC_TEMPLATE_UNSUPPORTED",
             )
         params = request.launch_parameters
-        launch = _launch(request, params, params.transform_name_mapping)
+        launch = _launch(request, params, params.transform_name_mapping, caller)
         return _launched("LaunchTemplateResponse", self.service.launch_template(launch, request.gcs_path))
 
-    def get_template(self, request: Any) -> Any:
+    def get_template(self, request: Any, caller: Caller = OPEN) -> Any:
         """GetTemplate: the template's metadata (the only view there is)."""
         check_scope(request.project_id, request.location or None)
         return _template_response(self.service.get_template(request.gcs_path))
 
-    def launch_flex_template(self, request: Any) -> Any:
+    def launch_flex_template(self, request: Any, caller: Caller = OPEN) -> Any:
         """LaunchFlexTemplate: the job the spec's program makes (none with ``validate_only``)."""
         params = request.launch_parameter
         if params.HasField("container_spec") and not params.container_spec_gcs_path:
@@ -165,6 +168,6 @@ class TemplateCalls:
                 "launchOptions are not supported: pass the program's options as parameters",
                 reason="LAUNCH_OPTIONS_UNSUPPORTED",
             )
-        launch = _launch(request, params, params.transform_name_mappings)
+        launch = _launch(request, params, params.transform_name_mappings, caller)
         job = self.service.launch_flex_template(launch, params.container_spec_gcs_path)
         return _launched("LaunchFlexTemplateResponse", job)

@@ -258,6 +258,7 @@ def state_change_to_dict(change: StateChange) -> dict[str, Any]:
         "fromState": change.source.name if change.source is not None else None,
         "toState": change.target.name,
         "actor": change.actor.value,
+        "caller": change.caller,
         "time": change.time.isoformat().replace("+00:00", "Z"),
         "reason": change.reason,
     }

@@ -8,6 +8,7 @@ reached; 1 anything else.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +22,7 @@ __all__ = [
     "EXIT_USAGE",
     "CliError",
     "Client",
+    "credential",
     "job_path",
     "segment",
     "short_state",
@@ -54,10 +56,11 @@ class CliError(Exception):
 class Client:
     """A small client of tidegate's REST API (enums as names, as a person reads them)."""
 
-    def __init__(self, server: str, timeout: float = 30.0) -> None:
+    def __init__(self, server: str, timeout: float = 30.0, *, token: str | None = None) -> None:
         self.server = server.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            self.http = httpx.Client(base_url=self.server, timeout=timeout)
+            self.http = httpx.Client(base_url=self.server, timeout=timeout, headers=headers)
         except httpx.InvalidURL as exc:
             raise CliError(f"invalid --server {server!r}: {exc}", EXIT_USAGE) from exc
 
@@ -83,7 +86,16 @@ class Client:
         except ValueError:
             message = response.text.strip() or response.reason_phrase
         code = {404: EXIT_NOT_FOUND, 400: EXIT_REJECTED, 409: EXIT_REJECTED}.get(response.status_code, EXIT_ERROR)
+        if response.status_code == 401:
+            message += " (give an API token: --token or TIDEGATE_TOKEN)"
         raise CliError(f"{message} (HTTP {response.status_code})", code, response.status_code)
+
+
+def credential(args: argparse.Namespace) -> str | None:
+    """The API token the command line sends: ``--token``, else ``$TIDEGATE_TOKEN``, else the config file's
+    ``token`` (``tidegate config set token …``, filled into ``args`` by ``config.apply``); None for none."""
+    token = getattr(args, "token", None) or os.environ.get("TIDEGATE_TOKEN", "")
+    return token.strip() or None
 
 
 def segment(value: str) -> str:

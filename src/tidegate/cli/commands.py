@@ -19,7 +19,8 @@ from typing import NoReturn
 
 from tidegate import __version__
 from tidegate.cli import config, jobs, snapshots
-from tidegate.cli.client import EXIT_ERROR, EXIT_USAGE, Client, CliError
+from tidegate.cli.client import EXIT_ERROR, EXIT_USAGE, Client, CliError, credential
+from tidegate.cli.credentials import add_credential_commands
 from tidegate.cli.output import Reported, fail
 
 __all__ = ["main"]
@@ -57,6 +58,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         launcher_python=args.launcher_python or "",
         log_format=args.log_format,
         access_log=args.access_log,
+        insecure=args.insecure,
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
@@ -120,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     """``tidegate run``: submit a pipeline script and follow its job (see ``tidegate.run``)."""
     from tidegate.cli.run import run_pipeline
 
-    code = run_pipeline(args, Client(args.server))
+    code = run_pipeline(args, Client(args.server, token=credential(args)))
     if code:
         raise SystemExit(code)
 
@@ -207,6 +209,11 @@ def _parser() -> argparse.ArgumentParser:
         help="json: the server's log as one JSON object per line (time, level, logger, message, exception)",
     )
     server.add_argument("--access-log", action="store_true", help="a log line for every HTTP request")
+    server.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve on an address other than loopback although no credential exists: open to anyone who reaches it",
+    )
 
     flink = commands.add_parser("flink", help="the local Flink cluster the server's flink engine runs jobs on")
     flink_actions = flink.add_subparsers(dest="flink_action", required=True)
@@ -228,9 +235,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--project", default=None, help="the project (default: see tidegate config)")
     common.add_argument("--region", default=None, help="the region (default: see tidegate config)")
     common.add_argument("--format", choices=["table", "json"], default="table")
+    common.add_argument(
+        "--token", default=None, help="an API token to call the server with (default: see tidegate config)"
+    )
     jobs.register(commands, common, _Parser)
     snapshots.register(commands, common, _Parser)
     config.register(commands, _Parser)
+    add_credential_commands(commands)
 
     run_parser = commands.add_parser(
         "run",
@@ -284,13 +295,16 @@ def _main(argv: Sequence[str] | None) -> None:
         if args.command == "config":
             args.run(args)
             return
+        if "run_local" in args:  # service-accounts, tokens: on the store itself
+            args.run_local(args)
+            return
         config.apply(args)
         if args.command == "run":
             cmd_run(args)
             return
         if getattr(args, "limit", 1) < 1:
             raise CliError("--limit must be at least 1", EXIT_USAGE)
-        args.run(args, Client(args.server))
+        args.run(args, Client(args.server, token=credential(args)))
     except CliError as error:
         fail(str(error), error.code)
 

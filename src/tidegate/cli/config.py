@@ -58,6 +58,19 @@ def _check_word(name: str) -> Callable[[str], str]:
     return check
 
 
+def _check_token(value: str) -> str:
+    if value != value.strip() or any(c.isspace() for c in value):
+        raise CliError("token must be one word (what `tidegate tokens create` printed)", EXIT_USAGE)
+    return value
+
+
+def shown(key: Key, value: str) -> str:
+    """A setting's value as ``config get|list`` print it: a secret masked but for its last four characters."""
+    if key.secret and value:
+        return "*" * 8 + value[-4:]
+    return value
+
+
 @dataclass(frozen=True)
 class Key:
     """A setting: its name (also its flag's and its config key's), environment variable and default."""
@@ -67,6 +80,8 @@ class Key:
     default: str
     check: Callable[[str], str]
     help: str
+    secret: bool = False
+    """Shown masked by ``config list`` and ``config get`` (an API token)."""
 
 
 KEYS: dict[str, Key] = {
@@ -75,6 +90,7 @@ KEYS: dict[str, Key] = {
         Key("server", "TIDEGATE_SERVER", "http://127.0.0.1:8080", _check_server, "the tidegate server's REST URL"),
         Key("project", "TIDEGATE_PROJECT", "local", _check_word("project"), "the project of the jobs"),
         Key("region", "TIDEGATE_REGION", "us-central1", _check_word("region"), "the region (location) of the jobs"),
+        Key("token", "TIDEGATE_TOKEN", "", _check_token, "the API token to call the server with", secret=True),
     )
 }
 
@@ -189,20 +205,25 @@ def cmd_get(args: argparse.Namespace) -> None:
     """The setting's effective value (what a command would use without its flag)."""
     _known(args.key)
     setting = effective()[args.key]
+    value = shown(KEYS[args.key], setting.value)
     if args.format == "json":
-        print(json.dumps({"value": setting.value, "source": setting.source}))
+        print(json.dumps({"value": value, "source": setting.source}))
     else:
-        print(setting.value)
+        print(value)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
     """Every setting, its effective value and where it comes from."""
     settings = effective()
     if args.format == "json":
-        data = {name: {"value": s.value, "source": s.source} for name, s in settings.items()}
+        data = {name: {"value": shown(KEYS[name], s.value), "source": s.source} for name, s in settings.items()}
         print(json.dumps({"configFile": str(config_path()), "settings": data}, indent=2))
         return
-    print(table([[name, s.value, s.source] for name, s in settings.items()], ["KEY", "VALUE", "SOURCE"]))
+    print(
+        table(
+            [[name, shown(KEYS[name], s.value), s.source] for name, s in settings.items()], ["KEY", "VALUE", "SOURCE"]
+        )
+    )
     print(f"(config file: {config_path()})", file=sys.stderr)
 
 

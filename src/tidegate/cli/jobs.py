@@ -98,7 +98,13 @@ def cmd_history(args: argparse.Namespace, client: Client) -> None:
     path = job_path(args, args.job_id, prefix="/tidegate/v1") + "/history"
     history = client.call("GET", path)["stateHistory"]
     rows = [
-        [h["time"], short_state(h["fromState"]) or "-", short_state(h["toState"]), h["actor"], h["reason"]]
+        [
+            h["time"],
+            short_state(h["fromState"]) or "-",
+            short_state(h["toState"]),
+            h.get("caller") or h["actor"],
+            h["reason"],
+        ]
         for h in history
     ]
     emit(args, history, table(rows, ["TIME", "FROM", "TO", "BY", "REASON"]))

@@ -3,7 +3,8 @@
 With the Beam engine (the default), the script runs with ``--python`` (default: this
 interpreter) and Beam's ``DataflowRunner`` options appended: the server as
 ``--dataflow_endpoint`` (spelled ``localhost`` for a loopback server, as Beam wants),
-``--no_auth``, the project and region, a job name of tidegate's choosing and, unless the
+``--no_auth`` (unless ``GOOGLE_APPLICATION_CREDENTIALS`` names a key file, which Beam then
+signs in with), the project and region, a job name of tidegate's choosing and, unless the
 script's arguments name one, a fresh local ``--temp_location``. Options the script's
 arguments already carry win. The script runs in its own session: Ctrl-C reaches tidegate
 only, which cancels the job (a second Ctrl-C stops following and leaves the job be).
@@ -205,7 +206,9 @@ def _prepare_bucket(location: str, project: str) -> None:
 
 
 def _beam_args(args: argparse.Namespace, user_args: Sequence[str], name: str) -> list[str]:
-    added = ["--runner=DataflowRunner", f"--dataflow_endpoint={beam_endpoint(args.server)}", "--no_auth"]
+    added = ["--runner=DataflowRunner", f"--dataflow_endpoint={beam_endpoint(args.server)}"]
+    if not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):  # else Beam signs in with that key file
+        added.append("--no_auth")
     added.append(f"--experiments={WORKING_FOLDER_EXPERIMENT}={Path.cwd()}")  # relative paths: as for a local run
     for option, value in (("project", args.project), ("region", args.region), ("job_name", name)):
         if option_value(user_args, option) is None:

@@ -412,8 +412,12 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
         requested_state: JobState = JobState.JOB_STATE_UNKNOWN,
         labels: Mapping[str, str] | None = None,
         update_mask: Sequence[str] = (),
+        caller: str = "",
     ) -> Job:
-        """UpdateJob: a ``requestedState`` per the lifecycle, or new labels under ``updateMask=labels``."""
+        """UpdateJob: a ``requestedState`` per the lifecycle, or new labels under ``updateMask=labels``.
+
+        ``caller``: who asks (recorded with the state change and in the job's message).
+        """
         self.get_job(project_id, location, job_id)
         mask = {path.strip() for path in update_mask if path.strip()}
         unknown = mask - {"labels", "requested_state", "requestedState"}
@@ -468,15 +472,17 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
                 return change if new_labels is not None and new_labels != dict(job.labels) else None
             target, actor = plan.step if plan.step else (None, Actor.USER)
             text = f"{plan.requested.name} requested"
+            by = f" by {caller}" if caller else ""
             return replace(
                 change,
                 requested=plan.requested,
                 target=target,
                 actor=actor,
                 reason=text,
+                caller=caller,
                 message=(
                     MessageImportance.JOB_MESSAGE_BASIC,
-                    f"Job {job.id}: {text}" + (f"; now {target.name}" if target else ""),
+                    f"Job {job.id}: {text}{by}" + (f"; now {target.name}" if target else ""),
                 ),
             )
 

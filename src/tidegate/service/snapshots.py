@@ -65,6 +65,7 @@ class SnapshotCases:
         ttl: timedelta | None = None,
         description: str = "",
         snapshot_sources: bool = False,
+        caller: str = "",
     ) -> Snapshot:
         """SnapshotJob: a savepoint of a RUNNING streaming job; FAILED (recorded) if the engine could not take it."""
         job = self.get_job(project_id, location, job_id)
@@ -107,7 +108,7 @@ class SnapshotCases:
             text = f"Snapshot {snapshot.id} failed: {detail}"
             importance = MessageImportance.JOB_MESSAGE_WARNING
         self.store.add_snapshot(snapshot)
-        self.add_message(job.id, importance, text)
+        self.add_message(job.id, importance, text + (f" (requested by {caller})" if caller else ""))
         return snapshot
 
     def get_snapshot(self, project_id: str, location: str | None, snapshot_id: str) -> Snapshot:
@@ -126,9 +127,14 @@ class SnapshotCases:
             self.get_job(project_id, location, job_id)
         return self.store.list_snapshots(project_id, location or self.default_location, job_id)
 
-    def delete_snapshot(self, project_id: str, location: str | None, snapshot_id: str) -> None:
+    def delete_snapshot(self, project_id: str, location: str | None, snapshot_id: str, *, caller: str = "") -> None:
+        """Delete a snapshot and its files; the job it was taken of says who did."""
         snapshot = self.get_snapshot(project_id, location, snapshot_id)
         self._drop(snapshot)
+        by = f" by {caller}" if caller else ""
+        self.add_message(
+            snapshot.source_job_id, MessageImportance.JOB_MESSAGE_BASIC, f"Snapshot {snapshot.id} deleted{by}"
+        )
 
     def expire_snapshots(self) -> int:
         """Delete the snapshots whose time to live has passed; how many."""

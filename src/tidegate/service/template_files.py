@@ -124,6 +124,8 @@ class TemplateLaunch:
     update: bool = False
     """Replace the running job of the same name (``transform_name_mapping`` maps its steps)."""
     transform_name_mapping: Mapping[str, str] = field(default_factory=dict)
+    caller: str = ""
+    """Who launches it (recorded in the job's history)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters)))

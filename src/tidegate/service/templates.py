@@ -195,7 +195,7 @@ class TemplateCases:
     def _create_or_check(self, new: NewJob, launch: TemplateLaunch) -> Job | None:
         # A launched job carries a clientRequestId of its own, as the job Beam's DataflowRunner submits does:
         # a DataflowRunner whose create is answered with it then knows it is not its own.
-        new = replace(new, client_request_id=_request_id())
+        new = replace(new, client_request_id=_request_id(), caller=launch.caller)
         self.check_new_job(new)
         if launch.validate_only:
             return None

@@ -21,6 +21,7 @@ from typing import Any
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound
 from tidegate.lifecycle import TERMINAL_STATES, Actor, JobState, JobType, is_legal
 from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJob, Page, StateChange
+from tidegate.store.credentials import Credentials
 from tidegate.store.db import from_micros, micros
 from tidegate.store.logs import Logs
 from tidegate.store.runs import Runs
@@ -72,6 +73,8 @@ class Change:
     labels: Mapping[str, str] | None = None
     replaced_by_job_id: str | None = None
     message: tuple[MessageImportance, str] | None = None
+    caller: str = ""
+    """Who asked for the change (recorded with its state-history row)."""
 
 
 def _token(*parts: object) -> str:
@@ -131,8 +134,8 @@ def _job(row: Sequence[Any]) -> Job:
     )
 
 
-class Store(Runs, Snapshots, Logs):
-    """Jobs, their histories, messages, engine runs and snapshots in SQLite or PostgreSQL."""
+class Store(Runs, Snapshots, Logs, Credentials):
+    """Jobs, their histories, messages, logs, engine runs, snapshots and credentials in SQLite or PostgreSQL."""
 
     # -- jobs --------------------------------------------------------------------
 
@@ -204,8 +207,9 @@ class Store(Runs, Snapshots, Logs):
                 self._execute(
                     "INSERT INTO job_artifacts (job_id, name, data) VALUES (%s, %s, %s)", (job_id, name, data)
                 )
-            self._history(job_id, None, JobState.JOB_STATE_STOPPED, Actor.SERVICE, t, "created")
-            text = f"Job {job_id} created" + (f"; {hold_reason}" if hold_reason else "")
+            self._history(job_id, None, JobState.JOB_STATE_STOPPED, Actor.SERVICE, t, "created", new.caller)
+            by = f" by {new.caller}" if new.caller else ""
+            text = f"Job {job_id} created{by}" + (f"; {hold_reason}" if hold_reason else "")
             self._message(job_id, t, MessageImportance.JOB_MESSAGE_BASIC, text)
             row = self._execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
         return _job(row), CreateOutcome.CREATED
@@ -294,7 +298,7 @@ class Store(Runs, Snapshots, Logs):
             if cursor.rowcount != 1:  # cannot happen under the row lock; never write a torn change
                 raise FailedPrecondition(f"Job {job_id} changed concurrently; try again", reason="CONCURRENT_CHANGE")
             if change.target is not None:
-                self._history(job_id, job.current_state, change.target, change.actor, t, change.reason)
+                self._history(job_id, job.current_state, change.target, change.actor, t, change.reason, change.caller)
             message = change.message
             if message is None and change.target is not None:
                 text = f"Job {job_id} is now {change.target.name}" + (f": {change.reason}" if change.reason else "")
@@ -405,12 +409,12 @@ class Store(Runs, Snapshots, Logs):
     # -- history and messages ------------------------------------------------------
 
     def _history(
-        self, job_id: str, source: JobState | None, target: JobState, actor: Actor, t: int, reason: str
+        self, job_id: str, source: JobState | None, target: JobState, actor: Actor, t: int, reason: str, caller: str
     ) -> None:
         self._execute(
-            "INSERT INTO job_state_history (job_id, source_state, target_state, actor, time, reason)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (job_id, None if source is None else int(source), int(target), actor.value, t, _printable(reason)),
+            "INSERT INTO job_state_history (job_id, source_state, target_state, actor, time, reason, caller)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (job_id, None if source is None else int(source), int(target), actor.value, t, _printable(reason), caller),
         )
 
     def _message(self, job_id: str, t: int, importance: MessageImportance, text: str) -> None:
@@ -429,13 +433,19 @@ class Store(Runs, Snapshots, Logs):
         """Every state the job has been in, oldest first."""
         self.get_job(job_id)
         rows = self._execute(
-            "SELECT job_id, source_state, target_state, actor, time, reason FROM job_state_history"
+            "SELECT job_id, source_state, target_state, actor, time, reason, caller FROM job_state_history"
             " WHERE job_id = %s ORDER BY seq",
             (job_id,),
         ).fetchall()
         return [
             StateChange(
-                r[0], None if r[1] is None else JobState(r[1]), JobState(r[2]), Actor(r[3]), from_micros(r[4]), r[5]
+                r[0],
+                None if r[1] is None else JobState(r[1]),
+                JobState(r[2]),
+                Actor(r[3]),
+                from_micros(r[4]),
+                r[5],
+                r[6],
             )
             for r in rows
         ]

@@ -11,7 +11,9 @@ the job is the same one that REST, gRPC and the CLI show.
 
 Beam's Job API has no projects: jobs go to project ``portable`` unless the pipeline
 options name one (``--project``, ``--region``). A ``--job_name`` that an active job has is
-refused with ALREADY_EXISTS (PortableRunner would otherwise follow that other job). States
+refused with ALREADY_EXISTS (PortableRunner would otherwise follow that other job). Every
+call passes the gate (the ``authorization`` metadata); as Beam's calls name no project, a
+caller sees only the jobs of the projects it can read, and any other job id is NOT_FOUND. States
 and messages are read from the store; the streams poll it (woken early by changes made in
 this process).
 """
@@ -53,8 +55,9 @@ from tidegate.api.beam_job.convert import (
     timestamp,
 )
 from tidegate.api.beam_job.staging import StagingSessions
-from tidegate.api.grpc_server import error_status
-from tidegate.errors import InvalidArgument, NotFound, TidegateError, Unavailable
+from tidegate.api.grpc_server import authorization, error_status
+from tidegate.auth import Caller, Gate, Permission
+from tidegate.errors import InvalidArgument, NotFound, PermissionDenied, TidegateError, Unavailable
 from tidegate.jobspec import PIPELINE_ARTIFACT, read_spec
 from tidegate.lifecycle import JobState, JobType
 from tidegate.model import Job, ListFilter, MessageImportance
@@ -130,14 +133,23 @@ def _stream(method: F) -> F:
 class BeamJobApi:
     """The handlers of Beam's ``JobService``; one instance per server."""
 
-    def __init__(self, service: JobService, staging_dir: Path, staging_url: str, *, poll_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        service: JobService,
+        staging_dir: Path,
+        staging_url: str,
+        *,
+        poll_s: float = 0.5,
+        gate: Gate | None = None,
+    ) -> None:
         self._service = service
+        self._gate = gate or Gate(service.store)
         self._staging_url = staging_url
         self._poll_s = poll_s
         self.staging = StagingSessions(staging_dir)
         self._lock = threading.Lock()
         self._preparations: dict[str, _Preparation] = {}
-        self._ran: dict[str, tuple[str, float]] = {}
+        self._ran: dict[str, tuple[str, float, str]] = {}
         """Job ids by preparation id, so that a repeated Run answers the same job."""
         self._projects = {DEFAULT_PROJECT}
         self._changed = threading.Condition()
@@ -160,6 +172,7 @@ class BeamJobApi:
     @_unary
     def Prepare(self, request: Any, context: Any) -> Any:
         """Keep the pipeline and its options; open an artifact staging session for it."""
+        caller = self._caller(context)
         options = pipeline_options(request.pipeline_options)
         if is_streaming(request.pipeline, options):
             raise InvalidArgument(
@@ -170,6 +183,7 @@ class BeamJobApi:
             )
         project = str(options.get("project") or DEFAULT_PROJECT)
         location = str(options.get("region") or self._service.default_location)
+        caller.require(Permission.JOBS_CREATE, project)
         check_scope(project, location)
         preparation_id = uuid.uuid4().hex
         name = job_name(request.job_name, options, datetime.now(UTC))
@@ -194,7 +208,7 @@ class BeamJobApi:
         stale = [p for p, prep in self._preparations.items() if prep.prepared_at < cutoff]
         for preparation_id in stale:
             del self._preparations[preparation_id]
-        for preparation_id in [p for p, (_, ran_at) in self._ran.items() if ran_at < cutoff]:
+        for preparation_id in [p for p, (_, ran_at, _) in self._ran.items() if ran_at < cutoff]:
             del self._ran[preparation_id]
         return stale
 
@@ -202,11 +216,16 @@ class BeamJobApi:
     def Run(self, request: Any, context: Any) -> Any:
         """Create the prepared job; it starts as every tidegate job does (STOPPED, then PENDING …)."""
         preparation_id = request.preparation_id
+        caller = self._caller(context)
         with self._lock:
-            prepared = self._preparations.pop(preparation_id, None)
+            prepared = self._preparations.get(preparation_id)
+            if prepared is not None and caller.may(Permission.JOBS_CREATE, prepared.project):
+                del self._preparations[preparation_id]
+            else:
+                prepared = None
             ran = self._ran.get(preparation_id)
         if prepared is None:
-            if ran:
+            if ran and caller.may(Permission.JOBS_GET, ran[2]):
                 return jobs_pb.RunJobResponse(job_id=ran[0])
             raise NotFound(f"no prepared job {preparation_id!r} (prepare it first)", reason="PREPARATION_NOT_FOUND")
         pipeline = self.staging.embed(preparation_id, prepared.pipeline)
@@ -214,29 +233,48 @@ class BeamJobApi:
         spec.labels.update(labels_option(prepared.options.get("labels")))
         spec.environment.sdk_pipeline_options.update({"options": prepared.options})
         new = wire.job_from_pb(spec, prepared.project, prepared.location)
-        new = replace(new, artifacts={PIPELINE_ARTIFACT: pipeline.SerializeToString()})
+        new = replace(new, artifacts={PIPELINE_ARTIFACT: pipeline.SerializeToString()}, caller=caller.name)
         # PortableRunner follows whatever job id Run answers: a name an active job has is ALREADY_EXISTS.
         job = self._service.create_new_job(new)
         with self._lock:
-            self._ran[preparation_id] = (job.id, time.monotonic())
+            self._ran[preparation_id] = (job.id, time.monotonic(), job.project_id)
         return jobs_pb.RunJobResponse(job_id=job.id)
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _job(self, job_id: str) -> Job:
+    def _caller(self, context: Any) -> Caller:
+        return self._gate.caller(authorization(context.invocation_metadata()))
+
+    def _job(self, job_id: str, context: Any, permission: Permission) -> tuple[Job, Caller]:
+        """The job and the caller, if it may do this to the job.
+
+        Beam's calls name no project: a job of a project the caller cannot read is NOT_FOUND,
+        as one that does not exist, so that a job id tells it nothing.
+        """
+        caller = self._caller(context)
         if not job_id:
             raise InvalidArgument("job_id is required", reason="MISSING_JOB_ID")
         try:
-            return self._service.find_job(job_id)
+            job = self._service.find_job(job_id)
         except NotFound:
+            job = None
+        if job is None or not caller.may(Permission.JOBS_GET, job.project_id):
             raise NotFound(f"No job with id {job_id}", reason="JOB_NOT_FOUND") from None
+        if not caller.may(permission, job.project_id):
+            raise PermissionDenied(
+                f"Permission '{permission.value}' denied on job {job_id}", metadata={"permission": permission.value}
+            )
+        return job, caller
 
     @_unary
     def GetJobs(self, request: Any, context: Any) -> Any:
-        """Beam jobs: every active one, and all of project ``portable`` and of the projects seen since start."""
-        active = self._service.active_jobs()
+        """Beam jobs of the projects the caller can read: the active ones, and all of project ``portable`` and
+        of the projects seen since start."""
+        caller = self._caller(context)
+        active = [job for job in self._service.active_jobs() if caller.may(Permission.JOBS_LIST, job.project_id)]
         with self._lock:
-            projects = sorted(self._projects | {job.project_id for job in active})
+            seen = self._projects | {job.project_id for job in active}
+            projects = sorted(p for p in seen if caller.may(Permission.JOBS_LIST, p))
         found = {job.id: job for job in active}
         for project in projects:
             page = self._service.list_jobs(project, None, ListFilter.ALL, MAX_PAGE_SIZE, aggregated=True)
@@ -258,13 +296,13 @@ class BeamJobApi:
     @_unary
     def GetState(self, request: Any, context: Any) -> Any:
         """The job's state now, mapped onto Beam's states."""
-        job = self._job(request.job_id)
+        job, _ = self._job(request.job_id, context, Permission.JOBS_GET)
         return jobs_pb.JobStateEvent(state=beam_state(job.current_state), timestamp=timestamp(job.current_state_time))
 
     @_unary
     def GetPipeline(self, request: Any, context: Any) -> Any:
         """The runner-API pipeline the job runs (staged files embedded)."""
-        job = self._job(request.job_id)
+        job, _ = self._job(request.job_id, context, Permission.JOBS_GET)
         data = self._service.artifact(job.project_id, job.location, job.id, PIPELINE_ARTIFACT)
         if data is None:
             raise NotFound(f"job {job.id} carries no Beam pipeline", reason="NO_PIPELINE")
@@ -273,7 +311,7 @@ class BeamJobApi:
     @_unary
     def GetJobMetrics(self, request: Any, context: Any) -> Any:
         """Element counts and user metrics as MonitoringInfos, attempted and committed alike."""
-        job = self._job(request.job_id)
+        job, _ = self._job(request.job_id, context, Permission.METRICS_GET)
         _, metrics = self._service.metrics(job.project_id, job.location, job.id)
         infos = metrics_to_monitoring_infos(metrics)
         return jobs_pb.GetJobMetricsResponse(metrics=jobs_pb.MetricResults(attempted=infos, committed=infos))
@@ -281,6 +319,7 @@ class BeamJobApi:
     @_unary
     def DescribePipelineOptions(self, request: Any, context: Any) -> Any:
         """Options a client without Google Cloud's options can still pass (``--project``, ``--region``)."""
+        self._caller(context)
         string = jobs_pb.PipelineOptionType.STRING
         return jobs_pb.DescribePipelineOptionsResponse(
             options=[
@@ -294,17 +333,20 @@ class BeamJobApi:
     @_unary
     def Cancel(self, request: Any, context: Any) -> Any:
         """Request CANCELLED: the scheduler stops the job's processes (a PENDING job never starts)."""
-        job = self._job(request.job_id)
+        job, caller = self._job(request.job_id, context, Permission.JOBS_UPDATE)
         job = self._service.update_job(
-            job.project_id, job.location, job.id, requested_state=JobState.JOB_STATE_CANCELLED
+            job.project_id, job.location, job.id, requested_state=JobState.JOB_STATE_CANCELLED, caller=caller.name
         )
         return jobs_pb.CancelJobResponse(state=beam_state(job.current_state))
 
     @_unary
     def Drain(self, request: Any, context: Any) -> Any:
         """Request DRAINED; a batch job cannot drain (FAILED_PRECONDITION), as on Dataflow."""
-        job = self._job(request.job_id)
-        job = self._service.update_job(job.project_id, job.location, job.id, requested_state=JobState.JOB_STATE_DRAINED)
+        job, caller = self._job(request.job_id, context, Permission.JOBS_UPDATE)
+        drained = JobState.JOB_STATE_DRAINED
+        job = self._service.update_job(
+            job.project_id, job.location, job.id, requested_state=drained, caller=caller.name
+        )
         return jobs_pb.DrainJobResponse(state=beam_state(job.current_state))
 
     # -- streams -----------------------------------------------------------------------------
@@ -312,7 +354,7 @@ class BeamJobApi:
     @_stream
     def GetStateStream(self, request: Any, context: Any) -> Iterator[Any]:
         """Every state the job has been in, then each change, until it ends."""
-        job = self._job(request.job_id)
+        job, _ = self._job(request.job_id, context, Permission.JOBS_GET)
         for kind, event in self._follow(job, context, messages=False):
             if kind == "state":
                 yield event
@@ -320,7 +362,7 @@ class BeamJobApi:
     @_stream
     def GetMessageStream(self, request: Any, context: Any) -> Iterator[Any]:
         """The job's messages and state changes, until it ends (the client then reads the last error)."""
-        job = self._job(request.job_id)
+        job, _ = self._job(request.job_id, context, Permission.MESSAGES_LIST)
         for kind, event in self._follow(job, context, messages=True):
             if kind == "state":
                 yield jobs_pb.JobMessagesResponse(state_response=event)
@@ -377,7 +419,16 @@ class BeamJobApi:
 class BeamJobServer:
     """Beam's Job API and artifact staging service on one gRPC port."""
 
-    def __init__(self, service: JobService, host: str, port: int, staging_dir: Path, *, max_workers: int = 128) -> None:
+    def __init__(
+        self,
+        service: JobService,
+        host: str,
+        port: int,
+        staging_dir: Path,
+        *,
+        max_workers: int = 128,
+        gate: Gate | None = None,
+    ) -> None:
         """Bind ``host:port`` (0 picks a free port); staged files go under ``staging_dir``. Not yet started."""
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tidegate-beam-job-api"),
@@ -401,7 +452,7 @@ class BeamJobServer:
         # The staging endpoint is handed to clients: a wildcard address is no place to connect to.
         public = "localhost" if host in ("127.0.0.1", "::1") else socket.gethostname() if host in _ANY else host
         public = f"[{public}]" if ":" in public else public
-        self.api = BeamJobApi(service, staging_dir, f"{public}:{bound}")
+        self.api = BeamJobApi(service, staging_dir, f"{public}:{bound}", gate=gate)
         job_api_grpc.add_JobServiceServicer_to_server(self.api, self._server)
         artifact_api_grpc.add_ArtifactStagingServiceServicer_to_server(self.api.staging, self._server)
 

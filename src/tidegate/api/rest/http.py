@@ -15,11 +15,13 @@ from starlette.responses import Response
 
 from tidegate.api import wire
 from tidegate.api.wire import MAX_BODY_BYTES
-from tidegate.errors import InvalidArgument, TidegateError
+from tidegate.auth import OPEN, Caller, Gate, Permission
+from tidegate.errors import InvalidArgument, TidegateError, Unauthenticated
 
 __all__ = [
     "Handler",
     "JsonResponse",
+    "caller_of",
     "error_body",
     "error_response",
     "google_error",
@@ -71,7 +73,9 @@ def google_error(
 
 
 def error_response(error: TidegateError) -> Response:
-    return JsonResponse(error_body(error), status_code=error.http_status)
+    # A 401 names the scheme it wants (RFC 6750), as Google's APIs do.
+    headers = {"WWW-Authenticate": 'Bearer realm="tidegate"'} if isinstance(error, Unauthenticated) else None
+    return JsonResponse(error_body(error), status_code=error.http_status, headers=headers)
 
 
 def wants_ints(request: Request) -> bool:
@@ -143,9 +147,23 @@ def where(request: Request) -> tuple[str, str | None]:
     return params["project_id"], location or None
 
 
-def guard(handler: Handler) -> Handler:
+def caller_of(request: Request) -> Caller:
+    """Who makes the request, as ``guard`` found (the open caller when no gate checked it)."""
+    caller: Caller = getattr(request.state, "caller", OPEN)
+    return caller
+
+
+def guard(handler: Handler, gate: Gate | None = None, permission: Permission | None = None) -> Handler:
+    """The handler, its errors answered as Google's error bodies; first the gate's check of ``permission``.
+
+    The project checked is the path's: a caller learns nothing of a project it has no role in.
+    """
+
     async def guarded(request: Request) -> Response:
         try:
+            if gate is not None and permission is not None:
+                credential = request.headers.get("authorization")
+                request.state.caller = gate.check(credential, permission, request.path_params["project_id"])
             return await handler(request)
         except TidegateError as error:
             return error_response(error)

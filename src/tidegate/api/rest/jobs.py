@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from google.cloud import dataflow_v1beta3 as dataflow
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from tidegate.api import offload, wire
 from tidegate.api.rest.http import (
     JsonResponse,
+    caller_of,
     int_param,
     read_body,
     time_param,
@@ -48,7 +50,7 @@ class RestApi:
         if replace_id and not pb.replace_job_id:
             pb.replace_job_id = replace_id
         new = wire.job_from_pb(pb, project_id, location or self.service.default_location)
-        job = await offload.submit(self.service, new)
+        job = await offload.submit(self.service, replace(new, caller=caller_of(request).name))
         return self._job(request, job, view)
 
     async def get_job(self, request: Request) -> Response:
@@ -67,11 +69,17 @@ class RestApi:
             requested = JobState(pb.requested_state)
         except ValueError:
             raise InvalidArgument(f"unknown requestedState {pb.requested_state}", reason="INVALID_ENUM_VALUE") from None
-        job_id, labels = request.path_params["job_id"], dict(pb.labels)
+        job_id, labels, caller = request.path_params["job_id"], dict(pb.labels), caller_of(request).name
         job = await offload.write(
             self.service,
             lambda: self.service.update_job(
-                project_id, location, job_id, requested_state=requested, labels=labels, update_mask=mask
+                project_id,
+                location,
+                job_id,
+                requested_state=requested,
+                labels=labels,
+                update_mask=mask,
+                caller=caller,
             ),
         )
         return self._job(request, job, wire.JobView.SUMMARY)
@@ -140,6 +148,7 @@ class RestApi:
         pb = wire.parse_json(body or b"{}", _SnapshotJobRequestPb(), "google.dataflow.v1beta3.SnapshotJobRequest")
         job_id = request.path_params["job_id"]
         ttl = pb.ttl.ToTimedelta() if pb.HasField("ttl") else None
+        caller = caller_of(request).name
         snapshot = await run_in_threadpool(  # a savepoint takes seconds: not on the event loop
             lambda: self.service.snapshot_job(
                 project_id,
@@ -148,6 +157,7 @@ class RestApi:
                 ttl=ttl,
                 description=pb.description,
                 snapshot_sources=pb.snapshot_sources,
+                caller=caller,
             )
         )
         return JsonResponse(wire.to_json_dict(wire.snapshot_to_pb(snapshot), ints=wants_ints(request)))
@@ -166,7 +176,8 @@ class RestApi:
         snapshot_id = request.path_params.get("snapshot_id") or request.query_params.get("snapshotId", "")
         if not snapshot_id:
             raise InvalidArgument("DeleteSnapshot needs a snapshotId", reason="MISSING_SNAPSHOT_ID")
-        await run_in_threadpool(lambda: self.service.delete_snapshot(project_id, location, snapshot_id))
+        caller = caller_of(request).name
+        await run_in_threadpool(lambda: self.service.delete_snapshot(project_id, location, snapshot_id, caller=caller))
         return JsonResponse({})
 
     async def list_snapshots(self, request: Request) -> Response:

@@ -15,7 +15,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tidegate.api import offload
 from tidegate.api.rest.http import Handler, JsonResponse, where
+from tidegate.auth import Gate, Permission
 from tidegate.model import MetricValue
 from tidegate.service.graphs import GraphView
 from tidegate.service.jobs import JobService
@@ -68,18 +70,24 @@ def graph_to_dict(view: GraphView) -> dict[str, Any]:
 class OwnRoutes:
     """The handlers of tidegate's own routes."""
 
-    def __init__(self, service: JobService) -> None:
+    def __init__(self, service: JobService, gate: Gate) -> None:
         self.service = service
+        self.gate = gate
 
-    def routes(self) -> dict[str, dict[str, Handler]]:
-        paths: dict[str, dict[str, Handler]] = {"/tidegate/v1/projects": {"GET": self.projects}}
+    def routes(self) -> dict[str, dict[str, tuple[Handler, Permission | None]]]:
+        paths: dict[str, dict[str, tuple[Handler, Permission | None]]] = {
+            "/tidegate/v1/projects": {"GET": (self.projects, None)}  # checks its caller itself: it names no project
+        }
         for prefix in ("/tidegate/v1/projects/{project_id}/locations/{location}", "/tidegate/v1/projects/{project_id}"):
-            paths[prefix + "/jobs/{job_id}/graph"] = {"GET": self.graph}
+            paths[prefix + "/jobs/{job_id}/graph"] = {"GET": (self.graph, Permission.JOBS_GET)}
         return paths
 
     async def projects(self, request: Request) -> Response:
-        """The projects that have jobs, in name order."""
-        return JsonResponse({"projects": [{"projectId": p} for p in self.service.projects()]})
+        """The projects that have jobs and that the caller may read, in name order."""
+        caller = self.gate.caller(request.headers.get("authorization"))
+        projects = await offload.read(self.service, self.service.projects)
+        readable = [p for p in projects if caller.may(Permission.JOBS_LIST, p)]
+        return JsonResponse({"projects": [{"projectId": p} for p in readable]})
 
     async def graph(self, request: Request) -> Response:
         """The job's graph with per-step progress; an engine may be asked (Flink's plan): off the event loop."""

@@ -18,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tidegate.api import wire
-from tidegate.api.rest.http import Handler, JsonResponse, read_body, wants_ints, where
+from tidegate.api.rest.http import Handler, JsonResponse, caller_of, read_body, wants_ints, where
 from tidegate.api.template_calls import MESSAGES, TemplateCalls
+from tidegate.auth import Permission
 from tidegate.errors import InvalidArgument
 from tidegate.service.jobs import JobService
 
@@ -43,15 +44,16 @@ class TemplateRoutes:
     def __init__(self, service: JobService) -> None:
         self.calls = TemplateCalls(service)
 
-    def routes(self) -> dict[str, dict[str, Handler]]:
-        """Paths and their handlers, for both prefixes (flex templates: the located one only)."""
-        paths: dict[str, dict[str, Handler]] = {}
+    def routes(self) -> dict[str, dict[str, tuple[Handler, Permission]]]:
+        """Paths, their handlers and permissions, for both prefixes (flex templates: the located one only)."""
+        paths: dict[str, dict[str, tuple[Handler, Permission]]] = {}
+        launch, get = Permission.TEMPLATES_LAUNCH, Permission.TEMPLATES_GET
         for prefix in ("/v1b3/projects/{project_id}/locations/{location}", "/v1b3/projects/{project_id}"):
-            paths[prefix + "/templates"] = {"POST": self.create_job_from_template}
-            paths[prefix + "/templates:launch"] = {"POST": self.launch_template}
-            paths[prefix + "/templates:get"] = {"GET": self.get_template}
+            paths[prefix + "/templates"] = {"POST": (self.create_job_from_template, launch)}
+            paths[prefix + "/templates:launch"] = {"POST": (self.launch_template, launch)}
+            paths[prefix + "/templates:get"] = {"GET": (self.get_template, get)}
         paths["/v1b3/projects/{project_id}/locations/{location}/flexTemplates:launch"] = {
-            "POST": self.launch_flex_template
+            "POST": (self.launch_flex_template, launch)
         }
         return paths
 
@@ -73,7 +75,9 @@ class TemplateRoutes:
     async def create_job_from_template(self, request: Request) -> Response:
         """CreateJobFromTemplate: the body is the request (``jobName``, ``gcsPath``, ``parameters``, …)."""
         message = await self._request(request, "CreateJobFromTemplateRequest", body=True)
-        return self._answer(request, await run_in_threadpool(self.calls.create_job_from_template, message))
+        return self._answer(
+            request, await run_in_threadpool(self.calls.create_job_from_template, message, caller_of(request))
+        )
 
     async def launch_template(self, request: Request) -> Response:
         """LaunchTemplate: ``gcsPath`` and ``validateOnly`` in the query, ``LaunchTemplateParameters`` as the body."""
@@ -87,7 +91,7 @@ class TemplateRoutes:
         raw = await read_body(request)
         name = "google.dataflow.v1beta3.LaunchTemplateParameters"
         wire.parse_json(raw or b"{}", message.launch_parameters, name)
-        return self._answer(request, await run_in_threadpool(self.calls.launch_template, message))
+        return self._answer(request, await run_in_threadpool(self.calls.launch_template, message, caller_of(request)))
 
     async def get_template(self, request: Request) -> Response:
         """GetTemplate: ``gcsPath`` and ``view`` (METADATA_ONLY, the only one) in the query."""
@@ -101,4 +105,6 @@ class TemplateRoutes:
     async def launch_flex_template(self, request: Request) -> Response:
         """LaunchFlexTemplate: the body holds ``launchParameter`` and ``validateOnly``."""
         message = await self._request(request, "LaunchFlexTemplateRequest", body=True)
-        return self._answer(request, await run_in_threadpool(self.calls.launch_flex_template, message))
+        return self._answer(
+            request, await run_in_threadpool(self.calls.launch_flex_template, message, caller_of(request))
+        )
