@@ -50,6 +50,21 @@ class Settings:
     """Buckets the server's GCS emulator creates at start."""
     launcher_python: str = ""
     """The Python that runs flex templates' Beam programs (it needs apache-beam[gcp]); empty: the server's own."""
+    staging_roots: tuple[Path, ...] = ()
+    """Folders (besides ``staging_dir``) whose files clients may name as staged files, templates and programs."""
+    tls_cert: str = ""
+    """A PEM certificate (chain) to serve REST and gRPC over TLS with; empty: plain HTTP and gRPC."""
+    tls_key: str = ""
+    """The certificate's PEM private key."""
+
+    @property
+    def staging_dir(self) -> Path:
+        """The data directory's staging folder: always a staging root (``tidegate run`` stages there)."""
+        return self.data_dir / "staging"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
     @property
     def store_url(self) -> str:

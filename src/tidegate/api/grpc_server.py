@@ -397,7 +397,17 @@ class GrpcServer:
     port cannot be bound.
     """
 
-    def __init__(self, service: JobService, host: str, port: int, *, max_workers: int = 8) -> None:
+    def __init__(
+        self,
+        service: JobService,
+        host: str,
+        port: int,
+        *,
+        max_workers: int = 8,
+        tls: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """``tls``: a PEM private key and certificate chain, to serve over TLS (None: plaintext)."""
+        self._tls = tls
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tidegate-grpc-blocking")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tidegate-grpc", daemon=True)
@@ -422,7 +432,10 @@ class GrpcServer:
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server, pool=reflection_pool(methods))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            bound = int(server.add_insecure_port(address))
+            if self._tls is None:
+                bound = int(server.add_insecure_port(address))
+            else:
+                bound = int(server.add_secure_port(address, grpc.ssl_server_credentials([self._tls])))
         except RuntimeError as exc:
             raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
         if bound == 0:

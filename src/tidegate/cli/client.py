@@ -8,6 +8,8 @@ reached; 1 anything else.
 from __future__ import annotations
 
 import argparse
+import os
+import ssl
 from typing import Any
 from urllib.parse import quote
 
@@ -42,10 +44,10 @@ class CliError(Exception):
 class Client:
     """A small client of tidegate's REST API (enums as names, as a person reads them)."""
 
-    def __init__(self, server: str, timeout: float = 30.0) -> None:
+    def __init__(self, server: str, timeout: float = 30.0, *, ca_file: str | None = None) -> None:
         self.server = server.rstrip("/")
         try:
-            self.http = httpx.Client(base_url=self.server, timeout=timeout)
+            self.http = httpx.Client(base_url=self.server, timeout=timeout, verify=_verify(ca_file))
         except httpx.InvalidURL as exc:
             raise CliError(f"invalid --server {server!r}: {exc}", EXIT_USAGE) from exc
 
@@ -72,6 +74,17 @@ class Client:
             message = response.text.strip() or response.reason_phrase
         code = {404: EXIT_NOT_FOUND, 400: EXIT_REJECTED, 409: EXIT_REJECTED}.get(response.status_code, EXIT_ERROR)
         raise CliError(f"{message} (HTTP {response.status_code})", code)
+
+
+def _verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    """How an https:// server's certificate is checked: against ``ca_file``, else ``SSL_CERT_FILE``, else the system."""
+    where = ca_file or os.environ.get("SSL_CERT_FILE") or None
+    if where is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=where)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot use the CA file {where}: {exc}", EXIT_USAGE) from exc
 
 
 def segment(value: str) -> str:

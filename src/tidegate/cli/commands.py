@@ -166,6 +166,9 @@ def cmd_server(args: argparse.Namespace) -> None:
         gcs_emulator_port=args.gcs_emulator or 0,
         gcs_buckets=tuple(args.gcs_bucket),
         launcher_python=args.launcher_python or "",
+        staging_roots=tuple(Path(root) for root in args.staging_root),
+        tls_cert=args.tls_cert or "",
+        tls_key=args.tls_key or "",
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
@@ -229,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     """``tidegate run``: submit a pipeline script and follow its job (see ``tidegate.run``)."""
     from tidegate.cli.run import run_pipeline
 
-    code = run_pipeline(args, Client(args.server))
+    code = run_pipeline(args, Client(args.server, ca_file=args.ca_file))
     if code:
         raise SystemExit(code)
 
@@ -303,6 +306,24 @@ def _parser() -> argparse.ArgumentParser:
         help="the Python that runs flex templates' Beam programs; it needs apache-beam[gcp] (default: the server's)",
     )
 
+    server.add_argument(
+        "--staging-root",
+        action="append",
+        default=[p for p in os.environ.get("TIDEGATE_STAGING_ROOTS", "").split(os.pathsep) if p],
+        metavar="FOLDER",
+        help="a folder whose files clients may name (staged pipelines, templates, programs, local temp"
+        " locations); repeatable. The data directory's staging folder always is one",
+    )
+    server.add_argument(
+        "--tls-cert",
+        default=os.environ.get("TIDEGATE_TLS_CERT"),
+        metavar="PEM",
+        help="serve REST and gRPC over TLS with this certificate (chain); needs --tls-key",
+    )
+    server.add_argument(
+        "--tls-key", default=os.environ.get("TIDEGATE_TLS_KEY"), metavar="PEM", help="the certificate's private key"
+    )
+
     flink = commands.add_parser("flink", help="the local Flink cluster the server's flink engine runs jobs on")
     flink_actions = flink.add_subparsers(dest="flink_action", required=True)
     flink_stop = flink_actions.add_parser(
@@ -321,6 +342,12 @@ def _parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("jobs", help="list, describe, cancel and drain jobs")
     common = _Parser(add_help=False)
     common.add_argument("--server", default=os.environ.get("TIDEGATE_SERVER", "http://127.0.0.1:8080"))
+    common.add_argument(
+        "--ca-file",
+        default=os.environ.get("TIDEGATE_CA_FILE"),
+        metavar="PEM",
+        help="trust the CA certificates in this file for an https:// --server (default: SSL_CERT_FILE or the system)",
+    )
     common.add_argument("--project", default=os.environ.get("TIDEGATE_PROJECT", "local"))
     common.add_argument("--region", default=os.environ.get("TIDEGATE_REGION", "us-central1"))
     common.add_argument("--format", choices=["table", "json"], default="table")
@@ -422,7 +449,7 @@ def _main(argv: Sequence[str] | None) -> None:
     if getattr(args, "limit", 1) < 1:
         _fail("--limit must be at least 1", EXIT_USAGE)
     try:
-        args.run(args, Client(args.server))
+        args.run(args, Client(args.server, ca_file=args.ca_file))
     except CliError as error:
         _fail(str(error), error.code)
 

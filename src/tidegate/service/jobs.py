@@ -29,7 +29,7 @@ from tidegate.model import (
     StateChange,
 )
 from tidegate.service.snapshots import SnapshotCases
-from tidegate.service.staging import read_staged
+from tidegate.service.staging import Staging
 from tidegate.service.templates import TemplateCases
 from tidegate.store import Change, CreateOutcome, Store
 from tidegate.updates.compatibility import check_update, renames, with_state_uids
@@ -96,9 +96,12 @@ class JobService(SnapshotCases, TemplateCases):
         *,
         default_location: str = "us-central1",
         clock: Callable[[], datetime] = _utcnow,
+        staging: Staging | None = None,
     ) -> None:
         self.store = store
         self.default_location = default_location
+        self.staging = staging or Staging()
+        """Where staged files may be read from (none: no local file)."""
         self.clock = clock
         self._listeners: list[Callable[[Job], None]] = []
         self.observer: RunObserver | None = None
@@ -210,8 +213,7 @@ class JobService(SnapshotCases, TemplateCases):
         new = self._with_staged_pipeline(new)
         return self._with_program(new)
 
-    @staticmethod
-    def _with_staged_pipeline(new: NewJob) -> NewJob:
+    def _with_staged_pipeline(self, new: NewJob) -> NewJob:
         """Read a Beam submission's staged pipeline now (the client overwrites it with the next one)."""
         spec = parse_spec(new.spec, new.type)
         if not spec.pipeline_url or PIPELINE_ARTIFACT in new.artifacts:
@@ -223,10 +225,9 @@ class JobService(SnapshotCases, TemplateCases):
                 " SQL script: `tidegate run --engine flink PROGRAM`), or submit this pipeline as a batch job.",
                 reason="STREAMING_BEAM_UNSUPPORTED",
             )
-        return replace(new, artifacts={**new.artifacts, PIPELINE_ARTIFACT: read_staged(spec.pipeline_url)})
+        return replace(new, artifacts={**new.artifacts, PIPELINE_ARTIFACT: self.staging.read(spec.pipeline_url)})
 
-    @staticmethod
-    def _with_program(new: NewJob) -> NewJob:
+    def _with_program(self, new: NewJob) -> NewJob:
         """Read a Flink job's program now and keep it with the job (any worker can then run it)."""
         spec = parse_spec(new.spec, new.type)
         check_tidegate_section(spec)
@@ -239,11 +240,13 @@ class JobService(SnapshotCases, TemplateCases):
                 reason="INVALID_PROGRAM",
             )
         try:
-            data = path.read_bytes()
-        except OSError as error:
+            data = self.staging.read(spec.program)
+        except InvalidArgument as error:
+            if error.reason != "STAGED_FILE_UNREADABLE":
+                raise
             raise InvalidArgument(
-                f"cannot read the program {spec.program!r}: {error.strerror or error}", reason="INVALID_PROGRAM"
-            ) from error
+                error.message.replace("staged file", "program", 1), reason="INVALID_PROGRAM"
+            ) from None
         return replace(new, artifacts={**new.artifacts, spec.program_artifact: data})
 
     def get_job(self, project_id: str, location: str | None, job_id: str) -> Job:

@@ -61,6 +61,7 @@ def _routes(api: RestApi) -> list[BaseRoute]:
     paths[located + "/stages/{stage_id}/executionDetails"] = {"GET": api.stage_execution_details}
     for prefix in ("/tidegate/v1/projects/{project_id}/locations/{location}", "/tidegate/v1/projects/{project_id}"):
         paths[prefix + "/jobs/{job_id}/history"] = {"GET": api.history}
+    paths["/tidegate/v1/staging"] = {"GET": api.staging}
     for path, handlers in TemplateRoutes(api.service).routes().items():
         paths.setdefault(path, {}).update(handlers)
     routes: list[BaseRoute] = [_one_route(path, handlers) for path, handlers in paths.items()]

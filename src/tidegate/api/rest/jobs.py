@@ -201,5 +201,9 @@ class RestApi:
         changes = self.service.history(project_id, location, request.path_params["job_id"])
         return JsonResponse({"stateHistory": [wire.state_change_to_dict(c) for c in changes]})
 
+    async def staging(self, request: Request) -> Response:
+        """tidegate's own: the folders whose files clients may name (``tidegate run`` stages into the first)."""
+        return JsonResponse({"stagingRoots": [str(root) for root in self.service.staging.roots]})
+
     async def healthz(self, request: Request) -> Response:
         return JsonResponse({"status": "ok"})
