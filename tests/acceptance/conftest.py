@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +45,12 @@ TEXT = "the quick brown fox\njumps over the lazy dog\nthe dog sleeps\n"
 """The word counts' input: 12 words."""
 
 
-def staging_roots() -> list[str]:
-    """``--staging-root`` flags for a test server: the system's temporary folder (pytest's ``tmp_path``,
-    the folders tests and ``tidegate run`` stage into) and the test suite's own programs and pipelines."""
-    return ["--staging-root", tempfile.gettempdir(), "--staging-root", str(ROOT / "tests")]
+def staging_roots(roots: Sequence[str] | None = None) -> list[str]:
+    """``--staging-root`` flags for a test server: ``roots``, by default the system's temporary folder
+    (pytest's ``tmp_path``, where tests stage files) and the test suite's own programs and pipelines."""
+    if roots is None:
+        roots = [tempfile.gettempdir(), str(ROOT / "tests")]
+    return [flag for root in roots for flag in ("--staging-root", root)]
 
 
 def free_port() -> int:
@@ -182,7 +184,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     They are stopped after the module. ``engines="none"`` is an API-only server (jobs wait in
     STOPPED); ``engines="beam"`` runs jobs. ``grpc=True`` and ``job_api=True`` also serve the
     gRPC API and Beam's Job API, each on a free port of its own (``Server.grpc_port``, ``job_port``).
-    ``tls=make_certificates(folder)`` serves REST and gRPC over TLS with that certificate.
+    ``tls=make_certificates(folder)`` serves REST and gRPC over TLS with that certificate;
+    ``roots=[…]`` are its staging roots besides its data directory's (default: ``staging_roots()``).
     """
     running: list[tuple[subprocess.Popen[bytes], Server, Any]] = []
     schemas: list[str] = []
@@ -194,6 +197,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         grpc: bool = False,
         job_api: bool = False,
         tls: Certificates | None = None,
+        roots: Sequence[str] | None = None,
     ) -> Server:
         data_dir = tmp_path_factory.mktemp(f"tidegate-{dialect}")
         extra: list[str] = ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)] if tls else []
@@ -215,7 +219,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             command = [str(TIDEGATE), "server", "--port", str(port)]
             command += ["--grpc-port", str(grpc_port), "--job-port", str(job_port)]
             command += ["--engines", engines]
-            command += ["--data-dir", str(data_dir), *staging_roots(), *flags]
+            command += ["--data-dir", str(data_dir), *staging_roots(roots), *flags]
             log = log_path.open("wb")
             proc = subprocess.Popen(
                 [*command, *extra], stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=data_dir
