@@ -336,3 +336,17 @@ def test_a_nul_in_what_a_job_printed_is_kept_as_a_replacement_character(
     service.add_message(job.id, MessageImportance.JOB_MESSAGE_ERROR, "stderr ends with: \x00\x01binary")
     texts = [m.text for m in service.list_messages("proj", None, job.id).items]
     assert "stderr ends with: \ufffd\x01binary" in texts
+
+
+def test_the_connections_of_ended_threads_are_closed(store: Store) -> None:
+    """A thread pool ends idle threads and starts new ones: each thread's connection goes with it.
+
+    They were kept open for good: a server whose blocking calls ran in short-lived threads
+    ran PostgreSQL out of connections ("too many clients already").
+    """
+    for _ in range(30):
+        thread = threading.Thread(target=store.count_jobs)
+        thread.start()
+        thread.join()
+    store.count_jobs()
+    assert len(store._all) <= 2  # this thread's, and at most the last ended one's (closed at the next opening)

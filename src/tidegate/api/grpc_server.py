@@ -34,6 +34,7 @@ import grpc
 from google.cloud import dataflow_v1beta3 as dataflow
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_status import rpc_status
@@ -115,9 +116,39 @@ def error_status(error: TidegateError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request that is no message of its method's type (invalid UTF-8 in a string, say)."""
+
+    type_name: str
+
+
+def _decoder(kind: Any) -> Callable[[bytes], Any]:
+    """The request's deserializer: an undecodable request reaches the handler, which refuses it.
+
+    gRPC itself would answer INTERNAL ("Exception deserializing request"): it is the
+    client's mistake, INVALID_ARGUMENT.
+    """
+
+    def decode(data: bytes) -> Any:
+        try:
+            return kind.FromString(data)
+        except DecodeError:
+            return _Undecodable(kind.DESCRIPTOR.full_name)
+
+    return decode
+
+
 def _guard(method: Method, pool: ThreadPoolExecutor) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
     @functools.wraps(method.call)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            error = InvalidArgument(
+                f"the request is not a valid {request.type_name} (a string that is not UTF-8, or bytes that are"
+                " no message of that type)",
+                reason="INVALID_REQUEST",
+            )
+            await context.abort_with_status(error_status(error))
         try:
             if method.blocking:
                 return await asyncio.get_running_loop().run_in_executor(pool, method.call, request)
@@ -345,7 +376,7 @@ def _handlers(methods: Iterable[Method], pool: ThreadPoolExecutor) -> list[grpc.
     for method in methods:
         by_service.setdefault(method.full_service, {})[method.name] = grpc.unary_unary_rpc_method_handler(
             _guard(method, pool),
-            request_deserializer=method.request.FromString,
+            request_deserializer=_decoder(method.request),
             response_serializer=method.response.SerializeToString,
         )
     return [grpc.method_handlers_generic_handler(name, table) for name, table in by_service.items()]
