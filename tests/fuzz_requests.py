@@ -22,6 +22,12 @@ from urllib.parse import quote
 import googleapiclient
 from hypothesis import strategies as st
 
+from tidegate.lifecycle import JobState
+from tidegate.model import MessageImportance
+from tidegate.store import Store
+
+PROJECT = "fuzz"
+"""The project the world's jobs live in."""
 DISCOVERY = Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "dataflow.v1b3.json"
 MAX_DEPTH = 3
 """How deep bodies follow the schema's references (the rest of the schema is left out)."""
@@ -101,6 +107,17 @@ def methods() -> list[Method]:
 
     walk(document()["resources"])
     return list(found.values())
+
+
+def fingerprint(store: Store) -> Any:
+    """Everything a refused request must leave as it was: every job (each column, its version too), its
+    state history and messages, the world's snapshots."""
+    ids = sorted(store.job_ids_in_states(list(JobState), 1_000_000))
+    jobs = []
+    for job_id in ids:
+        messages = store.list_messages(job_id, MessageImportance.JOB_MESSAGE_IMPORTANCE_UNKNOWN, None, None, 100_000)
+        jobs.append((store.get_job(job_id), tuple(store.history(job_id)), tuple(messages.items)))
+    return store.count_jobs(), tuple(jobs), tuple(store.list_snapshots(PROJECT, None))
 
 
 # -- values that have broken servers --------------------------------------------------------
@@ -222,14 +239,20 @@ def schema_body(name: str, depth: int = 0) -> st.SearchStrategy[Any]:
 
 def _job_body(world: World) -> st.SearchStrategy[dict[str, Any]]:
     """A Job that could be created or could update a job: a good name and state, maybe more."""
-    names = st.one_of(st.sampled_from(list(world.job_names) or ["fuzz"]), st.from_regex(r"[a-z][-a-z0-9]{0,8}", fullmatch=True))
-    states = st.sampled_from(["JOB_STATE_CANCELLED", "JOB_STATE_DRAINED", "JOB_STATE_STOPPED", "JOB_STATE_RUNNING", 5, 7])
+    names = st.one_of(
+        st.sampled_from(list(world.job_names) or ["fuzz"]), st.from_regex(r"[a-z][-a-z0-9]{0,8}", fullmatch=True)
+    )
+    states = st.sampled_from(
+        ["JOB_STATE_CANCELLED", "JOB_STATE_DRAINED", "JOB_STATE_STOPPED", "JOB_STATE_RUNNING", 5, 7]
+    )
     core = st.fixed_dictionaries(
         {"name": names},
         optional={
             "requestedState": st.one_of(states, nasty),
             "type": st.one_of(st.sampled_from(["JOB_TYPE_BATCH", "JOB_TYPE_STREAMING", 1, 2]), nasty),
-            "labels": st.dictionaries(st.from_regex(r"[a-z]{1,5}", fullmatch=True), st.one_of(st.just("v"), nasty), max_size=3),
+            "labels": st.dictionaries(
+                st.from_regex(r"[a-z]{1,5}", fullmatch=True), st.one_of(st.just("v"), nasty), max_size=3
+            ),
             "clientRequestId": st.one_of(st.text(max_size=10), nasty),
         },
     )

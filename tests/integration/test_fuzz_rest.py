@@ -9,8 +9,8 @@ and sends them to the real application over a real store, in process. Each must:
   jobs (every column, the version too), their state histories, their messages and the
   snapshots are compared before and after.
 
-The number of requests per method is ``TIDEGATE_FUZZ_EXAMPLES`` (default 30; the served
-methods get that many, the others a third), about 3,000 per run over both stores.
+The number of requests per method is ``TIDEGATE_FUZZ_EXAMPLES`` (default 60; the served
+methods get that many, the others a third), about 2,500 per store.
 """
 
 from __future__ import annotations
@@ -37,24 +37,12 @@ from tidegate.service.jobs import JobService
 from tidegate.service.staging import Staging
 from tidegate.store import Store
 
-from ..fuzz_requests import Method, Request, World, methods, requests
+from ..fuzz_requests import PROJECT, Method, Request, World, fingerprint, methods, requests
 
-EXAMPLES = int(os.environ.get("TIDEGATE_FUZZ_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("TIDEGATE_FUZZ_EXAMPLES", "60"))
 ANSWER_TIMEOUT_S = 30.0
-PROJECT = "fuzz"
 LOCATIONS = ("us-central1", "europe-west1")
 METHODS = methods()
-
-
-def fingerprint(store: Store) -> Any:
-    """Everything a refused request must leave as it was."""
-    ids = sorted(store.job_ids_in_states(list(JobState), 1_000_000))
-    jobs = []
-    for job_id in ids:
-        messages = store.list_messages(job_id, MessageImportance.JOB_MESSAGE_IMPORTANCE_UNKNOWN, None, None, 100_000)
-        jobs.append((store.get_job(job_id), tuple(store.history(job_id)), tuple(messages.items)))
-    snapshots = tuple(store.list_snapshots(PROJECT, None))
-    return store.count_jobs(), tuple(jobs), snapshots
 
 
 def make_world(service: JobService) -> World:

@@ -270,6 +270,7 @@ class GrpcApi:
             requested_state=requested,
             labels=dict(request.job.labels),
             update_mask=list(request.update_mask.paths),
+            named=wire.update_names(request.job),
         )
         return wire.job_to_pb(job, wire.JobView.SUMMARY)
 

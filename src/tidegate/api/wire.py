@@ -76,7 +76,9 @@ def parse_json(payload: bytes | str, message: M, what: str) -> M:
     try:  # a \ud800 escape is JSON, but no text: no store, no protobuf message and no answer can hold it
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise _invalid_json(what, "a string holds an unpaired surrogate (\\ud800-\\udfff): it is not Unicode text") from None
+        raise _invalid_json(
+            what, "a string holds an unpaired surrogate (\\ud800-\\udfff): it is not Unicode text"
+        ) from None
     try:
         json_format.ParseDict(data, message)
     except json_format.ParseError as exc:
@@ -149,6 +151,12 @@ def _strict_enums(data: Any, descriptor: Any, path: str, what: str) -> None:
                 )
             if field.message_type is not None:
                 _strict_enums(item, field.message_type, f"{path}.{key}", what)
+
+
+def update_names(pb: Any) -> dict[str, str]:
+    """The fields of an UpdateJob body that name the job (id, project, location, name): they must be the job's."""
+    named = {"id": pb.id, "projectId": pb.project_id, "location": pb.location, "name": pb.name}
+    return {field: value for field, value in named.items() if value}
 
 
 def enum_value(enum_type: Any, value: str | int, what: str) -> int:

@@ -336,9 +336,15 @@ class JobService(SnapshotCases, TemplateCases):
         requested_state: JobState = JobState.JOB_STATE_UNKNOWN,
         labels: Mapping[str, str] | None = None,
         update_mask: Sequence[str] = (),
+        named: Mapping[str, str] | None = None,
     ) -> Job:
-        """UpdateJob: a ``requestedState`` per the lifecycle, or new labels under ``updateMask=labels``."""
-        self.get_job(project_id, location, job_id)
+        """UpdateJob: a ``requestedState`` per the lifecycle, or new labels under ``updateMask=labels``.
+
+        ``named``: what the body says of the job's id, ``projectId``, ``location`` and
+        ``name``; none can be changed, so each must be the job's own (a client may send
+        back the job it read). The body's other fields are ignored.
+        """
+        current = self.get_job(project_id, location, job_id)
         mask = {path.strip() for path in update_mask if path.strip()}
         unknown = mask - {"labels", "requested_state", "requestedState"}
         if unknown:
@@ -346,6 +352,14 @@ class JobService(SnapshotCases, TemplateCases):
                 f"updateMask names fields that cannot be updated: {', '.join(sorted(unknown))}; use labels",
                 reason="INVALID_UPDATE_MASK",
             )
+        own = {"id": current.id, "projectId": current.project_id, "location": current.location, "name": current.name}
+        for field, value in (named or {}).items():
+            if value != own[field]:
+                raise InvalidArgument(
+                    f"UpdateJob cannot change a job's {field}: the body says {value[:200]!r}, job {current.id}"
+                    f" has {own[field]!r}",
+                    reason="IMMUTABLE_FIELD",
+                )
         if "labels" in mask:
             new_labels = dict(labels or {})
             check_labels(new_labels)

@@ -73,6 +73,7 @@ class RestApi:
             requested_state=requested,
             labels=dict(pb.labels),
             update_mask=mask,
+            named=wire.update_names(pb),
         )
         return self._job(request, job, wire.JobView.SUMMARY)
 
