@@ -113,7 +113,7 @@ def main() -> None:
         port = free_port()
         server = [
             "-m", "tidegate.cli", "server", "--port", str(port), "--grpc-port", "0", "--job-port", "0",
-            "--data-dir", str(work / "data"), "--max-jobs", "0",
+            "--data-dir", str(work / "data"), "--max-jobs", "0", "--staging-root", str(work),
         ]  # fmt: skip
         with process(*server, port=port, health="/healthz"):
             (work / "staging").mkdir()

@@ -405,7 +405,7 @@ def tidegate_server(work: Path, rest_url: str) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "tidegate.cli", "server", "--engines", "flink", "--flink-rest-url", rest_url]
     command += ["--port", str(port), "--grpc-port", "0", "--job-port", "0", "--max-jobs", "0"]
-    command += ["--data-dir", str(work / "tidegate")]
+    command += ["--data-dir", str(work / "tidegate"), "--staging-root", str(PROGRAM.parent)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_") or k == "TIDEGATE_FLINK_VENV"}
     with open(work / "tidegate.log", "wb") as log:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)

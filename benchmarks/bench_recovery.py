@@ -124,6 +124,8 @@ class Server:
         self.port = free_port()
         self.command = [sys.executable, "-m", "tidegate.cli", "server", "--port", str(self.port)]
         self.command += ["--grpc-port", "0", "--job-port", "0", "--max-jobs", "0", "--data-dir", str(data_dir), *flags]
+        # what the runs stage (a temp folder beside the data directory) and the Flink program
+        self.command += ["--staging-root", str(data_dir.parent), "--staging-root", str(PROGRAM.parent)]
         self.command += ["--database-url", database_url] if database_url else []
         self.env = env or clean_env()
         self.proc: subprocess.Popen[bytes] | None = None

@@ -13,6 +13,7 @@ import pytest
 from tidegate.lifecycle import JobType
 from tidegate.model import NewJob
 from tidegate.service.jobs import JobService
+from tidegate.service.staging import Staging
 from tidegate.store import Store
 
 POSTGRES_URL = os.environ.get("TIDEGATE_TEST_POSTGRES_URL", "")
@@ -90,8 +91,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def service(store: Store, clock: Clock) -> JobService:
-    return JobService(store, clock=clock)
+def service(store: Store, clock: Clock, tmp_path: Path) -> JobService:
+    """A service over ``store`` that reads staged files from ``tmp_path`` (its one staging root)."""
+    return JobService(store, clock=clock, staging=Staging([tmp_path]))
 
 
 @pytest.fixture

@@ -70,6 +70,22 @@ class Settings:
         except ValueError:
             return False
 
+    staging_roots: tuple[Path, ...] = ()
+    """Folders (besides ``staging_dir``) whose files clients may name as staged files, templates and programs."""
+    tls_cert: str = ""
+    """A PEM certificate (chain) to serve REST and gRPC over TLS with; empty: plain HTTP and gRPC."""
+    tls_key: str = ""
+    """The certificate's PEM private key."""
+
+    @property
+    def staging_dir(self) -> Path:
+        """The data directory's staging folder: always a staging root (``tidegate run`` stages there)."""
+        return self.data_dir / "staging"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
     @property
     def store_url(self) -> str:
         if self.database_url:

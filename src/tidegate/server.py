@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import socket
+import ssl
+import stat
 import sys
 import threading
 import uuid
@@ -28,26 +30,62 @@ from tidegate.engines.base import ClusterReporting, Engine
 from tidegate.scheduler.admission import Capacity
 from tidegate.scheduler.loop import Scheduler, SchedulerSettings
 from tidegate.service.jobs import JobService
+from tidegate.service.staging import Staging
 from tidegate.store import Store
 
 if TYPE_CHECKING:
     from tidegate.api.beam_job.server import BeamJobServer
     from tidegate.gcs_emulator import GcsEmulator
 
-__all__ = ["build_engines", "build_scheduler", "build_service", "check_access", "close_engines", "flink_venv", "serve"]
+__all__ = [
+    "build_engines",
+    "build_scheduler",
+    "build_service",
+    "check_access",
+    "close_engines",
+    "flink_venv",
+    "secure_data_dir",
+    "serve",
+    "tls_files",
+]
 
 log = logging.getLogger(__name__)
 
 
+def secure_data_dir(data_dir: Path) -> None:
+    """The data directory for this server's user alone: the folder 0700, what is in it owner-only.
+
+    Sets this process's umask to 077 (new files 0600, new folders 0700; the jobs' processes
+    inherit it) and takes the group's and others' bits off whatever an older tidegate left.
+    """
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)
+    for folder, dirs, files in os.walk(data_dir):
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            try:
+                info = path.lstat()
+                if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o077:
+                    path.chmod(stat.S_IMODE(info.st_mode) & 0o700)
+            except OSError:  # gone meanwhile (a run ending), or not ours: leave it
+                continue
+
+
 def build_service(settings: Settings) -> JobService:
     """Open (and migrate) the store and build the service over it."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.staging_dir.mkdir(exist_ok=True, mode=0o700)
     store = Store(settings.store_url)
     store.migrate()
-    service = JobService(store, default_location=settings.default_location, pool_size=settings.database_pool_size)
+    staging = Staging([settings.staging_dir, *settings.staging_roots])
+    service = JobService(
+        store, default_location=settings.default_location, pool_size=settings.database_pool_size, staging=staging
+    )
     if settings.launcher_python:
         service.launcher_python = settings.launcher_python
-    service.launcher_endpoint = f"http://localhost:{settings.port}"  # Beam stages locally for localhost only
+    scheme = "https" if settings.tls else "http"
+    service.launcher_endpoint = f"{scheme}://localhost:{settings.port}"  # Beam stages locally for localhost only
     return service
 
 
@@ -126,6 +164,21 @@ def _worker_id(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def tls_files(settings: Settings) -> tuple[bytes, bytes] | None:
+    """The TLS private key and certificate chain (PEM), checked to be a pair; None without ``--tls-cert``."""
+    if not settings.tls_cert and not settings.tls_key:
+        return None
+    if not (settings.tls_cert and settings.tls_key):
+        raise SystemExit("tidegate: --tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        return Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes()
+    except (OSError, ssl.SSLError) as exc:
+        message = f"tidegate: cannot use --tls-cert {settings.tls_cert} --tls-key {settings.tls_key}: {exc}"
+        raise SystemExit(message) from exc
+
+
 def _scrape(service: JobService, scheduler: Scheduler | None) -> Callable[[], list[Metric]]:
     """What ``/metrics`` reads at each scrape: the jobs by state and engine (a grouped COUNT), the clusters' health."""
     reporting = [e for e in (scheduler.engines.values() if scheduler else ()) if isinstance(e, ClusterReporting)]
@@ -191,6 +244,8 @@ async def _serve(settings: Settings, service: JobService, gate: Gate) -> None:
         access_log=settings.access_log,
         log_config=None if json_log else uvicorn.config.LOGGING_CONFIG,  # json: its loggers go to the root's
         lifespan="off",
+        ssl_certfile=settings.tls_cert or None,
+        ssl_keyfile=settings.tls_key or None,
     )
     server = uvicorn.Server(config)
     await server.serve()
@@ -266,6 +321,8 @@ def serve(settings: Settings) -> None:
         # default one would kill the process before the gRPC server and the store are closed.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     configure_logging(settings.log_format)
+    tls = tls_files(settings)
+    secure_data_dir(settings.data_dir)
     service = build_service(settings)
     gate = Gate(service.store)
     access = check_access(settings, gate)
@@ -273,7 +330,7 @@ def serve(settings: Settings) -> None:
     grpc_server = None
     if settings.grpc_port:
         try:
-            grpc_server = GrpcServer(service, settings.host, settings.grpc_port, gate=gate)
+            grpc_server = GrpcServer(service, settings.host, settings.grpc_port, gate=gate, tls=tls)
         except OSError as exc:
             service.close()
             service.store.close()
@@ -299,10 +356,11 @@ def serve(settings: Settings) -> None:
         hint = " (choose another --gcs-emulator port)" if isinstance(exc, OSError) else ""
         raise SystemExit(f"tidegate: GCS emulator: {exc}{hint}") from exc
     scheduler = build_scheduler(settings, service)
-    _announce(settings, f"REST API on http://{settings.host}:{settings.port} (store: {where})")
+    scheme = "https" if tls else "http"
+    _announce(settings, f"REST API on {scheme}://{settings.host}:{settings.port} (store: {where})")
     _announce(settings, f"access: {access}")
     if grpc_server is not None:
-        _announce(settings, f"gRPC API on {settings.host}:{grpc_server.port}")
+        _announce(settings, f"gRPC API on {settings.host}:{grpc_server.port}{' (TLS)' if tls else ''}")
     if job_server is not None:
         _announce(settings, f"Beam Job API on {settings.host}:{job_server.port}")
     if gcs_emulator is not None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ import pytest
 from tidegate.model import Job, JobMessage, MessageImportance, StateChange
 from tidegate.store import Store
 
+from ..certificates import Certificates
 from ..conftest import POSTGRES_URL, _postgres_or_skip
 
 TIDEGATE = Path(sys.executable).with_name("tidegate")
@@ -40,6 +43,14 @@ PIPELINES = Path(__file__).resolve().parent / "beam_pipelines"
 CLIENT_PYTHON = ROOT / ".beam-client-venv" / "bin" / "python"
 TEXT = "the quick brown fox\njumps over the lazy dog\nthe dog sleeps\n"
 """The word counts' input: 12 words."""
+
+
+def staging_roots(roots: Sequence[str] | None = None) -> list[str]:
+    """``--staging-root`` flags for a test server: ``roots``, by default the system's temporary folder
+    (pytest's ``tmp_path``, where tests stage files) and the test suite's own programs and pipelines."""
+    if roots is None:
+        roots = [tempfile.gettempdir(), str(ROOT / "tests")]
+    return [flag for root in roots for flag in ("--staging-root", root)]
 
 
 def free_port() -> int:
@@ -76,12 +87,14 @@ class Server:
     job_port: int = 0
     """Beam's Job API port (0: not served; ``start_server(..., job_api=True)`` serves it)."""
     data_dir: Path | None = None
+    ca: Path | None = None
+    """The CA certificate (PEM) that signed the server's own: it serves over TLS (``start_server(..., tls=…)``)."""
     _store: Store | None = field(default=None, repr=False)
 
     @property
     def base(self) -> str:
         """The REST endpoint as the official client wants it (``localhost``, with the scheme)."""
-        return f"http://localhost:{self.port}"
+        return f"{'https' if self.ca else 'http'}://localhost:{self.port}"
 
     @property
     def store(self) -> Store:
@@ -137,8 +150,9 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def _wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> bool:
+def _wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path, ca: Path | None = None) -> bool:
     """True once /healthz answers; False when the process died of a taken port (try another)."""
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -147,7 +161,7 @@ def _wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> bool:
                 return False
             pytest.fail(f"tidegate server exited with {proc.returncode}:\n{text}")
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/healthz", timeout=1, verify=verify).status_code == 200:
                 return True
         except httpx.TransportError:
             pass
@@ -175,13 +189,23 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     They are stopped after the module. ``engines="none"`` is an API-only server (jobs wait in
     STOPPED); ``engines="beam"`` runs jobs. ``grpc=True`` and ``job_api=True`` also serve the
     gRPC API and Beam's Job API, each on a free port of its own (``Server.grpc_port``, ``job_port``).
+    ``tls=make_certificates(folder)`` serves REST and gRPC over TLS with that certificate;
+    ``roots=[…]`` are its staging roots besides its data directory's (default: ``staging_roots()``).
     """
     running: list[tuple[subprocess.Popen[bytes], Server, Any]] = []
     schemas: list[str] = []
 
-    def start(dialect: str, engines: str = "none", *flags: str, grpc: bool = False, job_api: bool = False) -> Server:
+    def start(
+        dialect: str,
+        engines: str = "none",
+        *flags: str,
+        grpc: bool = False,
+        job_api: bool = False,
+        tls: Certificates | None = None,
+        roots: Sequence[str] | None = None,
+    ) -> Server:
         data_dir = tmp_path_factory.mktemp(f"tidegate-{dialect}")
-        extra: list[str] = []
+        extra: list[str] = ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)] if tls else []
         store_url = f"sqlite:///{(data_dir / 'tidegate.db').resolve()}"
         if dialect == "postgresql":
             base = _postgres_or_skip()
@@ -192,7 +216,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
                 conn.execute(f"CREATE SCHEMA {schema}")
             schemas.append(schema)
             store_url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-            extra = ["--database-url", store_url]
+            extra += ["--database-url", store_url]
         for attempt in range(3):
             port = free_port()
             grpc_port, job_port = (free_port() if grpc else 0), (free_port() if job_api else 0)
@@ -200,16 +224,23 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             command = [str(TIDEGATE), "server", "--port", str(port)]
             command += ["--grpc-port", str(grpc_port), "--job-port", str(job_port)]
             command += ["--engines", engines]
-            command += ["--data-dir", str(data_dir), *flags]
+            command += ["--data-dir", str(data_dir), *staging_roots(roots), *flags]
             log = log_path.open("wb")
             proc = subprocess.Popen(
                 [*command, *extra], stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=data_dir
             )
             server = Server(
-                dialect, port, store_url, log_path, grpc_port=grpc_port, job_port=job_port, data_dir=data_dir
+                dialect,
+                port,
+                store_url,
+                log_path,
+                grpc_port=grpc_port,
+                job_port=job_port,
+                data_dir=data_dir,
+                ca=tls.ca if tls else None,
             )
             running.append((proc, server, log))
-            if _wait_healthy(proc, server.base, log_path):
+            if _wait_healthy(proc, server.base, log_path, server.ca):
                 return server
         pytest.fail(f"no free port for tidegate server after 3 attempts:\n{log_path.read_text()}")
 
@@ -251,6 +282,16 @@ def client_python() -> Path:
     """The Python of Beam's client side (``apache-beam[gcp]``, as a Dataflow user has it), set up if missing."""
     subprocess.run(["bash", str(ROOT / "scripts" / "setup-beam-client")], check=True)
     return CLIENT_PYTHON
+
+
+AIRFLOW_PYTHON = ROOT / ".airflow-venv" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def airflow_python() -> Path:
+    """The Python of an Airflow installation with the Google provider (``scripts/setup-airflow``), set up if missing."""
+    subprocess.run(["bash", str(ROOT / "scripts" / "setup-airflow")], check=True)
+    return AIRFLOW_PYTHON
 
 
 def dataflow_args(server: Server, project: str, staging: Path) -> list[str]:
@@ -310,7 +351,7 @@ def server_processes() -> Iterator[Callable[..., ServerProcess]]:
         port = port or free_port()
         log = data_dir / f"server-{len(started)}.log"
         command = [str(TIDEGATE), "server", "--port", str(port), "--grpc-port", "0", "--job-port", "0"]
-        command += ["--engines", engines, "--data-dir", str(data_dir), *flags]
+        command += ["--engines", engines, "--data-dir", str(data_dir), *staging_roots(), *flags]
         command += ["--database-url", store_url] if store_url else []
         with log.open("ab") as out:
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=clean_env(), cwd=data_dir)

@@ -332,6 +332,30 @@ BAD_UPDATES = {
         "INVALID_UPDATE_MASK",
         ["name"],
     ),
+    "a new name in the body": (
+        {"requestedState": "JOB_STATE_CANCELLED", "name": "renamed"},
+        {},
+        400,
+        "INVALID_ARGUMENT",
+        "IMMUTABLE_FIELD",
+        ["name", "renamed"],
+    ),
+    "another job's id in the body": (
+        {"requestedState": "JOB_STATE_CANCELLED", "id": SOME_ID},
+        {},
+        400,
+        "INVALID_ARGUMENT",
+        "IMMUTABLE_FIELD",
+        ["id", SOME_ID],
+    ),
+    "another location in the body": (
+        {"requestedState": "JOB_STATE_CANCELLED", "location": "mars-1"},
+        {},
+        400,
+        "INVALID_ARGUMENT",
+        "IMMUTABLE_FIELD",
+        ["location"],
+    ),
     "invalid labels": (
         {"labels": {"Bad": "x"}},
         {"updateMask": "labels"},
@@ -355,6 +379,17 @@ BAD_UPDATES = {
 def test_bad_update(target: Target, case: str) -> None:
     body, params, code, status, reason, words = BAD_UPDATES[case]
     expect_refused(target, "PUT", target.job, code, status, reason, *words, json=body, params=params)
+
+
+def test_an_update_may_send_back_the_job_it_read(target: Target) -> None:
+    """The fields that name the job may come back as they are; the rest of the body is ignored."""
+    job = target.http.get(target.job, params={"view": "JOB_VIEW_ALL"}).json()
+    body = {**job, "requestedState": "JOB_STATE_CANCELLED", "type": "JOB_TYPE_STREAMING", "clientRequestId": "other"}
+    updated = target.http.put(target.job, json=body)
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["currentState"] == "JOB_STATE_CANCELLED"
+    assert updated.json()["type"] == job["type"]
+    assert updated.json().get("clientRequestId") == job.get("clientRequestId")
 
 
 @pytest.mark.parametrize("body", [b'{"requestedState": ', b"[]", b"null"])

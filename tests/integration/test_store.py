@@ -391,3 +391,17 @@ def test_jobs_are_counted_by_state_and_engine(
         ("JOB_STATE_PENDING", "flink", 1),
         ("JOB_STATE_STOPPED", "", 1),
     ]
+
+
+def test_the_connections_of_ended_threads_are_closed(store: Store) -> None:
+    """A thread pool ends idle threads and starts new ones: each thread's connection goes with it.
+
+    They were kept open for good: a server whose blocking calls ran in short-lived threads
+    ran PostgreSQL out of connections ("too many clients already").
+    """
+    for _ in range(30):
+        thread = threading.Thread(target=store.count_jobs)
+        thread.start()
+        thread.join()
+    store.count_jobs()
+    assert len(store._all) <= 2  # this thread's, and at most the last ended one's (closed at the next opening)

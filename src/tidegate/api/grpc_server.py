@@ -36,6 +36,7 @@ import grpc
 from google.cloud import dataflow_v1beta3 as dataflow
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_status import rpc_status
@@ -148,6 +149,29 @@ def error_status(error: TidegateError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request that is no message of its method's type (invalid UTF-8 in a string, say)."""
+
+    type_name: str
+
+
+def _decoder(kind: Any) -> Callable[[bytes], Any]:
+    """The request's deserializer: an undecodable request reaches the handler, which refuses it.
+
+    gRPC itself would answer INTERNAL ("Exception deserializing request"): it is the
+    client's mistake, INVALID_ARGUMENT.
+    """
+
+    def decode(data: bytes) -> Any:
+        try:
+            return kind.FromString(data)
+        except DecodeError:
+            return _Undecodable(kind.DESCRIPTOR.full_name)
+
+    return decode
+
+
 def authorization(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     """The ``authorization`` entry of a call's metadata, as Google's clients send their credentials."""
     for key, value in metadata or ():
@@ -161,6 +185,13 @@ def _guard(
 ) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
     @functools.wraps(method.call)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            error = InvalidArgument(
+                f"the request is not a valid {request.type_name} (a string that is not UTF-8, or bytes that are"
+                " no message of that type)",
+                reason="INVALID_REQUEST",
+            )
+            await context.abort_with_status(error_status(error))
         try:
             credential = authorization(context.invocation_metadata())
             caller = gate.check(credential, method.permission, request.project_id)
@@ -325,6 +356,7 @@ class GrpcApi:
             labels=dict(request.job.labels),
             update_mask=list(request.update_mask.paths),
             caller=caller.name,
+            named=wire.update_names(request.job),
         )
         return wire.job_to_pb(job, wire.JobView.SUMMARY)
 
@@ -434,7 +466,7 @@ def _handlers(
     for method in methods:
         by_service.setdefault(method.full_service, {})[method.name] = grpc.unary_unary_rpc_method_handler(
             _guard(method, pool, gate, service),
-            request_deserializer=method.request.FromString,
+            request_deserializer=_decoder(method.request),
             response_serializer=method.response.SerializeToString,
         )
     return [grpc.method_handlers_generic_handler(name, table) for name, table in by_service.items()]
@@ -487,8 +519,17 @@ class GrpcServer:
     """
 
     def __init__(
-        self, service: JobService, host: str, port: int, *, max_workers: int = 8, gate: Gate | None = None
+        self,
+        service: JobService,
+        host: str,
+        port: int,
+        *,
+        max_workers: int = 8,
+        gate: Gate | None = None,
+        tls: tuple[bytes, bytes] | None = None,
     ) -> None:
+        """``tls``: a PEM private key and certificate chain, to serve over TLS (None: plaintext)."""
+        self._tls = tls
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tidegate-grpc-blocking")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tidegate-grpc", daemon=True)
@@ -515,7 +556,10 @@ class GrpcServer:
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server, pool=reflection_pool(methods))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            bound = int(server.add_insecure_port(address))
+            if self._tls is None:
+                bound = int(server.add_insecure_port(address))
+            else:
+                bound = int(server.add_secure_port(address, grpc.ssl_server_credentials([self._tls])))
         except RuntimeError as exc:
             raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
         if bound == 0:

@@ -73,6 +73,12 @@ def parse_json(payload: bytes | str, message: M, what: str) -> M:
         raise _invalid_json(what, f"not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise _invalid_json(what, f"expected a JSON object, not {_json_kind(data)}")
+    try:  # a \ud800 escape is JSON, but no text: no store, no protobuf message and no answer can hold it
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid_json(
+            what, "a string holds an unpaired surrogate (\\ud800-\\udfff): it is not Unicode text"
+        ) from None
     try:
         json_format.ParseDict(data, message)
     except json_format.ParseError as exc:
@@ -147,11 +153,17 @@ def _strict_enums(data: Any, descriptor: Any, path: str, what: str) -> None:
                 _strict_enums(item, field.message_type, f"{path}.{key}", what)
 
 
+def update_names(pb: Any) -> dict[str, str]:
+    """The fields of an UpdateJob body that name the job (id, project, location, name): they must be the job's."""
+    named = {"id": pb.id, "projectId": pb.project_id, "location": pb.location, "name": pb.name}
+    return {field: value for field, value in named.items() if value}
+
+
 def enum_value(enum_type: Any, value: str | int, what: str) -> int:
     """An enum given by name or number (as query parameters carry them)."""
     text = str(value).strip()
     members = {member.name: int(member) for member in enum_type}
-    if text.lstrip("-").isdigit():
+    if text.lstrip("-").isascii() and text.lstrip("-").isdigit():  # not "²": str.isdigit takes it, int() does not
         if int(text) in members.values():
             return int(text)
     elif text in members:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 from typing import Any
 from urllib.parse import quote
 
@@ -56,11 +57,13 @@ class CliError(Exception):
 class Client:
     """A small client of tidegate's REST API (enums as names, as a person reads them)."""
 
-    def __init__(self, server: str, timeout: float = 30.0, *, token: str | None = None) -> None:
+    def __init__(
+        self, server: str, timeout: float = 30.0, *, token: str | None = None, ca_file: str | None = None
+    ) -> None:
         self.server = server.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            self.http = httpx.Client(base_url=self.server, timeout=timeout, headers=headers)
+            self.http = httpx.Client(base_url=self.server, timeout=timeout, headers=headers, verify=_verify(ca_file))
         except httpx.InvalidURL as exc:
             raise CliError(f"invalid --server {server!r}: {exc}", EXIT_USAGE) from exc
 
@@ -96,6 +99,17 @@ def credential(args: argparse.Namespace) -> str | None:
     ``token`` (``tidegate config set token …``, filled into ``args`` by ``config.apply``); None for none."""
     token = getattr(args, "token", None) or os.environ.get("TIDEGATE_TOKEN", "")
     return token.strip() or None
+
+
+def _verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    """How an https:// server's certificate is checked: against ``ca_file``, else ``SSL_CERT_FILE``, else the system."""
+    where = ca_file or os.environ.get("SSL_CERT_FILE") or None
+    if where is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=where)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot use the CA file {where}: {exc}", EXIT_USAGE) from exc
 
 
 def segment(value: str) -> str:

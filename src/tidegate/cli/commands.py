@@ -59,6 +59,9 @@ def cmd_server(args: argparse.Namespace) -> None:
         log_format=args.log_format,
         access_log=args.access_log,
         insecure=args.insecure,
+        staging_roots=tuple(Path(root) for root in args.staging_root),
+        tls_cert=args.tls_cert or "",
+        tls_key=args.tls_key or "",
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
@@ -122,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     """``tidegate run``: submit a pipeline script and follow its job (see ``tidegate.run``)."""
     from tidegate.cli.run import run_pipeline
 
-    code = run_pipeline(args, Client(args.server, token=credential(args)))
+    code = run_pipeline(args, Client(args.server, token=credential(args), ca_file=args.ca_file))
     if code:
         raise SystemExit(code)
 
@@ -214,6 +217,23 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve on an address other than loopback although no credential exists: open to anyone who reaches it",
     )
+    server.add_argument(
+        "--staging-root",
+        action="append",
+        default=[p for p in os.environ.get("TIDEGATE_STAGING_ROOTS", "").split(os.pathsep) if p],
+        metavar="FOLDER",
+        help="a folder whose files clients may name (staged pipelines, templates, programs, local temp"
+        " locations); repeatable. The data directory's staging folder always is one",
+    )
+    server.add_argument(
+        "--tls-cert",
+        default=os.environ.get("TIDEGATE_TLS_CERT"),
+        metavar="PEM",
+        help="serve REST and gRPC over TLS with this certificate (chain); needs --tls-key",
+    )
+    server.add_argument(
+        "--tls-key", default=os.environ.get("TIDEGATE_TLS_KEY"), metavar="PEM", help="the certificate's private key"
+    )
 
     flink = commands.add_parser("flink", help="the local Flink cluster the server's flink engine runs jobs on")
     flink_actions = flink.add_subparsers(dest="flink_action", required=True)
@@ -234,6 +254,12 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--server", default=None, help="the server's REST URL (default: see tidegate config)")
     common.add_argument("--project", default=None, help="the project (default: see tidegate config)")
     common.add_argument("--region", default=None, help="the region (default: see tidegate config)")
+    common.add_argument(
+        "--ca-file",
+        default=os.environ.get("TIDEGATE_CA_FILE"),
+        metavar="PEM",
+        help="trust the CA certificates in this file for an https:// --server (default: SSL_CERT_FILE or the system)",
+    )
     common.add_argument("--format", choices=["table", "json"], default="table")
     common.add_argument(
         "--token", default=None, help="an API token to call the server with (default: see tidegate config)"
@@ -304,7 +330,7 @@ def _main(argv: Sequence[str] | None) -> None:
             return
         if getattr(args, "limit", 1) < 1:
             raise CliError("--limit must be at least 1", EXIT_USAGE)
-        args.run(args, Client(args.server, token=credential(args)))
+        args.run(args, Client(args.server, token=credential(args), ca_file=args.ca_file))
     except CliError as error:
         fail(str(error), error.code)
 

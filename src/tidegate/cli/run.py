@@ -53,7 +53,7 @@ from tidegate.cli.follow import POLL_SECONDS, Follower, Interrupts, follow, outc
 from tidegate.engines.base import WORKING_FOLDER_EXPERIMENT
 from tidegate.gcs_emulator import EMULATOR_ENV, ensure_bucket
 
-__all__ = ["beam_endpoint", "job_name_for", "last_line", "option_value", "run_pipeline"]
+__all__ = ["beam_endpoint", "job_name_for", "last_line", "option_value", "run_pipeline", "staging_folder"]
 
 SCRIPT_GRACE_SECONDS = 60.0
 """How long a script may go on after its job ended (DataflowRunner notices the end by polling)."""
@@ -170,16 +170,49 @@ def _submission_error(stderr: str, code: int | None) -> CliError:
     )
 
 
+def staging_folder(client: Client) -> Path | None:
+    """The first of the server's staging roots that is a folder this process can write to, if any.
+
+    The server reads staged files only from its staging roots: a server on this machine, run
+    by this user, has its data directory's staging folder among them.
+    """
+    for root in _staging_roots(client):
+        folder = Path(str(root))
+        if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    return None
+
+
+def _in_staging_root(client: Client, path: Path) -> bool:
+    roots = _staging_roots(client)
+    real = Path(os.path.realpath(path))
+    return any(real.is_relative_to(os.path.realpath(root)) for root in roots)
+
+
+def _staging_roots(client: Client) -> list[str]:
+    try:
+        return [str(root) for root in client.call("GET", "/tidegate/v1/staging").get("stagingRoots", [])]
+    except CliError:  # an older server, or a proxy in front of it: stage as before
+        return []
+
+
 @contextlib.contextmanager
-def _temp_location(args: argparse.Namespace, user_args: Sequence[str]) -> Iterator[list[str]]:
+def _fresh_folder(client: Client) -> Iterator[Path]:
+    """A fresh folder in a staging root of the server's (else in the system's temporary folder), removed after."""
+    folder = Path(tempfile.mkdtemp(prefix="tidegate-run-", dir=staging_folder(client)))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _temp_location(args: argparse.Namespace, client: Client, user_args: Sequence[str]) -> Iterator[list[str]]:
     """``--temp_location`` to add (a fresh local folder, removed at the end) unless the script has one."""
     given = option_value(user_args, "temp_location")
     if given is None:
-        folder = tempfile.mkdtemp(prefix="tidegate-run-")
-        try:
+        with _fresh_folder(client) as folder:
             yield [f"--temp_location={folder}"]
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
         return
     if given.startswith("gs://"):
         _prepare_bucket(given, option_value(user_args, "project") or args.project)
@@ -224,7 +257,7 @@ def _run_beam(args: argparse.Namespace, client: Client, pipeline: Path) -> int:
     where = argparse.Namespace(project=project, region=region)
     jobs_path = job_path(where)
     before = set(_jobs_named(client, jobs_path, name))  # also: is the server there at all?
-    with _temp_location(args, user_args) as temp_args, Interrupts() as interrupts:
+    with _temp_location(args, client, user_args) as temp_args, Interrupts() as interrupts:
         command = [args.python, str(pipeline), *user_args, *_beam_args(args, user_args, name), *temp_args]
         say(f"running {pipeline.name} with {args.python}: job {name} on {args.server} ({project}, {region})")
         with tempfile.TemporaryFile() as stderr:
@@ -306,18 +339,23 @@ def _run_flink(args: argparse.Namespace, client: Client, program: Path) -> int:
     """Submit a PyFlink program or Flink SQL script as a job for the Flink engine, then follow it."""
     user_args = _script_args(args)
     request_id = secrets.token_hex(16)
-    body = {
+    body: dict[str, Any] = {
         "name": job_name_for(program),
         "clientRequestId": request_id,
         "type": "JOB_TYPE_BATCH" if args.batch else "JOB_TYPE_STREAMING",
-        "environment": {
-            "sdkPipelineOptions": {
-                "options": {"tidegate": {"engine": "flink", "program": str(program), "args": user_args}}
-            }
-        },
     }
+
+    def create(path: Path) -> Any:
+        own = {"tidegate": {"engine": "flink", "program": str(path), "args": user_args}}
+        return client.call("POST", jobs_path, body={**body, "environment": {"sdkPipelineOptions": {"options": own}}})
+
     jobs_path = job_path(args)
-    job = client.call("POST", jobs_path, body=body)
+    if _in_staging_root(client, program):
+        job = create(program)
+    else:
+        with _fresh_folder(client) as folder:  # the server reads the program at create, from a folder it trusts
+            shutil.copyfile(program, folder / program.name)
+            job = create(folder / program.name)
     job_id = str(job["id"])
     if job.get("clientRequestId") != request_id:  # CreateJob answered the active job of that name, not ours
         raise CliError(

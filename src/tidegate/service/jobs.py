@@ -35,7 +35,7 @@ from tidegate.model import (
 from tidegate.service.calls import DEFAULT_POOL_SIZE, Calls
 from tidegate.service.graphs import GraphCases
 from tidegate.service.snapshots import SnapshotCases
-from tidegate.service.staging import read_staged
+from tidegate.service.staging import Staging
 from tidegate.service.templates import TemplateCases
 from tidegate.store import Change, CreateOutcome, Store
 from tidegate.updates.compatibility import check_update, renames, with_state_uids
@@ -105,9 +105,12 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
         default_location: str = "us-central1",
         clock: Callable[[], datetime] = _utcnow,
         pool_size: int = DEFAULT_POOL_SIZE,
+        staging: Staging | None = None,
     ) -> None:
         self.store = store
         self.default_location = default_location
+        self.staging = staging or Staging()
+        """Where staged files may be read from (none: no local file)."""
         self.clock = clock
         self._listeners: list[Callable[[Job], None]] = []
         self.observer: RunObserver | None = None
@@ -257,8 +260,7 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
         new = self._with_staged_pipeline(new)
         return self._with_program(new)
 
-    @staticmethod
-    def _with_staged_pipeline(new: NewJob) -> NewJob:
+    def _with_staged_pipeline(self, new: NewJob) -> NewJob:
         """Read a Beam submission's staged pipeline now (the client overwrites it with the next one)."""
         spec = parse_spec(new.spec, new.type)
         if not spec.pipeline_url or PIPELINE_ARTIFACT in new.artifacts:
@@ -270,10 +272,9 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
                 " SQL script: `tidegate run --engine flink PROGRAM`), or submit this pipeline as a batch job.",
                 reason="STREAMING_BEAM_UNSUPPORTED",
             )
-        return replace(new, artifacts={**new.artifacts, PIPELINE_ARTIFACT: read_staged(spec.pipeline_url)})
+        return replace(new, artifacts={**new.artifacts, PIPELINE_ARTIFACT: self.staging.read(spec.pipeline_url)})
 
-    @staticmethod
-    def _with_program(new: NewJob) -> NewJob:
+    def _with_program(self, new: NewJob) -> NewJob:
         """Read a Flink job's program now and keep it with the job (any worker can then run it)."""
         spec = parse_spec(new.spec, new.type)
         check_tidegate_section(spec)
@@ -286,11 +287,13 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
                 reason="INVALID_PROGRAM",
             )
         try:
-            data = path.read_bytes()
-        except OSError as error:
+            data = self.staging.read(spec.program)
+        except InvalidArgument as error:
+            if error.reason != "STAGED_FILE_UNREADABLE":
+                raise
             raise InvalidArgument(
-                f"cannot read the program {spec.program!r}: {error.strerror or error}", reason="INVALID_PROGRAM"
-            ) from error
+                error.message.replace("staged file", "program", 1), reason="INVALID_PROGRAM"
+            ) from None
         return replace(new, artifacts={**new.artifacts, spec.program_artifact: data})
 
     def get_job(self, project_id: str, location: str | None, job_id: str) -> Job:
@@ -413,12 +416,16 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
         labels: Mapping[str, str] | None = None,
         update_mask: Sequence[str] = (),
         caller: str = "",
+        named: Mapping[str, str] | None = None,
     ) -> Job:
         """UpdateJob: a ``requestedState`` per the lifecycle, or new labels under ``updateMask=labels``.
 
         ``caller``: who asks (recorded with the state change and in the job's message).
+        ``named``: what the body says of the job's id, ``projectId``, ``location`` and
+        ``name``; none can be changed, so each must be the job's own (a client may send
+        back the job it read). The body's other fields are ignored.
         """
-        self.get_job(project_id, location, job_id)
+        current = self.get_job(project_id, location, job_id)
         mask = {path.strip() for path in update_mask if path.strip()}
         unknown = mask - {"labels", "requested_state", "requestedState"}
         if unknown:
@@ -426,6 +433,14 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
                 f"updateMask names fields that cannot be updated: {', '.join(sorted(unknown))}; use labels",
                 reason="INVALID_UPDATE_MASK",
             )
+        own = {"id": current.id, "projectId": current.project_id, "location": current.location, "name": current.name}
+        for field, value in (named or {}).items():
+            if value != own[field]:
+                raise InvalidArgument(
+                    f"UpdateJob cannot change a job's {field}: the body says {value[:200]!r}, job {current.id}"
+                    f" has {own[field]!r}",
+                    reason="IMMUTABLE_FIELD",
+                )
         if "labels" in mask:
             new_labels = dict(labels or {})
             check_labels(new_labels)

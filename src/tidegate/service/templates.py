@@ -37,10 +37,10 @@ from urllib.parse import urlparse
 from google.protobuf import json_format
 
 from tidegate.errors import InvalidArgument, NotFound
-from tidegate.jobspec import JobPb, job_from_pb, parse_spec
+from tidegate.jobspec import PIPELINE_ARTIFACT, JobPb, job_from_pb, parse_spec
 from tidegate.lifecycle import JobType
 from tidegate.model import Job, ListFilter, NewJob
-from tidegate.service.staging import read_staged, read_staged_if_present
+from tidegate.service.staging import Staging
 from tidegate.service.template_files import (
     FlexSpec,
     LaunchEnvironment,
@@ -73,8 +73,8 @@ class TemplateInfo:
     language: str = "PYTHON"
 
 
-def _read_json(url: str, what: str) -> Any:
-    data = read_staged(url)
+def _read_json(staging: Staging, url: str, what: str) -> Any:
+    data = staging.read(url)
     try:
         return json.loads(data)
     except ValueError as error:
@@ -136,6 +136,7 @@ class TemplateCases:
 
     store: Store
     default_location: str
+    staging: Staging
     launcher_python: str = sys.executable
     """The Python that runs flex templates' Beam programs: it needs apache-beam[gcp] (DataflowRunner)."""
     launcher_endpoint: str = "http://localhost"
@@ -152,16 +153,15 @@ class TemplateCases:
     def get_template(self, gcs_path: str) -> TemplateInfo:
         """The template's metadata: a classic template's ``_metadata`` file (or its runtime options), a flex spec's."""
         _need_path(gcs_path, "gcsPath")
-        data = _read_json(gcs_path, "template")
+        data = _read_json(self.staging, gcs_path, "template")
         if isinstance(data, dict) and "tidegate" in data:
             spec = parse_flex_spec(data, gcs_path)
             return TemplateInfo("FLEX", spec.metadata, spec.language or "PYTHON")
         return TemplateInfo("LEGACY", self._classic_metadata(gcs_path, _template_pb(data, gcs_path)))
 
-    @staticmethod
-    def _classic_metadata(gcs_path: str, pb: Any) -> TemplateMetadata:
+    def _classic_metadata(self, gcs_path: str, pb: Any) -> TemplateMetadata:
         where = gcs_path + METADATA_SUFFIX
-        raw = read_staged_if_present(where)
+        raw = self.staging.read_if_present(where)
         if raw is not None:
             try:
                 data = json.loads(raw)
@@ -176,11 +176,17 @@ class TemplateCases:
     def launch_template(self, launch: TemplateLaunch, gcs_path: str) -> Job | None:
         """LaunchTemplate / CreateJobFromTemplate: the job made from a classic template (None with validate_only)."""
         _need_path(gcs_path, "gcsPath")
-        pb = _template_pb(_read_json(gcs_path, "template"), gcs_path)
+        pb = _template_pb(_read_json(self.staging, gcs_path, "template"), gcs_path)
         parameters = check_parameters(self._classic_metadata(gcs_path, pb), launch.parameters)
         return self._create(pb, launch, parameters)
 
-    def _create(self, pb: Any, launch: TemplateLaunch, parameters: Mapping[str, str]) -> Job | None:
+    def _create(
+        self,
+        pb: Any,
+        launch: TemplateLaunch,
+        parameters: Mapping[str, str],
+        artifacts: Mapping[str, bytes] | None = None,
+    ) -> Job | None:
         """Create (or with validate_only, only check) the job a template describes, its parameters set."""
         location = launch.location or self.default_location
         for name in ("id", "project_id", "location", "client_request_id", "current_state", "requested_state"):
@@ -190,6 +196,8 @@ class TemplateCases:
         _apply(pb, options, launch.environment)
         self._replacing(pb, launch)
         new = job_from_pb(pb, launch.project_id, location)
+        if artifacts:
+            new = replace(new, artifacts={**new.artifacts, **artifacts})
         return self._create_or_check(new, launch)
 
     def _create_or_check(self, new: NewJob, launch: TemplateLaunch) -> Job | None:
@@ -221,10 +229,10 @@ class TemplateCases:
     def launch_flex_template(self, launch: TemplateLaunch, spec_path: str) -> Job | None:
         """LaunchFlexTemplate: the job the spec's program makes (None with validate_only)."""
         _need_path(spec_path, "containerSpecGcsPath")
-        spec = parse_flex_spec(_read_json(spec_path, "flex template spec"), spec_path)
+        spec = parse_flex_spec(_read_json(self.staging, spec_path, "flex template spec"), spec_path)
         parameters = check_parameters(spec.metadata, launch.parameters)
         launch = replace(launch, environment=launch.environment.over(spec.default_environment))
-        program = read_staged(spec.program)
+        program = self.staging.read(spec.program)
         if spec.engine == "flink":
             return self._launch_flink(spec, launch, parameters, program)
         if launch.validate_only:  # the program is not run: checking the job it would make is running it
@@ -254,8 +262,12 @@ class TemplateCases:
         self, spec: FlexSpec, launch: TemplateLaunch, parameters: Mapping[str, str], program: bytes
     ) -> Job | None:
         """Run the Beam program as Dataflow's launcher does, then create the job it wrote."""
+        for location in (launch.environment.staging_location, launch.environment.temp_location):
+            if location:  # the launcher writes there: a folder the server trusts, or gs://
+                self.staging.local_path(location)
         with tempfile.TemporaryDirectory(prefix="tidegate-flex-") as tmp:
             folder = Path(tmp)
+            own = Staging([folder])  # what the launch itself writes
             local = urlparse(spec.program)
             script = Path(local.path if local.scheme == "file" else spec.program)
             if local.scheme not in ("", "file"):  # from GCS: a copy to run
@@ -268,7 +280,12 @@ class TemplateCases:
             job_file = folder / "job.json"
             args = [*spec.args, *(f"--{name}={value}" for name, value in sorted(parameters.items()))]
             self._run_launcher(script.resolve(), args, launch, staging, job_file)
-            pb = _template_pb(_read_json(str(job_file), "job written by the flex template's program"), str(job_file))
+            pb = _template_pb(
+                _read_json(own, str(job_file), "job written by the flex template's program"), str(job_file)
+            )
+            pipeline_url = urlparse(str(_options(pb).get("options", {}).get("pipelineUrl") or ""))
+            if pipeline_url.path and pipeline_url.scheme in ("", "file") and own.allows(pipeline_url.path):
+                return self._create(pb, launch, {}, {PIPELINE_ARTIFACT: own.read(pipeline_url.geturl())})
             return self._create(pb, launch, {})
 
     def _run_launcher(self, script: Path, args: list[str], launch: TemplateLaunch, staging: str, out: Path) -> None:

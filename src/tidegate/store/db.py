@@ -94,7 +94,8 @@ class Database:
             raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
         self.url = url
         self._local = threading.local()
-        self._all: list[Any] = []
+        self._all: list[tuple[threading.Thread, Any]] = []
+        """Every open connection, with the thread it is for."""
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
 
@@ -119,13 +120,19 @@ class Database:
             conn = self._connect()
             self._local.conn = conn
             with self._lock:
-                self._all.append(conn)
+                # The connections of threads that have ended go now: thread pools end idle threads and
+                # start new ones, and each would otherwise keep a connection open for good (PostgreSQL
+                # then refuses new clients).
+                for thread, old in [entry for entry in self._all if not entry[0].is_alive()]:
+                    old.close()
+                    self._all.remove((thread, old))
+                self._all.append((threading.current_thread(), conn))
         return conn
 
     def close(self) -> None:
         """Close every connection this store opened."""
         with self._lock:
-            for conn in self._all:
+            for _, conn in self._all:
                 conn.close()
             self._all.clear()
         self._local = threading.local()

@@ -21,6 +21,7 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.portability import artifact_service as beam_artifact_service
 
 from tidegate.errors import InvalidArgument
+from tidegate.service.staging import Staging
 
 __all__ = ["MAX_EMBEDDED_BYTES", "StagingSessions", "embed_staged_files"]
 
@@ -35,8 +36,15 @@ _FILE_URN = common_urns.artifact_types.FILE.urn
 _EMBEDDED_URN = common_urns.artifact_types.EMBEDDED.urn
 
 
-def embed_staged_files(pipeline: Any, resolved: Mapping[str, Sequence[Any]], limit: int = MAX_EMBEDDED_BYTES) -> Any:
-    """A copy of the pipeline whose environments carry their staged files (``resolved``: their paths) as data."""
+def embed_staged_files(
+    pipeline: Any, resolved: Mapping[str, Sequence[Any]], folder: Path, limit: int = MAX_EMBEDDED_BYTES
+) -> Any:
+    """A copy of the pipeline whose environments carry their staged files (``resolved``: their paths) as data.
+
+    Only files the staging session wrote into ``folder`` are read: a path anywhere else
+    (the client's own paths, of a session that never staged) is refused.
+    """
+    staging = Staging([folder])
     result = runner_pb.Pipeline()
     result.CopyFrom(pipeline)
     total = 0
@@ -45,7 +53,7 @@ def embed_staged_files(pipeline: Any, resolved: Mapping[str, Sequence[Any]], lim
         del env.dependencies[:]
         for dep in dependencies:
             if dep.type_urn == _FILE_URN:
-                data = Path(runner_pb.ArtifactFilePayload.FromString(dep.type_payload).path).read_bytes()
+                data = staging.read(runner_pb.ArtifactFilePayload.FromString(dep.type_payload).path)
                 total += len(data)
                 if total > limit:
                     raise InvalidArgument(
@@ -90,7 +98,7 @@ class StagingSessions:
         """The pipeline with the session's files embedded (as it was if the client staged none); ends the session."""
         try:
             resolved = self._resolved(token)
-            return embed_staged_files(pipeline, resolved) if resolved else pipeline
+            return embed_staged_files(pipeline, resolved, self._folder / token) if resolved else pipeline
         finally:
             shutil.rmtree(self._folder / token, ignore_errors=True)
 

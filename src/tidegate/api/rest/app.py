@@ -81,6 +81,7 @@ def _routes(api: RestApi, gate: Gate) -> list[BaseRoute]:
     for prefix in ("/tidegate/v1/projects/{project_id}/locations/{location}", "/tidegate/v1/projects/{project_id}"):
         paths[prefix + "/jobs/{job_id}/history"] = {"GET": (api.history, p.JOBS_GET)}
         paths[prefix + "/jobs/{job_id}/logs"] = {"GET": (api.logs, p.JOBS_GET)}
+    paths["/tidegate/v1/staging"] = {"GET": (api.staging, None)}  # where clients may stage: no project's secret
     credentials = CredentialRoutes(gate)
     tables: list[Mapping[str, Mapping[str, Routed]]] = [
         TemplateRoutes(api.service).routes(),

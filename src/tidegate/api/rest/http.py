@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -44,7 +45,10 @@ class JsonResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # an error message that quotes bad input (an unpaired surrogate) is still answered
+            return json.dumps(content, ensure_ascii=False).encode("utf-8", "replace")
 
 
 def error_body(error: TidegateError) -> dict[str, Any]:
@@ -120,7 +124,7 @@ def view_param(request: Request) -> int:
 
 async def read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise too_large()
     chunks: list[bytes] = []
     size = 0

@@ -70,6 +70,7 @@ class RestApi:
         except ValueError:
             raise InvalidArgument(f"unknown requestedState {pb.requested_state}", reason="INVALID_ENUM_VALUE") from None
         job_id, labels, caller = request.path_params["job_id"], dict(pb.labels), caller_of(request).name
+        named = wire.update_names(pb)
         job = await offload.write(
             self.service,
             lambda: self.service.update_job(
@@ -80,6 +81,7 @@ class RestApi:
                 labels=labels,
                 update_mask=mask,
                 caller=caller,
+                named=named,
             ),
         )
         return self._job(request, job, wire.JobView.SUMMARY)
@@ -231,6 +233,10 @@ class RestApi:
         )
         lines = [{"source": e.source, "text": e.text} for e in entries]
         return JsonResponse({"entries": lines, "nextOffset": offset, "complete": complete})
+
+    async def staging(self, request: Request) -> Response:
+        """tidegate's own: the folders whose files clients may name (``tidegate run`` stages into the first)."""
+        return JsonResponse({"stagingRoots": [str(root) for root in self.service.staging.roots]})
 
     async def healthz(self, request: Request) -> Response:
         return JsonResponse({"status": "ok"})
