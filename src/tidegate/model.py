@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 
 def _frozen(labels: Mapping[str, str]) -> Mapping[str, str]:
+    if type(labels) is MappingProxyType:  # read-only already (the store's, shared by the jobs it reads)
+        return labels
     return MappingProxyType(dict(labels))
 
 

@@ -135,3 +135,5 @@ CREATE TABLE auth_required (
     since BIGINT NOT NULL
 );
 ALTER TABLE job_state_history ADD COLUMN caller TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_active_by_name ON jobs (project_id, location, name, seq)
+    WHERE current_state NOT IN (3, 4, 5, 6, 8);

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import json
 import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -112,6 +114,19 @@ _STATES = {int(s): s for s in JobState}
 _TYPES = {int(t): t for t in JobType}
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed_labels(text: str) -> Mapping[str, str]:
+    return MappingProxyType(json.loads(text))
+
+
+def _labels(text: str) -> Mapping[str, str]:
+    """A job's labels from their JSON (the same few label sets come back again and again: parsed once)."""
+    return _parsed_labels(text) if text != "{}" else _NO_LABELS
+
+
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
+
+
 def _job(row: Sequence[Any]) -> Job:
     return Job(
         id=row[0],
@@ -125,7 +140,7 @@ def _job(row: Sequence[Any]) -> Job:
         create_time=from_micros(row[8]),
         start_time=from_micros(row[9]),
         spec=bytes(row[10]),
-        labels=json.loads(row[11]) if row[11] != "{}" else {},
+        labels=_labels(row[11]),
         client_request_id=row[12],
         replace_job_id=row[13],
         replaced_by_job_id=row[14],

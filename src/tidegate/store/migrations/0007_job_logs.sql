@@ -1,4 +1,4 @@
--- 0010: what a job's processes printed (their stdout and stderr, a Flink job's driver), read from
+-- 0007: what a job's processes printed (their stdout and stderr, a Flink job's driver), read from
 -- the engine by the scheduler and kept with the job, so that any server shows it, after the run too.
 CREATE TABLE job_logs (
     seq {serial_pk},
