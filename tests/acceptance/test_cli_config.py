@@ -28,6 +28,7 @@ def test_set_get_list_unset(tmp_path: Path) -> None:
         "server": {"value": "http://127.0.0.1:8080", "source": "default"},
         "project": {"value": "local", "source": "default"},
         "region": {"value": "us-central1", "source": "default"},
+        "token": {"value": "", "source": "default"},
     }
     assert not config.exists()  # reading makes no file
 
@@ -49,8 +50,15 @@ def test_set_get_list_unset(tmp_path: Path) -> None:
         ["server", "http://example.test:9000", "config", "file"],
         ["project", "my-project", "config", "file"],
         ["region", "us-central1", "default"],
+        ["token", "default"],  # none: an empty value
     ]
     assert str(config) in table.stderr
+
+    assert tidegate(config, "config", "set", "token", "tgt_secret1234").returncode == 0
+    shown = tidegate(config, "config", "get", "token").stdout
+    assert shown == "********1234\n" and "secret" not in tidegate(config, "config", "list").stdout  # masked
+    assert (config.stat().st_mode & 0o077) == 0  # a file with a secret in it: the user's alone
+    assert tidegate(config, "config", "unset", "token").returncode == 0
 
     assert tidegate(config, "config", "unset", "project").stdout == "Unset property [project].\n"
     assert tomllib.loads(config.read_text()) == {"server": "http://example.test:9000"}

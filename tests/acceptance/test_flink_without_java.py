@@ -61,6 +61,7 @@ def server_without_java(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log_path = tmp_path / "server.log"
     command = [str(TIDEGATE), "server", "--port", str(port), "--engines", "flink", "--data-dir", str(data_dir)]
+    command += ["--staging-root", str(JOBS)]  # where its program is
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**env, "TIDEGATE_FLINK_VENV": str(FLINK_VENV)}

@@ -89,10 +89,9 @@ RAW_REQUESTS = [
 def test_raw_requests_no_client_would_send(server: Server, world: World, raw: bytes) -> None:
     before = fingerprint(server.store)
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
-        connection.sendall(raw)
-        connection.shutdown(socket.SHUT_WR)
+        connection.sendall(raw)  # no half-close: uvicorn drops a request whose client has stopped sending
         answer = b""
-        while chunk := connection.recv(65536):
+        while b"\r\n" not in answer and (chunk := connection.recv(65536)):
             answer += chunk
     status = int(answer.split(b" ", 2)[1])  # an answer, even if it is HTTP's own 400
     assert 400 <= status < 500, answer[:500]
