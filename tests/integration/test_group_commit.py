@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
 import pytest
 
+from tidegate.api import offload
 from tidegate.errors import FailedPrecondition, NotFound
-from tidegate.lifecycle import JobState
+from tidegate.lifecycle import JobState, JobType
 from tidegate.model import MessageImportance, NewJob
 from tidegate.service.jobs import JobService
 from tidegate.store import Store
@@ -122,3 +125,50 @@ def test_an_error_reaches_the_caller_and_a_closed_committer_refuses(service: Job
     committer.close()
     with pytest.raises(RuntimeError, match="closed"):
         committer.submit(lambda: None)
+
+
+def test_sqlite_writes_asked_for_in_one_turn_of_the_loop_share_a_batch(
+    make_store: Callable[[str], Store], new_job: Callable[..., NewJob], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the API's writes are batched on the event loop (``tidegate.api.offload``): one failing costs none."""
+    store = make_store("sqlite")
+    service = JobService(store)
+    jobs = [service.create_job(new_job()) for _ in range(20)]
+    sizes: list[int] = []
+    run_batch = store.run_batch
+    monkeypatch.setattr(store, "run_batch", lambda calls: sizes.append(len(calls)) or run_batch(calls))
+
+    def cancel(job_id: str) -> Callable[[], JobState]:
+        return lambda: (
+            service.update_job("proj", "us-central1", job_id, requested_state=S.JOB_STATE_CANCELLED).current_state
+        )
+
+    async def run() -> list[object]:
+        writes = [offload.write(service, cancel(job.id)) for job in jobs]
+        writes.insert(7, offload.write(service, cancel("no-such-job")))
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    outcomes = asyncio.run(run())
+    assert isinstance(outcomes.pop(7), NotFound)
+    assert outcomes == [S.JOB_STATE_CANCELLED] * len(jobs)
+    assert sizes == [len(jobs) + 1]  # asked for in one turn: one batch (the failing call then runs apart)
+    assert all(store.get_job(job.id).current_state is S.JOB_STATE_CANCELLED for job in jobs)
+
+
+def test_the_wal_is_checkpointed_by_a_thread_of_its_own(make_store: Callable[[str], Store]) -> None:
+    store = make_store("sqlite")
+    store.checkpoint_in_background(every=0.05)
+    service = JobService(store)
+    for i in range(50):
+        service.create_job(NewJob("proj", "us-central1", f"job-{i}", JobType.JOB_TYPE_BATCH, b""))
+    conn = store._conn
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # no commit checkpoints itself
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # what is left to copy
+        if frames > 0 and frames == copied:
+            break
+        time.sleep(0.05)
+    assert frames > 0 and frames == copied
+    store.close()  # stops the thread
+    assert store._checkpointer is None

@@ -37,6 +37,11 @@ class Calls:
         self._pool_size = max(1, pool_size)
         self._readers: ThreadPoolExecutor | None = None
 
+    def run_batch(self, calls: list[Callable[[], object]]) -> list[tuple[bool, object]]:
+        """Run writing calls in one transaction here, in the caller's thread (``Database.run_batch``):
+        SQLite's group commit on the event loop (``tidegate.api.offload``)."""
+        return self.store.run_batch(calls)
+
     def write(self, call: Callable[[], T]) -> Future[T]:
         """Run a writing call in a batch of the committer's; answered once committed."""
         return self._committer.submit(call)

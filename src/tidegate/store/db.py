@@ -98,6 +98,8 @@ class Database:
         """Every open connection, with the thread it is for."""
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._checkpointer: threading.Thread | None = None
+        self._checkpointer_stop = threading.Event()
 
     # -- connections -------------------------------------------------------------
 
@@ -106,6 +108,8 @@ class Database:
             conn = sqlite3.connect(self._sqlite_path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            if self._checkpointer is not None:
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's thread does it
             conn.execute("PRAGMA busy_timeout=10000")
             conn.execute("PRAGMA foreign_keys=ON")
             return conn
@@ -129,8 +133,41 @@ class Database:
                 self._all.append((threading.current_thread(), conn))
         return conn
 
+    def checkpoint_in_background(self, every: float = 1.0) -> None:
+        """SQLite: copy the WAL into the database from a thread of its own, every ``every`` seconds.
+
+        By default SQLite checkpoints inside the commit that fills the WAL past 1,000 pages:
+        that commit, and every write waiting behind it, then takes tens of milliseconds (the
+        checkpoint writes and syncs the database). The server's connections leave it to this
+        thread instead (a PASSIVE checkpoint: it never waits for readers or writers). Call it
+        before the first statement; ``close`` stops the thread. A no-op on PostgreSQL.
+        """
+        if self.dialect != "sqlite" or self._checkpointer is not None:
+            return
+        with self._lock:
+            for _, conn in self._all:  # any opened already
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer_stop.clear()
+
+        def run() -> None:
+            conn = sqlite3.connect(self._sqlite_path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=10000")
+            try:
+                while not self._checkpointer_stop.wait(every):
+                    with contextlib.suppress(sqlite3.Error):  # a busy database: the next round
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                conn.close()
+
+        self._checkpointer = threading.Thread(target=run, name="tidegate-wal-checkpoint", daemon=True)
+        self._checkpointer.start()
+
     def close(self) -> None:
         """Close every connection this store opened."""
+        if self._checkpointer is not None:
+            self._checkpointer_stop.set()
+            self._checkpointer.join()
+            self._checkpointer = None
         with self._lock:
             for _, conn in self._all:
                 conn.close()
