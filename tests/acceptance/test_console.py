@@ -426,7 +426,7 @@ def test_refused_actions_show_the_servers_reason_and_options_update(
     dialog.locator("textarea[name=labels]").fill("team=data\nowner=me")
     dialog.locator("button[data-action=confirm]").click()
     expect(page.locator("dialog[open]")).to_have_count(0)
-    expect(page.locator("[data-section=labels] .chip")).to_have_text(["team: data", "owner: me"])
+    expect(page.locator("[data-section=labels] .chip")).to_have_text(["owner: me", "team: data"])  # in key order
     shot(page, "job-options-updated")
     url = f"{beam_server.base}/v1b3/projects/{project}/locations/{LOCATION}/jobs/{job['id']}"
     assert httpx.get(url).json()["labels"] == {"team": "data", "owner": "me"}

@@ -53,6 +53,11 @@ def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
+_DEADLOCK_RETRIES = 5
+"""How often a call that PostgreSQL picked to break a deadlock runs again (batches of several threads
+lock rows in different orders; each such run was rolled back whole)."""
+
+
 class _RunApart(Exception):
     """A call of a batch failed: the batch is rolled back and its calls run one by one."""
 
@@ -267,11 +272,23 @@ class Database:
         return [self._run_alone(call) for call in calls]
 
     def _run_alone(self, call: Callable[[], Any]) -> tuple[bool, Any]:
-        try:
-            with self._transaction():
-                return True, call()
-        except Exception as error:
-            return False, error
+        for attempt in range(_DEADLOCK_RETRIES + 1):
+            try:
+                with self._transaction():
+                    return True, call()
+            except Exception as error:
+                if attempt < _DEADLOCK_RETRIES and self._deadlocked(error):
+                    continue  # PostgreSQL rolled it back to break a cycle of locks: nothing of it was kept
+                return False, error
+        raise AssertionError("unreachable")
+
+    def _deadlocked(self, error: Exception) -> bool:
+        """Whether PostgreSQL chose this transaction to break a deadlock (or a serialization failure)."""
+        if self.dialect != "postgresql":
+            return False
+        import psycopg
+
+        return isinstance(error, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
 
     # -- schema ------------------------------------------------------------------
 

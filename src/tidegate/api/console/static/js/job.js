@@ -104,7 +104,7 @@ export function renderJob(root, { project, location, jobId, navigate }) {
     const sdkText = sdk.versionDisplayName || sdk.version
       ? `${sdk.versionDisplayName || "SDK"} ${sdk.version || ""}`.trim()
       : agent.name ? `${agent.name} ${agent.version || ""}`.trim() : "—";
-    const labels = Object.entries(job.labels || {});
+    const labels = Object.entries(job.labels || {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));  // a map: shown in key order, whatever order the server sent
     const optionRows = Object.entries(options).filter(([k]) => k !== "tidegate").sort(([a], [b]) => a.localeCompare(b));
     clear(info,
       h("h2", { class: "card-title" }, "Job info"),
