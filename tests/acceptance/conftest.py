@@ -335,6 +335,23 @@ class ServerProcess:
         assert _stop(self.proc) == 0, self.log.read_text()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store for servers to share (``server_processes(…, store_url)``): a SQLite file, or a fresh schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared' / 'tidegate.db'}"
+        return
+    base = _postgres_or_skip()
+    import psycopg
+
+    schema = f"tg_shared_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 @pytest.fixture
 def server_processes() -> Iterator[Callable[..., ServerProcess]]:
     """``start(data_dir, store_url="", engines="beam", *flags, port=0)``: a server, its REST API up.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,29 +23,12 @@ from tidegate.lifecycle import JobState, is_legal
 from tidegate.model import ListFilter, MessageImportance
 from tidegate.store import Store
 
-from ..conftest import POSTGRES_URL, _postgres_or_skip
 from .conftest import ServerProcess
 
 pytestmark = pytest.mark.slow
 
 S = JobState
 BASE = "/v1b3/projects/burst/locations/us-central1/jobs"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'tidegate.db'}"
-        return
-    base = _postgres_or_skip()
-    import psycopg
-
-    schema = f"tg_burst_{secrets.token_hex(6)}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 async def burst(base: str, clients: int, seconds: float, created: dict[str, str], cancelled: set[str]) -> None:
