@@ -34,3 +34,18 @@ def mentioning(path: Path) -> list[str]:
         if str(path) in cmdline or cwd.startswith(str(path)):
             found.append(f"{proc.name}: {cmdline[:200]}")
     return found
+
+
+def described(pids: list[int]) -> str:
+    """What each of ``pids`` is: its state, parent and command line (for a failing test's message)."""
+    lines = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        lines.append(f"{pid} state={fields[0]} ppid={fields[1]} wchan={wchan} {cmdline[:200]}")
+    return "; ".join(lines)
