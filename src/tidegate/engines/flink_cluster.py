@@ -188,6 +188,22 @@ class FlinkRestClient:
         """``PATCH /jobs/:id?mode=cancel``."""
         self.request("PATCH", f"/jobs/{job_id}?mode=cancel")
 
+    def resource_requirements(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/:id/resource-requirements``: each vertex's parallelism bounds (adaptive scheduler)."""
+        return dict(self.get(f"/jobs/{job_id}/resource-requirements"))
+
+    def set_resource_requirements(self, job_id: str, requirements: Mapping[str, object]) -> None:
+        """``PUT /jobs/:id/resource-requirements``: the adaptive scheduler rescales the job in place to them.
+
+        Flink answers only once it has taken the new bounds; the rescale itself follows
+        (the job restarts from its latest state at the new parallelism).
+        """
+        self.request("PUT", f"/jobs/{job_id}/resource-requirements", requirements)
+
+    def vertex_parallelism(self, job_id: str) -> dict[str, int]:
+        """Each vertex's parallelism now, from ``GET /jobs/:id``."""
+        return {str(v["id"]): int(v.get("parallelism", 0)) for v in self.job(job_id).get("vertices", [])}
+
     def stop(self, job_id: str, *, drain: bool, target: str) -> str:
         """Stop with a savepoint (``drain``: fire open windows first); returns the trigger id."""
         body = {"drain": drain, "targetDirectory": target, "formatType": "CANONICAL"}
