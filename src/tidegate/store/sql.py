@@ -195,9 +195,10 @@ class Store(Runs, Snapshots, Logs, Credentials):
             if row is not None:
                 return _job(row), CreateOutcome.NAME_TAKEN
             t = micros(now)
-            self._execute(
+            inserted = self._execute(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES"
-                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                f" RETURNING {_JOB_COLUMNS}",
                 (
                     job_id,
                     new.project_id,
@@ -217,7 +218,7 @@ class Store(Runs, Snapshots, Logs, Credentials):
                     new.created_from_snapshot_id,
                     1,
                 ),
-            )
+            ).fetchall()  # the row as stored, read to the end (SQLite finishes the statement there)
             for name, data in new.artifacts.items():
                 self._execute(
                     "INSERT INTO job_artifacts (job_id, name, data) VALUES (%s, %s, %s)", (job_id, name, data)
@@ -226,8 +227,7 @@ class Store(Runs, Snapshots, Logs, Credentials):
             by = f" by {new.caller}" if new.caller else ""
             text = f"Job {job_id} created{by}" + (f"; {hold_reason}" if hold_reason else "")
             self._message(job_id, t, MessageImportance.JOB_MESSAGE_BASIC, text)
-            row = self._execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
-        return _job(row), CreateOutcome.CREATED
+        return _job(inserted[0]), CreateOutcome.CREATED
 
     def repeated_job(self, new: NewJob) -> Job | None:
         """The job an earlier create with this one's name and (non-empty) ``client_request_id`` made, if any."""
@@ -306,11 +306,14 @@ class Store(Runs, Snapshots, Logs, Credentials):
             if not sets:
                 return job, False
             assignments = ", ".join(f"{column} = %s" for column in sets)
-            cursor = self._execute(
-                f"UPDATE jobs SET {assignments}, version = version + 1 WHERE id = %s AND version = %s",
+            # The compare-and-set answers the row as it is after (RETURNING): no second read.
+            rows = self._execute(
+                f"UPDATE jobs SET {assignments}, version = version + 1 WHERE id = %s AND version = %s"
+                f" RETURNING {_JOB_COLUMNS}",
                 (*sets.values(), job_id, job.version),
-            )
-            if cursor.rowcount != 1:  # cannot happen under the row lock; never write a torn change
+            ).fetchall()  # to the end: SQLite finishes the statement there
+            after = rows[0] if len(rows) == 1 else None
+            if after is None:  # cannot happen under the row lock; never write a torn change
                 raise FailedPrecondition(f"Job {job_id} changed concurrently; try again", reason="CONCURRENT_CHANGE")
             if change.target is not None:
                 self._history(job_id, job.current_state, change.target, change.actor, t, change.reason, change.caller)
@@ -320,8 +323,7 @@ class Store(Runs, Snapshots, Logs, Credentials):
                 message = (MessageImportance.JOB_MESSAGE_BASIC, text)
             if message is not None:
                 self._message(job_id, t, message[0], message[1])
-            row = self._execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
-        return _job(row), True
+        return _job(after), True
 
     def list_jobs(
         self,
