@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -405,3 +406,17 @@ def test_the_connections_of_ended_threads_are_closed(store: Store) -> None:
         thread.join()
     store.count_jobs()
     assert len(store._all) <= 2  # this thread's, and at most the last ended one's (closed at the next opening)
+
+
+def test_an_sqlite_too_old_for_returning_is_refused_with_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from tidegate.store.db import Database
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(ValueError, match=r"needs SQLite 3\.35\.0 or newer; this Python has 3\.31\.1"):
+        Database(f"sqlite:///{tmp_path / 'old.db'}")
+    assert not (tmp_path / "old.db").exists()

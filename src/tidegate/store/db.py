@@ -82,12 +82,20 @@ class _Connection(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ...) -> _Cursor: ...
 
 
+_SQLITE_NEEDED = (3, 35, 0)
+
+
 class Database:
     """A database by URL, one connection per thread (shared by the event loop, gRPC threads, the scheduler)."""
 
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
         if parsed.scheme == "sqlite":
+            if sqlite3.sqlite_version_info < _SQLITE_NEEDED:  # RETURNING (3.35)
+                raise ValueError(
+                    f"tidegate needs SQLite {'.'.join(map(str, _SQLITE_NEEDED))} or newer; this Python has"
+                    f" {sqlite3.sqlite_version}: use a newer Python build, or PostgreSQL (--database-url)"
+                )
             self.dialect = "sqlite"
             path = url.removeprefix("sqlite://")
             self._sqlite_path = path.removeprefix("/") if path.startswith("//") else path
