@@ -46,20 +46,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkEngine]:
-    """One engine and its local cluster for the whole module (starting one takes ~15 s and ~1.5 GB)."""
+def local_engine(tmp_path_factory: pytest.TempPathFactory, flink_conf: dict[str, str]) -> Iterator[FlinkEngine]:
+    """An engine and its local cluster (four slots, free ports), stopped at the end; for a module's fixture."""
     engine = FlinkEngine(
         state_dir=tmp_path_factory.mktemp("flink-state"),
         flink_venv=_flink_venv(),
         rest_port=_free_port(),
         rpc_port=_free_port(),
         task_slots=4,
-        # One restart, so that a failing job ends FAILED quickly.
-        flink_conf={
-            "restart-strategy.failure-rate.max-failures-per-interval": "1",
-            "restart-strategy.failure-rate.delay": "1 s",
-        },
+        flink_conf=flink_conf,
     )
     started = time.monotonic()
     try:
@@ -69,6 +64,16 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkEngine]:
     finally:
         engine.stop_cluster(savepoints=False)  # the cluster outlives its engine: stop it on purpose
         engine.close()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkEngine]:
+    """One engine and its local cluster for the whole module (starting one takes ~15 s and ~1.5 GB)."""
+    # One restart, so that a failing job ends FAILED quickly.
+    yield from local_engine(
+        tmp_path_factory,
+        {"restart-strategy.failure-rate.max-failures-per-interval": "1", "restart-strategy.failure-rate.delay": "1 s"},
+    )
 
 
 def _launch(

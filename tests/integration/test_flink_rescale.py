@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.flink_output import read_windows, wait_windows
-from tests.integration.test_flink_engine import _flink_venv, _free_port, _start_counting, _wait
+from tests.integration.test_flink_engine import _start_counting, _wait, local_engine
 from tidegate.engines.base import EngineState
 from tidegate.engines.flink import FlinkEngine
 from tidegate.engines.flink_cluster import FlinkRestClient
@@ -25,20 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkEngine]:
     """A local cluster with the adaptive scheduler and four slots (room to rescale 1 -> 3)."""
-    engine = FlinkEngine(
-        state_dir=tmp_path_factory.mktemp("flink-state"),
-        flink_venv=_flink_venv(),
-        rest_port=_free_port(),
-        rpc_port=_free_port(),
-        task_slots=4,
-        flink_conf={"jobmanager.scheduler": "adaptive"},
-    )
-    try:
-        engine.start_cluster()
-        yield engine
-    finally:
-        engine.stop_cluster(savepoints=False)
-        engine.close()
+    yield from local_engine(tmp_path_factory, {"jobmanager.scheduler": "adaptive"})
 
 
 def _wait_parallelism(rest: FlinkRestClient, job_id: str, wanted: int, timeout: float) -> float:

@@ -312,8 +312,7 @@ class Store(Runs, Snapshots, Logs, Credentials):
                 f" RETURNING {_JOB_COLUMNS}",
                 (*sets.values(), job_id, job.version),
             ).fetchall()  # to the end: SQLite finishes the statement there
-            after = rows[0] if len(rows) == 1 else None
-            if after is None:  # cannot happen under the row lock; never write a torn change
+            if len(rows) != 1:  # cannot happen under the row lock; never write a torn change
                 raise FailedPrecondition(f"Job {job_id} changed concurrently; try again", reason="CONCURRENT_CHANGE")
             if change.target is not None:
                 self._history(job_id, job.current_state, change.target, change.actor, t, change.reason, change.caller)
@@ -323,7 +322,7 @@ class Store(Runs, Snapshots, Logs, Credentials):
                 message = (MessageImportance.JOB_MESSAGE_BASIC, text)
             if message is not None:
                 self._message(job_id, t, message[0], message[1])
-        return _job(after), True
+        return _job(rows[0]), True
 
     def list_jobs(
         self,
