@@ -17,6 +17,8 @@ from tidegate.lifecycle import Actor, JobState, JobType
 
 __all__ = [
     "ANONYMOUS",
+    "AutoscalingEvent",
+    "AutoscalingEventType",
     "Credential",
     "CredentialKind",
     "EngineRun",
@@ -33,6 +35,7 @@ __all__ = [
     "NewJob",
     "Page",
     "Role",
+    "RuntimeParams",
     "SchedulerLease",
     "Snapshot",
     "SnapshotState",
@@ -111,6 +114,62 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class RuntimeParams:
+    """A job's ``runtimeUpdatableParams``; ``None`` for a field that is not set."""
+
+    max_num_workers: int | None = None
+    min_num_workers: int | None = None
+    worker_utilization_hint: float | None = None
+
+    def to_json(self) -> dict[str, int | float]:
+        """The Job resource's ``runtimeUpdatableParams`` (camelCase, set fields only)."""
+        out: dict[str, int | float] = {}
+        if self.max_num_workers is not None:
+            out["maxNumWorkers"] = self.max_num_workers
+        if self.min_num_workers is not None:
+            out["minNumWorkers"] = self.min_num_workers
+        if self.worker_utilization_hint is not None:
+            out["workerUtilizationHint"] = self.worker_utilization_hint
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, int | float]) -> RuntimeParams:
+        """What ``to_json`` gave."""
+        high, low, hint = data.get("maxNumWorkers"), data.get("minNumWorkers"), data.get("workerUtilizationHint")
+        return cls(
+            max_num_workers=None if high is None else int(high),
+            min_num_workers=None if low is None else int(low),
+            worker_utilization_hint=None if hint is None else float(hint),
+        )
+
+
+NO_RUNTIME_PARAMS = RuntimeParams()
+
+
+class AutoscalingEventType(enum.IntEnum):
+    """``google.dataflow.v1beta3.AutoscalingEvent.AutoscalingEventType``."""
+
+    TYPE_UNKNOWN = 0
+    TARGET_NUM_WORKERS_CHANGED = 1
+    CURRENT_NUM_WORKERS_CHANGED = 2
+    ACTUATION_FAILURE = 3
+    NO_CHANGE = 4
+
+
+@dataclass(frozen=True)
+class AutoscalingEvent:
+    """A ``google.dataflow.v1beta3.AutoscalingEvent``: a change (or a failed change) of a job's workers."""
+
+    job_id: str
+    time: datetime
+    event_type: AutoscalingEventType
+    current_num_workers: int
+    target_num_workers: int
+    description: str = ""
+    worker_pool: str = ""
+
+
+@dataclass(frozen=True)
 class Job:
     """A job as the store holds it."""
 
@@ -132,6 +191,8 @@ class Job:
     created_from_snapshot_id: str
     version: int
     """Bumped by every change; the store's compare-and-set checks it."""
+    runtime_params: RuntimeParams = NO_RUNTIME_PARAMS
+    """What UpdateJob last set under ``runtime_updatable_params`` (nothing until then)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", _frozen(self.labels))

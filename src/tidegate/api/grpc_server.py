@@ -109,8 +109,6 @@ _BLOCKING = frozenset(
     }
 )
 """Methods that wait on an engine, files or a launcher (REST runs them in its thread pool too)."""
-_WRITES = frozenset({"UpdateJob"})
-"""Methods that write: group-committed (``tidegate.api.offload``)."""
 _READS = frozenset(
     {"GetJob", "ListJobs", "AggregatedListJobs", "CheckActiveJobs", "ListJobMessages", "GetSnapshot", "ListSnapshots"}
 )
@@ -216,11 +214,9 @@ def _guard(
 def _runs(name: str) -> str:
     if name in _BLOCKING:
         return "blocking"
-    if name in _WRITES:
-        return "write"
     if name in _READS:
         return "read"
-    return "async" if name == "CreateJob" else "inline"
+    return "async" if name in ("CreateJob", "UpdateJob") else "inline"
 
 
 def _location(request: Any) -> str | None:
@@ -345,19 +341,29 @@ class GrpcApi:
         job = self.service.get_job(request.project_id, _location(request), request.job_id)
         return wire.job_to_pb(job, request.view)
 
-    def update_job(self, request: Any, caller: Caller = OPEN) -> Any:
-        """UpdateJob: a ``requested_state``, or new labels under ``update_mask`` ``labels``."""
+    async def update_job(self, request: Any, caller: Caller = OPEN) -> Any:
+        """UpdateJob: a ``requested_state``, new labels under ``update_mask`` ``labels``, or new
+        ``runtime_updatable_params`` (a rescale, which asks the engine: on a thread, not in a batch of writes)."""
         requested = _enum(JobState, request.job.requested_state, "requested_state")
-        job = self.service.update_job(
-            request.project_id,
-            _location(request),
-            request.job_id,
-            requested_state=requested,
-            labels=dict(request.job.labels),
-            update_mask=list(request.update_mask.paths),
-            caller=caller.name,
-            named=wire.update_names(request.job),
-        )
+        mask = list(request.update_mask.paths)
+
+        def call() -> Any:
+            return self.service.update_job(
+                request.project_id,
+                _location(request),
+                request.job_id,
+                requested_state=requested,
+                labels=dict(request.job.labels),
+                update_mask=mask,
+                caller=caller.name,
+                named=wire.update_names(request.job),
+                runtime_params=wire.runtime_body(request.job),
+            )
+
+        if JobService.updates_runtime_params(mask):
+            job = await asyncio.to_thread(call)
+        else:
+            job = await offload.write(self.service, call)
         return wire.job_to_pb(job, wire.JobView.SUMMARY)
 
     def list_jobs(self, request: Any, caller: Caller = OPEN) -> Any:
@@ -455,6 +461,15 @@ class GrpcApi:
         response = _pb["ListJobMessagesResponse"]()
         for message in page.items:
             response.job_messages.append(wire.message_to_pb(message))
+        if not request.page_token:  # the job's autoscaling events come with its first page of messages
+            for event in self.service.autoscaling_events(
+                request.project_id,
+                _location(request),
+                request.job_id,
+                _time(request, "start_time"),
+                _time(request, "end_time"),
+            ):
+                response.autoscaling_events.append(wire.autoscaling_event_to_pb(event))
         response.next_page_token = page.next_page_token
         return response
 

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 
 from tidegate.errors import InvalidArgument
 from tidegate.jobspec import JobPb, job_from_pb, spec_of
-from tidegate.model import Job, JobMessage, MetricValue, Snapshot, StageDetails, StateChange
+from tidegate.model import AutoscalingEvent, Job, JobMessage, MetricValue, Snapshot, StageDetails, StateChange
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -200,6 +200,41 @@ def job_to_pb(job: Job, view: int = JobView.SUMMARY) -> Any:
     pb.replace_job_id = job.replace_job_id
     pb.replaced_by_job_id = job.replaced_by_job_id
     pb.created_from_snapshot_id = job.created_from_snapshot_id
+    _runtime_params(pb, job)
+    return pb
+
+
+def _runtime_params(pb: Any, job: Job) -> None:
+    params, out = job.runtime_params, pb.runtime_updatable_params
+    if params.max_num_workers is not None:
+        out.max_num_workers = params.max_num_workers
+    if params.min_num_workers is not None:
+        out.min_num_workers = params.min_num_workers
+    if params.worker_utilization_hint is not None:
+        out.worker_utilization_hint = params.worker_utilization_hint
+
+
+def runtime_body(pb: Any) -> dict[str, Any]:
+    """An UpdateJob body's ``runtimeUpdatableParams`` as JSON (camelCase; the fields it sets)."""
+    if not pb.HasField("runtime_updatable_params"):
+        return {}
+    body: dict[str, Any] = json_format.MessageToDict(pb.runtime_updatable_params)
+    return body
+
+
+AutoscalingEventPb: Any = dataflow.AutoscalingEvent.pb()
+
+
+def autoscaling_event_to_pb(event: AutoscalingEvent) -> Any:
+    """A ``google.dataflow.v1beta3.AutoscalingEvent``."""
+    pb = AutoscalingEventPb()
+    pb.current_num_workers = event.current_num_workers
+    pb.target_num_workers = event.target_num_workers
+    pb.event_type = int(event.event_type)
+    pb.description.message_text = event.description
+    pb.description.message_key = event.event_type.name
+    _stamp(pb.time, event.time)
+    pb.worker_pool = event.worker_pool
     return pb
 
 
@@ -244,6 +279,8 @@ def summary_dict(job: Job, *, ints: bool) -> dict[str, Any]:
     out["startTime"] = rfc3339(job.start_time)
     if job.created_from_snapshot_id:
         out["createdFromSnapshotId"] = job.created_from_snapshot_id
+    if job.runtime_params.to_json():
+        out["runtimeUpdatableParams"] = job.runtime_params.to_json()
     return out
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from tidegate.model import JobGraph, LogLine, MessageImportance, MetricValue, StageDetails
+from tidegate.model import JobGraph, LogLine, MessageImportance, MetricValue, RuntimeParams, StageDetails
 from tidegate.telemetry import ClusterHealth
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "LaunchRequest",
     "LogReader",
     "Planning",
+    "Rescaling",
     "RunLeaseSpec",
     "RunStatus",
     "SavepointStopper",
@@ -207,3 +208,22 @@ class Planning(Protocol):
 
     def plan(self, handle: Handle) -> JobGraph | None:
         """The run's graph of steps, or None while the engine has none (not submitted yet)."""
+
+
+@runtime_checkable
+class Rescaling(Protocol):
+    """An engine that can change a running job's workers in place (UpdateJob's ``runtimeUpdatableParams``).
+
+    Optional: the service refuses a batch job's rescale, and the scheduler records an
+    ACTUATION_FAILURE for a run whose engine is not one (``isinstance(engine, Rescaling)``).
+    """
+
+    def workers(self, handle: Handle) -> int:
+        """How many workers (Flink: the parallelism) the run has running now; 0 while it restarts."""
+
+    def rescale(self, handle: Handle, params: RuntimeParams) -> tuple[int, int]:
+        """Ask for the bounds ``params`` set, in place; returns the workers running now and the number it is to reach.
+
+        Returns once the engine has taken the request; the run reaches the number later
+        (``workers`` says when). Raises ``FailedPrecondition`` when the engine cannot.
+        """

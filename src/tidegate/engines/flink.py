@@ -53,11 +53,12 @@ from tidegate.engines.flink_cluster import (
 )
 from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
 from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_run, request_from, request_record
+from tidegate.engines.flink_scaling import resource_requirements, target_workers
 from tidegate.engines.flink_uids import driver_command
 from tidegate.engines.log_files import tail
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
 from tidegate.failures import root_cause
-from tidegate.model import JobGraph, LogLine, MessageImportance, MetricValue, StageDetails
+from tidegate.model import JobGraph, LogLine, MessageImportance, MetricValue, RuntimeParams, StageDetails
 from tidegate.telemetry import ClusterHealth
 
 log = logging.getLogger(__name__)
@@ -368,6 +369,35 @@ class FlinkEngine:
         with contextlib.suppress(TidegateError):
             return job_graph(self._rest.job(run.job_id))
         return None
+
+    def workers(self, handle: Handle) -> int:
+        """The job's parallelism (its widest vertex) while all its tasks run; 0 while it restarts."""
+        run = self._submitted(handle)
+        parallelism = self._rest.vertex_parallelism(run.job_id)
+        if not parallelism or not self._rest.tasks_running(run.job_id):
+            return 0
+        return max(parallelism.values())
+
+    def rescale(self, handle: Handle, params: RuntimeParams) -> tuple[int, int]:
+        """``PUT /jobs/:id/resource-requirements`` with the bounds: the adaptive scheduler rescales in place.
+
+        Flink restarts the job from its latest checkpoint at the new parallelism (Flink's
+        default scheduler refuses: the cluster needs ``jobmanager.scheduler: adaptive``).
+        """
+        run = self._submitted(handle)
+        parallelism = self._rest.vertex_parallelism(run.job_id)
+        if not parallelism:
+            raise FailedPrecondition(f"Flink job {run.job_id} has no vertices to rescale yet")
+        current = max(parallelism.values())
+        health = self._rest.health(self.name)
+        room = current + health.slots_available if health.up else None
+        self._rest.set_resource_requirements(run.job_id, resource_requirements(list(parallelism), params, current))
+        target = target_workers(params, current, room)
+        if run.request:  # a relaunch on a new cluster starts at the new parallelism
+            run.request["num_workers"] = target
+            self._save(run)
+        self._note(run, _DETAILED, f"Asked Flink to run job {run.job_id} at {target} (now {current})")
+        return current, target
 
     def release(self, handle: Handle) -> None:
         """End a submission still in flight and delete the run's temporary files (savepoints stay)."""

@@ -160,6 +160,9 @@ class LocalFlinkCluster:
             "taskmanager.memory.task.off-heap.size": "256m",
             "taskmanager.memory.jvm-metaspace.size": "384m",  # each PyFlink job loads ~25 MB of classes
             "parallelism.default": "1",
+            # The adaptive scheduler rescales a running job in place (PUT /jobs/:id/resource-requirements:
+            # UpdateJob's runtimeUpdatableParams); the default scheduler cannot.
+            "jobmanager.scheduler": "adaptive",
             "rest.address": "localhost",
             "rest.bind-address": "localhost",
             "rest.port": str(self.rest_port),

@@ -18,10 +18,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tidegate.errors import InvalidArgument
+from tidegate.model import RuntimeParams
+
+__all__ = [
+    "MASK_FIELDS",
+    "MASK_PREFIX",
+    "RuntimeParams",
+    "check_runtime_params",
+    "is_runtime_mask",
+    "parse_runtime_update",
+    "resource_requirements",
+    "submit_parallelism",
+    "target_workers",
+]
 
 MASK_PREFIX = "runtime_updatable_params."
 MASK_FIELDS = {
@@ -30,26 +42,6 @@ MASK_FIELDS = {
     "worker_utilization_hint": "workerUtilizationHint",
 }
 HINT_RANGE = (0.1, 0.9)  # Dataflow's documented range of workerUtilizationHint
-
-
-@dataclass(frozen=True)
-class RuntimeParams:
-    """A job's ``runtimeUpdatableParams``; ``None`` for a field that is not set."""
-
-    max_num_workers: int | None = None
-    min_num_workers: int | None = None
-    worker_utilization_hint: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The Job resource's ``runtimeUpdatableParams`` (camelCase, set fields only)."""
-        out: dict[str, Any] = {}
-        if self.max_num_workers is not None:
-            out["maxNumWorkers"] = self.max_num_workers
-        if self.min_num_workers is not None:
-            out["minNumWorkers"] = self.min_num_workers
-        if self.worker_utilization_hint is not None:
-            out["workerUtilizationHint"] = self.worker_utilization_hint
-        return out
 
 
 def is_runtime_mask(path: str) -> bool:
@@ -195,3 +187,14 @@ def resource_requirements(vertex_ids: Sequence[str], params: RuntimeParams, curr
     upper = params.max_num_workers if params.max_num_workers is not None else max(current, lower, 1)
     lower = min(lower, upper)
     return {vertex: {"parallelism": {"lowerBound": lower, "upperBound": upper}} for vertex in vertex_ids}
+
+
+def target_workers(params: RuntimeParams, current: int, slots: int | None = None) -> int:
+    """The parallelism a job runs at once the adaptive scheduler has taken ``resource_requirements``'s bounds.
+
+    It runs at the upper bound when the cluster has the slots (``slots``: the job's own and the
+    free ones), else at as many as it has, never below one.
+    """
+    bounds = resource_requirements(["-"], params, current)["-"]["parallelism"]
+    upper = int(bounds["upperBound"])
+    return max(1, min(upper, slots) if slots is not None else upper)

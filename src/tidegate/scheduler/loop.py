@@ -33,21 +33,33 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tidegate.engines.base import Engine, EngineState, Handle, LaunchRequest, LogReader, RunLeaseSpec, Supervising
+from tidegate.engines.base import (
+    ClusterReporting,
+    Engine,
+    EngineState,
+    Handle,
+    LaunchRequest,
+    LogReader,
+    Rescaling,
+    RunLeaseSpec,
+    Supervising,
+)
+from tidegate.engines.flink_scaling import submit_parallelism
 from tidegate.errors import FailedPrecondition, NotFound, TidegateError
 from tidegate.failures import root_cause
-from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec
+from tidegate.jobspec import PIPELINE_ARTIFACT, JobSpec, read_spec, spec_of
 from tidegate.lifecycle import Actor, JobState
 from tidegate.model import EngineRun, Job, JobGraph, MessageImportance, MetricValue, Snapshot, StageDetails
 from tidegate.scheduler.admission import Capacity, Waiting, admit
 from tidegate.scheduler.leases import Leases
 from tidegate.scheduler.observations import Observations
+from tidegate.scheduler.rescaling import Rescales
 from tidegate.service.jobs import JobService
 from tidegate.telemetry import call_engine, scheduler_tick
 from tidegate.updates.compatibility import state_uids_of
 from tidegate.updates.procedure import UPDATE_ACTION, Updates
 
-__all__ = ["Prepare", "Scheduler", "SchedulerSettings", "default_prepare", "failure_summary"]
+__all__ = ["Prepare", "Scheduler", "SchedulerSettings", "default_prepare", "failure_summary", "submit_workers"]
 
 log = logging.getLogger(__name__)
 S = JobState
@@ -75,8 +87,25 @@ def default_prepare(job: Job, spec: JobSpec, workdir: Path) -> LaunchRequest:
         program=str(spec.tidegate.get("program", "")),
         options=spec.options,
         args=tuple(str(a) for a in spec.tidegate.get("args", ())),
-        num_workers=spec.num_workers,
+        num_workers=submit_workers(job, spec),
     )
+
+
+def submit_workers(job: Job, spec: JobSpec) -> int:
+    """The workers a job starts with (Flink: its parallelism): ``submit_parallelism`` of its worker settings.
+
+    ``environment.workerPools[0]``'s ``numWorkers`` and ``autoscalingSettings.maxNumWorkers`` (what
+    Beam's DataflowRunner sends for ``--num_workers`` and ``--max_num_workers``), ``tidegate.num_workers``,
+    then the pipeline options.
+    """
+    pools = spec_of(job).environment.worker_pools
+    environment: dict[str, int] = {}
+    if pools:
+        environment = {"numWorkers": pools[0].num_workers, "maxWorkers": pools[0].autoscaling_settings.max_num_workers}
+    options = dict(spec.options)
+    if spec.tidegate.get("num_workers"):
+        options["numWorkers"] = spec.tidegate["num_workers"]
+    return submit_parallelism(environment, options) or spec.num_workers
 
 
 @dataclass(frozen=True)
@@ -125,6 +154,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._messages_read: dict[str, tuple[EngineState, float]] = {}
         """Per job: the engine's state and the time (monotonic) when its messages were last read."""
+        self._rescales = Rescales(service, self.worker)
         service.subscribe(lambda job: self._wake.set())
         service.observer = self
         self._updates = Updates(
@@ -150,6 +180,22 @@ class Scheduler:
     def plan(self, job: Job) -> JobGraph | None:
         """The engine's plan of the job's run (Flink's job graph), if its engine has one."""
         return self._observations.plan(job)
+
+    def workers(self, job: Job) -> tuple[int, int | None] | None:
+        """The job's workers running now and the most it could have (its own slots and the free ones)."""
+        found = self._handle(job)
+        if found is None:
+            return None
+        engine, handle = found
+        if not isinstance(engine, Rescaling):
+            return None
+        try:
+            running = call_engine(handle.engine, "workers", engine.workers, handle)
+        except TidegateError:
+            return None
+        health = engine.cluster_health() if isinstance(engine, ClusterReporting) else None
+        room = running + health.slots_available if health is not None and health.up else None
+        return running, room
 
     def snapshot(self, job: Job, snapshot_id: str) -> tuple[str, int]:
         """Take a savepoint of the job's run into the snapshot folder; its location and size."""
@@ -350,6 +396,8 @@ class Scheduler:
                 self._fail(job, status.error or "the run failed")
             elif status.state in (EngineState.CANCELLED, EngineState.DRAINED):
                 self._fail(job, f"the engine ended the run by itself ({status.state.value})")
+            elif status.state is EngineState.RUNNING and wanted in (S.JOB_STATE_RUNNING, S.JOB_STATE_UNKNOWN):
+                self._rescales.step(job, run, engine, handle)
         elif state is S.JOB_STATE_CANCELLING:
             if status.state in _ENDED:
                 self._to(job, S.JOB_STATE_CANCELLED, "workers stopped")
@@ -529,6 +577,7 @@ class Scheduler:
         if target.terminal:
             self.store.update_run(job.id, self.worker, release=True)
             self._messages_read.pop(job.id, None)
+            self._rescales.forget(job.id)
         return moved
 
     def _fail(self, job: Job, error: str) -> None:

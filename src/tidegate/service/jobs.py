@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from tidegate import telemetry
+from tidegate.engines.flink_scaling import is_runtime_mask
 from tidegate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tidegate.jobspec import PIPELINE_ARTIFACT, check_tidegate_section, parse_spec
 from tidegate.lifecycle import ACTIVE_STATES, Actor, JobState, JobType, PlanKind, plan_request
@@ -34,6 +35,7 @@ from tidegate.model import (
 )
 from tidegate.service.calls import DEFAULT_POOL_SIZE, Calls
 from tidegate.service.graphs import GraphCases
+from tidegate.service.rescaling import RescaleCases, snake
 from tidegate.service.snapshots import SnapshotCases
 from tidegate.service.staging import Staging
 from tidegate.service.templates import TemplateCases
@@ -95,7 +97,7 @@ class RunObserver(Protocol):
     def plan(self, job: Job) -> JobGraph | None: ...
 
 
-class JobService(SnapshotCases, TemplateCases, GraphCases):
+class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
     """Create, read, list and update jobs; take service-side edges for the scheduler."""
 
     def __init__(
@@ -417,8 +419,11 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
         update_mask: Sequence[str] = (),
         caller: str = "",
         named: Mapping[str, str] | None = None,
+        runtime_params: Mapping[str, Any] | None = None,
     ) -> Job:
-        """UpdateJob: a ``requestedState`` per the lifecycle, or new labels under ``updateMask=labels``.
+        """UpdateJob: a ``requestedState`` per the lifecycle, new labels under ``updateMask=labels``, or
+        new ``runtimeUpdatableParams`` under ``updateMask=runtime_updatable_params.…`` (``runtime_params``:
+        the body's, camelCase), which rescale a running streaming job in place.
 
         ``caller``: who asks (recorded with the state change and in the job's message).
         ``named``: what the body says of the job's id, ``projectId``, ``location`` and
@@ -426,11 +431,13 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
         back the job it read). The body's other fields are ignored.
         """
         current = self.get_job(project_id, location, job_id)
-        mask = {path.strip() for path in update_mask if path.strip()}
-        unknown = mask - {"labels", "requested_state", "requestedState"}
+        mask = {snake(path.strip()) for path in update_mask if path.strip()}
+        runtime_mask = sorted(path for path in mask if is_runtime_mask(path))
+        unknown = mask - {"labels", "requested_state", *runtime_mask}
         if unknown:
             raise InvalidArgument(
-                f"updateMask names fields that cannot be updated: {', '.join(sorted(unknown))}; use labels",
+                f"updateMask names fields that cannot be updated: {', '.join(sorted(unknown))}; use labels,"
+                " requested_state or runtime_updatable_params.max_num_workers|min_num_workers|worker_utilization_hint",
                 reason="INVALID_UPDATE_MASK",
             )
         own = {"id": current.id, "projectId": current.project_id, "location": current.location, "name": current.name}
@@ -441,6 +448,13 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
                     f" has {own[field]!r}",
                     reason="IMMUTABLE_FIELD",
                 )
+        if runtime_mask:
+            if mask != set(runtime_mask):
+                raise InvalidArgument(
+                    "runtime_updatable_params are updated alone: send labels or a requestedState in another UpdateJob",
+                    reason="INVALID_UPDATE_MASK",
+                )
+            return self.update_runtime_params(current, runtime_mask, runtime_params, caller)
         if "labels" in mask:
             new_labels = dict(labels or {})
             check_labels(new_labels)
@@ -453,9 +467,7 @@ class JobService(SnapshotCases, TemplateCases, GraphCases):
                     "UpdateJob needs a requestedState (or updateMask=labels with new labels)",
                     reason="MISSING_REQUESTED_STATE",
                 )
-        wants_state = requested_state is not JobState.JOB_STATE_UNKNOWN and (
-            not mask or mask & {"requested_state", "requestedState"}
-        )
+        wants_state = requested_state is not JobState.JOB_STATE_UNKNOWN and (not mask or "requested_state" in mask)
 
         def decide(job: Job) -> Change | None:
             change = Change(labels=new_labels)

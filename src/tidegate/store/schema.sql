@@ -137,3 +137,15 @@ CREATE TABLE auth_required (
 ALTER TABLE job_state_history ADD COLUMN caller TEXT NOT NULL DEFAULT '';
 CREATE INDEX jobs_active_by_name ON jobs (project_id, location, name, seq)
     WHERE current_state NOT IN (3, 4, 5, 6, 8);
+ALTER TABLE jobs ADD COLUMN runtime_params TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE autoscaling_events (
+    seq {serial_pk},
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    time BIGINT NOT NULL,
+    event_type INTEGER NOT NULL,
+    current_num_workers BIGINT NOT NULL,
+    target_num_workers BIGINT NOT NULL,
+    description TEXT NOT NULL,
+    worker_pool TEXT NOT NULL
+);
+CREATE INDEX autoscaling_events_job ON autoscaling_events (job_id, seq);

@@ -22,7 +22,19 @@ from typing import Any
 
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound
 from tidegate.lifecycle import TERMINAL_STATES, Actor, JobState, JobType, is_legal
-from tidegate.model import Job, JobMessage, ListFilter, MessageImportance, NewJob, Page, StateChange
+from tidegate.model import (
+    NO_RUNTIME_PARAMS,
+    AutoscalingEvent,
+    Job,
+    JobMessage,
+    ListFilter,
+    MessageImportance,
+    NewJob,
+    Page,
+    RuntimeParams,
+    StateChange,
+)
+from tidegate.store.autoscaling import Autoscaling
 from tidegate.store.credentials import Credentials
 from tidegate.store.db import from_micros, micros
 from tidegate.store.logs import Logs
@@ -37,9 +49,10 @@ _IS_TERMINATED = f"current_state IN ({_TERMINAL})"
 _JOB_COLUMNS = (
     "id, project_id, location, name, job_type, current_state, current_state_time, requested_state,"
     " create_time, start_time, spec, labels, client_request_id, replace_job_id, replaced_by_job_id,"
-    " created_from_snapshot_id, version"
+    " created_from_snapshot_id, version, runtime_params"
 )
 _SELECT = _JOB_COLUMNS + ", seq"
+_SEQ = 18  # where _SELECT has the seq
 
 
 def _printable(text: str) -> str:
@@ -77,6 +90,9 @@ class Change:
     message: tuple[MessageImportance, str] | None = None
     caller: str = ""
     """Who asked for the change (recorded with its state-history row)."""
+    runtime_params: RuntimeParams | None = None
+    autoscaling: AutoscalingEvent | None = None
+    """An autoscaling event written with the change (its ``time`` is the change's)."""
 
 
 def _token(*parts: object) -> str:
@@ -127,6 +143,11 @@ def _labels(text: str) -> Mapping[str, str]:
 _NO_LABELS: Mapping[str, str] = MappingProxyType({})
 
 
+@functools.lru_cache(maxsize=1024)
+def _runtime_params(text: str) -> RuntimeParams:
+    return RuntimeParams.from_json(json.loads(text)) if text != "{}" else NO_RUNTIME_PARAMS
+
+
 def _job(row: Sequence[Any]) -> Job:
     return Job(
         id=row[0],
@@ -146,10 +167,11 @@ def _job(row: Sequence[Any]) -> Job:
         replaced_by_job_id=row[14],
         created_from_snapshot_id=row[15],
         version=row[16],
+        runtime_params=_runtime_params(row[17]),
     )
 
 
-class Store(Runs, Snapshots, Logs, Credentials):
+class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
     """Jobs, their histories, messages, logs, engine runs, snapshots and credentials in SQLite or PostgreSQL."""
 
     # -- jobs --------------------------------------------------------------------
@@ -197,7 +219,7 @@ class Store(Runs, Snapshots, Logs, Credentials):
             t = micros(now)
             inserted = self._execute(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES"
-                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 f" RETURNING {_JOB_COLUMNS}",
                 (
                     job_id,
@@ -217,6 +239,7 @@ class Store(Runs, Snapshots, Logs, Credentials):
                     "",
                     new.created_from_snapshot_id,
                     1,
+                    "{}",
                 ),
             ).fetchall()  # the row as stored, read to the end (SQLite finishes the statement there)
             for name, data in new.artifacts.items():
@@ -303,6 +326,8 @@ class Store(Runs, Snapshots, Logs, Credentials):
                 sets["labels"] = json.dumps(dict(change.labels), sort_keys=True)
             if change.replaced_by_job_id is not None:
                 sets["replaced_by_job_id"] = change.replaced_by_job_id
+            if change.runtime_params is not None:
+                sets["runtime_params"] = json.dumps(change.runtime_params.to_json(), sort_keys=True)
             if not sets:
                 return job, False
             assignments = ", ".join(f"{column} = %s" for column in sets)
@@ -322,6 +347,8 @@ class Store(Runs, Snapshots, Logs, Credentials):
                 message = (MessageImportance.JOB_MESSAGE_BASIC, text)
             if message is not None:
                 self._message(job_id, t, message[0], message[1])
+            if change.autoscaling is not None:
+                self._autoscaling(job_id, t, change.autoscaling)
         return _job(rows[0]), True
 
     def list_jobs(
@@ -360,11 +387,11 @@ class Store(Runs, Snapshots, Logs, Credentials):
         jobs: list[Job] = []
         if list_filter is ListFilter.UNKNOWN:
             rows = self._page(where, params, None, after if phase == "u" else None, page_size + 1)
-            return self._finish(rows, page_size, lambda r: ("u", r[17]))
+            return self._finish(rows, page_size, lambda r: ("u", r[_SEQ]))
         if list_filter in (ListFilter.ALL, ListFilter.ACTIVE) and phase == "a":
             rows = self._page(where, params, _IS_ACTIVE, after, page_size + 1)
             if len(rows) > page_size or list_filter is ListFilter.ACTIVE:
-                return self._finish(rows, page_size, lambda r: ("a", r[17]))
+                return self._finish(rows, page_size, lambda r: ("a", r[_SEQ]))
             jobs = [_job(r) for r in rows]
             phase, after = "t", None
             if len(jobs) == page_size:
@@ -372,7 +399,7 @@ class Store(Runs, Snapshots, Logs, Credentials):
                 return Page(tuple(jobs), _token("t") if more else "")
         if list_filter in (ListFilter.ALL, ListFilter.TERMINATED):
             rows = self._page(where, params, _IS_TERMINATED, after, page_size + 1 - len(jobs), by_end=True)
-            page = self._finish(rows, page_size - len(jobs), lambda r: ("t", r[6], r[17]))
+            page = self._finish(rows, page_size - len(jobs), lambda r: ("t", r[6], r[_SEQ]))
             return Page((*jobs, *page.items), page.next_page_token)
         return Page(tuple(jobs))
 
@@ -444,6 +471,14 @@ class Store(Runs, Snapshots, Logs, Credentials):
         with self._transaction():
             self.get_job(job_id)
             self._message(job_id, micros(now), importance, text)
+
+    def add_autoscaling_event(self, event: AutoscalingEvent, importance: MessageImportance, text: str) -> None:
+        """Keep an autoscaling event of the job (at ``event.time``) and its job message, in one transaction."""
+        with self._transaction():
+            self.get_job(event.job_id)
+            t = micros(event.time)
+            self._autoscaling(event.job_id, t, event)
+            self._message(event.job_id, t, importance, text)
 
     def history(self, job_id: str) -> list[StateChange]:
         """Every state the job has been in, oldest first."""

@@ -23,7 +23,7 @@ from tidegate.api.rest.http import (
 )
 from tidegate.errors import InvalidArgument, NotFound
 from tidegate.lifecycle import JobState
-from tidegate.model import ListFilter, MessageImportance
+from tidegate.model import Job, ListFilter, MessageImportance
 from tidegate.service.jobs import JobService
 
 __all__ = ["RestApi"]
@@ -70,10 +70,10 @@ class RestApi:
         except ValueError:
             raise InvalidArgument(f"unknown requestedState {pb.requested_state}", reason="INVALID_ENUM_VALUE") from None
         job_id, labels, caller = request.path_params["job_id"], dict(pb.labels), caller_of(request).name
-        named = wire.update_names(pb)
-        job = await offload.write(
-            self.service,
-            lambda: self.service.update_job(
+        named, runtime_params = wire.update_names(pb), wire.runtime_body(pb)
+
+        def call() -> Job:
+            return self.service.update_job(
                 project_id,
                 location,
                 job_id,
@@ -82,8 +82,13 @@ class RestApi:
                 update_mask=mask,
                 caller=caller,
                 named=named,
-            ),
-        )
+                runtime_params=runtime_params,
+            )
+
+        if JobService.updates_runtime_params(mask):  # a rescale asks the engine: on a thread, not in a batch
+            job = await run_in_threadpool(call)
+        else:
+            job = await offload.write(self.service, call)
         return self._job(request, job, wire.JobView.SUMMARY)
 
     async def list_jobs(self, request: Request) -> Response:
@@ -131,14 +136,20 @@ class RestApi:
             time_param(request, "endTime"),
         )
         size, token = int_param(request, "pageSize"), request.query_params.get("pageToken", "")
-        page = await offload.read(
+        page, events = await offload.read(
             self.service,
-            lambda: self.service.list_messages(project_id, location, job_id, importance, start, end, size, token),
+            lambda: (
+                self.service.list_messages(project_id, location, job_id, importance, start, end, size, token),
+                # the job's autoscaling events come with its first page of messages
+                [] if token else self.service.autoscaling_events(project_id, location, job_id, start, end),
+            ),
         )
         ints = wants_ints(request)
         body: dict[str, Any] = {
             "jobMessages": [wire.to_json_dict(wire.message_to_pb(m), ints=ints) for m in page.items]
         }
+        if events:
+            body["autoscalingEvents"] = [wire.to_json_dict(wire.autoscaling_event_to_pb(e), ints=ints) for e in events]
         if page.next_page_token:
             body["nextPageToken"] = page.next_page_token
         return JsonResponse(body)
