@@ -69,8 +69,7 @@ class RunningTotal(KeyedProcessFunction):
 
 
 os.makedirs(options.out, exist_ok=True)
-env = StreamExecutionEnvironment.get_execution_environment()
-env.set_parallelism(1)
+env = StreamExecutionEnvironment.get_execution_environment()  # its parallelism: the submit's (`flink run -p`)
 t_env = StreamTableEnvironment.create(env)
 # Uids for the planner's operators too (the source's position is in the savepoint).
 t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
