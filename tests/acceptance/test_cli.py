@@ -379,9 +379,10 @@ def test_update_options_sends_the_runtime_updatable_params_and_shows_the_refusal
     job_id = cli.create("rescaled", type="JOB_TYPE_STREAMING")
     before = cli.http.get(f"/v1b3/projects/{cli.project}/locations/{LOCATION}/jobs/{job_id}").json()
     refused = cli("update-options", job_id, "--max-num-workers", "5", "--min-workers", "2")
-    # The server does not rescale a job in place (yet): it refuses the mask, and the command says so.
-    assert_failed(refused, 4, "runtime_updatable_params.min_num_workers", "HTTP 400")
-    assert "runtime_updatable_params.max_num_workers" in refused.err
+    # Only a running job is rescaled (tests/acceptance/test_flink_rescale.py rescales one): the command says so.
+    assert_failed(refused, 4, "JOB_STATE_RUNNING", "HTTP 400")
+    refused = cli("update-options", job_id, "--worker-utilization-hint", "0.5")
+    assert_failed(refused, 4, "JOB_STATE_RUNNING", "HTTP 400")
     after = cli.http.get(f"/v1b3/projects/{cli.project}/locations/{LOCATION}/jobs/{job_id}").json()
     assert after == before
     assert_failed(cli("update-options", job_id), 2, "at least one")
