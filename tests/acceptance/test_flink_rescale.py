@@ -66,18 +66,18 @@ def _create(server: Server, name: str, *, options: dict[str, Any], streaming: bo
         "environment": {"sdkPipelineOptions": {"options": {"tidegate": own, **options}}},
         **extra,
     }
-    response = httpx.post(_jobs(server), json=body, timeout=30)
+    response = httpx.post(_jobs(server), json=body, timeout=60)
     assert response.status_code == 200, response.text
     return str(response.json()["id"])
 
 
 def _get(server: Server, job_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{_jobs(server)}/{job_id}", timeout=30)
+    response = httpx.get(f"{_jobs(server)}/{job_id}", timeout=60)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
-def _wait_state(server: Server, job_id: str, wanted: str, timeout: float = 240) -> None:
+def _wait_state(server: Server, job_id: str, wanted: str, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while (state := _get(server, job_id)["currentState"]) != wanted:
         assert state not in ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED"), f"job {job_id} ended {state}"
@@ -86,7 +86,7 @@ def _wait_state(server: Server, job_id: str, wanted: str, timeout: float = 240) 
 
 
 def _events(server: Server, job_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{_jobs(server)}/{job_id}/messages", params={"pageSize": 1000}, timeout=30)
+    response = httpx.get(f"{_jobs(server)}/{job_id}/messages", params={"pageSize": 1000}, timeout=60)
     assert response.status_code == 200, response.text
     return list(response.json().get("autoscalingEvents", []))
 
@@ -100,7 +100,7 @@ def _flink_rest(server: Server) -> str:
 def _flink_job(server: Server, job_id: str) -> Callable[[], tuple[str, set[int]]]:
     """The job's Flink job (named in its messages) and that Flink job's vertices' parallelism, read from Flink."""
     base = _flink_rest(server)
-    response = httpx.get(f"{_jobs(server)}/{job_id}/messages", params={"pageSize": 1000}, timeout=30)
+    response = httpx.get(f"{_jobs(server)}/{job_id}/messages", params={"pageSize": 1000}, timeout=60)
     texts = " ".join(m.get("messageText", "") for m in response.json().get("jobMessages", []))
     found = re.search(r"to Flink as job ([0-9a-f]{32})", texts)
     assert found, texts
@@ -113,7 +113,7 @@ def _flink_job(server: Server, job_id: str) -> Callable[[], tuple[str, set[int]]
     return read
 
 
-def _wait_event(server: Server, job_id: str, kind: str, count: int, timeout: float = 300) -> list[dict[str, Any]]:
+def _wait_event(server: Server, job_id: str, kind: str, count: int, timeout: float = 600) -> list[dict[str, Any]]:
     """The job's autoscaling events once ``count`` of them are of ``kind``; fails on an ACTUATION_FAILURE."""
     deadline = time.monotonic() + timeout
     while True:
@@ -147,7 +147,7 @@ def test_a_running_streaming_job_is_rescaled_in_place_over_rest_and_grpc(
     )
     batch_id = _create(flink, "batch", options={"args": [str(tmp_path / "sums.txt")]}, streaming=False)
     _wait_state(flink, job_id, "JOB_STATE_RUNNING")
-    wait_windows(out, 2)
+    wait_windows(out, 2, timeout=300)
     flink_job = _flink_job(flink, job_id)
     assert flink_job() == ("RUNNING", {2}), "numWorkers capped by maxNumWorkers is the parallelism at submit"
     assert _events(flink, job_id) == []
@@ -176,7 +176,7 @@ def test_a_running_streaming_job_is_rescaled_in_place_over_rest_and_grpc(
     assert flink_job() == ("RUNNING", {3}), "the same Flink job, now at 3"
     print(f"\nREST UpdateJob -> 3 workers running: {took:.1f} s")
     seen = len(read_windows(out))
-    wait_windows(out, seen + 2)  # it goes on counting
+    wait_windows(out, seen + 2, timeout=300)  # it goes on counting
 
     # Refused, nothing changed: values out of range, a batch job, a job that is not running.
     for mask, params, reason in (
@@ -273,7 +273,7 @@ def test_a_running_streaming_job_is_rescaled_in_place_over_rest_and_grpc(
     # Drained at its new parallelism: the usual end, every window written.
     response = httpx.put(f"{_jobs(flink)}/{job_id}", json={"requestedState": "JOB_STATE_DRAINED"}, timeout=60)
     assert response.status_code == 200, response.text
-    _wait_state(flink, job_id, "JOB_STATE_DRAINED", timeout=180)
+    _wait_state(flink, job_id, "JOB_STATE_DRAINED")
     # A finished job is not rescaled.
     response = _rest_update(flink, job_id, [MAX], {"maxNumWorkers": 2})
     assert response.status_code == 400 and response.json()["error"]["status"] == "FAILED_PRECONDITION"

@@ -12,10 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from google.cloud import dataflow_v1beta3 as dataflow
+from google.protobuf import json_format
 
 from tidegate.errors import FailedPrecondition, InvalidArgument
+from tidegate.jobspec import read_spec
 from tidegate.lifecycle import JobState, JobType
 from tidegate.model import AutoscalingEventType, Job, NewJob, RuntimeParams
+from tidegate.scheduler.loop import submit_workers
 from tidegate.service.jobs import JobService
 
 S = JobState
@@ -124,3 +128,22 @@ def test_a_batch_job_a_job_not_running_and_one_being_drained_are_failed_precondi
         assert raised.value.reason == reason, job
         assert service.store.get_job(job.id) == job
         assert service.autoscaling_events("proj", None, job.id, None, None) == []
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({"workerPools": [{"numWorkers": 3, "autoscalingSettings": {"maxNumWorkers": 2}}]}, 2),
+        ({"workerPools": [{"numWorkers": 3}]}, 3),
+        ({"sdkPipelineOptions": {"options": {"numWorkers": 4, "maxNumWorkers": 3}}}, 3),
+        ({"sdkPipelineOptions": {"options": {"parallelism": 2}}}, 2),
+        ({"sdkPipelineOptions": {"options": {"tidegate": {"num_workers": 2}}}}, 2),
+        ({}, 1),
+    ],
+)
+def test_a_job_starts_with_the_workers_its_settings_ask_for(
+    service: JobService, new_job: Callable[..., NewJob], environment: dict[str, object], expected: int
+) -> None:
+    spec = json_format.ParseDict({"environment": environment}, dataflow.Job.pb()())
+    job = service.create_job(new_job(spec=spec.SerializeToString()))
+    assert submit_workers(job, read_spec(job)) == expected

@@ -10,6 +10,7 @@ from tidegate.engines.flink_scaling import (
     parse_runtime_update,
     resource_requirements,
     submit_parallelism,
+    target_workers,
 )
 from tidegate.errors import InvalidArgument
 
@@ -114,3 +115,18 @@ def test_resource_requirements_bounds_every_vertex() -> None:
     assert only_max == {"a": {"parallelism": {"lowerBound": 1, "upperBound": 3}}}
     only_min = resource_requirements(["a"], RuntimeParams(min_num_workers=3), current=2)
     assert only_min == {"a": {"parallelism": {"lowerBound": 3, "upperBound": 3}}}
+
+
+@pytest.mark.parametrize(
+    ("params", "current", "slots", "expected"),
+    [
+        (RuntimeParams(max_num_workers=3), 1, None, 3),
+        (RuntimeParams(max_num_workers=3), 1, 2, 2),  # as many as the cluster has
+        (RuntimeParams(max_num_workers=1, min_num_workers=1), 3, 4, 1),
+        (RuntimeParams(min_num_workers=4), 2, None, 4),  # a min above the parallelism raises it
+        (RuntimeParams(min_num_workers=1), 2, None, 2),  # within the bounds already: unchanged
+        (RuntimeParams(worker_utilization_hint=0.5), 2, None, 2),
+    ],
+)
+def test_target_workers(params: RuntimeParams, current: int, slots: int | None, expected: int) -> None:
+    assert target_workers(params, current, slots) == expected
