@@ -7,12 +7,12 @@ as ``gcloud dataflow jobs update-options`` sends it) and over gRPC (the official
 the job shows the new ``runtimeUpdatableParams``, ListJobMessages its ``autoscalingEvents``,
 and Flink runs it at the new parallelism, the same Flink job throughout. A batch job, a job
 that is not running and values out of range are refused with the right status, and change
-nothing.
+nothing. The cluster is the test's own, on free ports, given to the server with
+``--flink-rest-url`` (a server's own local cluster takes Flink's default port when it is free).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -27,10 +27,13 @@ from google.cloud import dataflow_v1beta3 as dataflow
 from google.protobuf import field_mask_pb2
 
 from tests.flink_output import read_windows, wait_windows
+from tests.integration.test_flink_engine import _flink_venv, _free_port
+from tidegate.engines.flink_cluster import find_flink_home, flink_python
+from tidegate.engines.flink_local import LocalFlinkCluster
 
 from .clients import official_grpc, official_rest
 from .conftest import LOCATION, Server
-from .test_flink_jobs import JOBS, _setup_flink
+from .test_flink_jobs import JOBS
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +44,25 @@ Event = dataflow.AutoscalingEvent.AutoscalingEventType
 
 
 @pytest.fixture(scope="module")
-def flink(start_server: Callable[..., Server]) -> Server:
-    _setup_flink()
-    return start_server("sqlite", "beam,flink", "--max-jobs", "10", grpc=True)
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFlinkCluster]:
+    """A local Flink cluster of the test's own on free ports (the adaptive scheduler, 4 slots), stopped at the end."""
+    venv = _flink_venv()
+    cluster = LocalFlinkCluster(
+        tmp_path_factory.mktemp("flink-cluster"),
+        python=flink_python(venv),
+        rest_port=_free_port(),
+        rpc_port=_free_port(),
+    )
+    cluster.start(find_flink_home(venv))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def flink(start_server: Callable[..., Server], cluster: LocalFlinkCluster) -> Server:
+    return start_server("sqlite", "beam,flink", "--max-jobs", "10", "--flink-rest-url", cluster.rest_url, grpc=True)
 
 
 @pytest.fixture(scope="module")
@@ -91,15 +110,8 @@ def _events(server: Server, job_id: str) -> list[dict[str, Any]]:
     return list(response.json().get("autoscalingEvents", []))
 
 
-def _flink_rest(server: Server) -> str:
-    assert server.data_dir is not None
-    record = json.loads((server.data_dir / "flink" / "flink-cluster" / "cluster.json").read_text())
-    return f"http://localhost:{record['rest_port']}"
-
-
-def _flink_job(server: Server, job_id: str) -> Callable[[], tuple[str, set[int]]]:
+def _flink_job(server: Server, base: str, job_id: str) -> Callable[[], tuple[str, set[int]]]:
     """The job's Flink job (named in its messages) and that Flink job's vertices' parallelism, read from Flink."""
-    base = _flink_rest(server)
     response = httpx.get(f"{_jobs(server)}/{job_id}/messages", params={"pageSize": 1000}, timeout=60)
     texts = " ".join(m.get("messageText", "") for m in response.json().get("jobMessages", []))
     found = re.search(r"to Flink as job ([0-9a-f]{32})", texts)
@@ -137,7 +149,7 @@ def _rest_update(server: Server, job_id: str, mask: list[str], params: dict[str,
 
 
 def test_a_running_streaming_job_is_rescaled_in_place_over_rest_and_grpc(
-    flink: Server, channel: grpc.Channel, tmp_path: Path
+    flink: Server, cluster: LocalFlinkCluster, channel: grpc.Channel, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     # numWorkers 3, capped by maxNumWorkers 2: Flink runs it at 2.
@@ -148,7 +160,7 @@ def test_a_running_streaming_job_is_rescaled_in_place_over_rest_and_grpc(
     batch_id = _create(flink, "batch", options={"args": [str(tmp_path / "sums.txt")]}, streaming=False)
     _wait_state(flink, job_id, "JOB_STATE_RUNNING")
     wait_windows(out, 2, timeout=300)
-    flink_job = _flink_job(flink, job_id)
+    flink_job = _flink_job(flink, cluster.rest_url, job_id)
     assert flink_job() == ("RUNNING", {2}), "numWorkers capped by maxNumWorkers is the parallelism at submit"
     assert _events(flink, job_id) == []
 
