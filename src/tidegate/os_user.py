@@ -115,8 +115,8 @@ class RunAs:
                 os._exit(127)
         return pid
 
-    def check(self, python: str, module: str) -> None:
-        """``RuntimeError`` with what to do unless this user can run ``python -c "import module"``."""
+    def check(self, python: str, module: str, env: Mapping[str, str]) -> None:
+        """``RuntimeError`` with what to do unless this user can run ``python -c "import module"`` with ``env``."""
         if os.geteuid() != 0:
             raise RuntimeError(f"--run-as {self.name}: the server must run as root to start processes as another user")
         try:
@@ -125,7 +125,7 @@ class RunAs:
                 capture_output=True,
                 timeout=60,
                 cwd="/",
-                env=self.environment({"PATH": os.environ.get("PATH", "/usr/bin:/bin")}),
+                env=self.environment(env),
                 check=False,
                 **self.popen_kwargs(),
             )

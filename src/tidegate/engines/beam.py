@@ -60,6 +60,7 @@ __all__ = [
     "outputs",
     "stderr_tail",
     "supervisor_spec",
+    "worker_env",
     "write_json",
 ]
 
@@ -139,7 +140,7 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
-def _worker_env() -> dict[str, str]:
+def worker_env() -> dict[str, str]:
     """The environment of a run's processes: this one, with tidegate importable and output unbuffered."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     package_root = Path(tidegate.__file__).resolve().parent.parent
@@ -214,7 +215,7 @@ class BeamEngine:
         self._close: Callable[[], None] = weakref.finalize(self, self._warm.close) if self._warm else lambda: None
 
     def _idle_env(self) -> dict[str, str]:
-        env = _worker_env()
+        env = worker_env()
         if self._run_as is not None:
             env[RUN_AS_ENV] = json.dumps(self._run_as.to_json())
         return env
@@ -272,7 +273,7 @@ class BeamEngine:
         try:
             if self._run_as is not None:
                 self._run_as.give(out, *(out / name for name in (PIPELINE_FILE, RUN_FILE, STDOUT_FILE, STDERR_FILE)))
-            env = _worker_env()
+            env = worker_env()
             child = self._warm.take(workdir, env) if self._warm is not None else None
             if child is None:  # none ready (closed, or broken): start cold
                 child = subprocess.Popen(

@@ -187,15 +187,24 @@ def _enter_working_folder(workdir: Path, options: Mapping[str, Any]) -> None:
     folder = working_folder(options)
     if not folder:
         _LOG.debug("Relative paths resolve against the run's folder %s", workdir)
-    elif Path(folder).is_dir():
+        return
+    try:
         os.chdir(folder)
-        _LOG.info("Relative paths resolve against %s, where the job was submitted from", folder)
-    else:
+    except OSError as error:
+        why = (
+            "is not on this machine"
+            if isinstance(error, FileNotFoundError | NotADirectoryError)
+            else "cannot be entered"
+        )
         _LOG.warning(
-            "The folder the job was submitted from (%s) is not on this machine: relative paths resolve against %s",
+            "The folder the job was submitted from (%s) %s (%s): relative paths resolve against %s",
             folder,
+            why,
+            error.strerror,
             workdir,
         )
+        return
+    _LOG.info("Relative paths resolve against %s, where the job was submitted from", folder)
 
 
 def _kill_others(sig: int) -> None:
