@@ -133,6 +133,12 @@ def build_engines(names: tuple[str, ...], settings: Settings | None = None) -> d
             venv = flink_venv()
             if not (venv / "bin" / "python").exists():
                 log.warning("no Flink environment at %s: Flink jobs will fail until scripts/setup-flink runs", venv)
+            if settings and settings.run_as and not settings.flink_rest_url:
+                log.warning(
+                    "--run-as %s does not cover the flink engine: its local cluster, and the Flink jobs' code,"
+                    " run as this server's user (put them on a cluster of another user's with --flink-rest-url)",
+                    settings.run_as,
+                )
             engines[name] = FlinkEngine(
                 state_dir=data_dir / "flink",
                 flink_venv=venv,
