@@ -142,7 +142,7 @@ def _cycle(engine: FlinkEngine, number: int, work: Path, watch: Watch, rate: int
 
 def _p90(values: list[float]) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
 
 
 def main() -> int:
@@ -184,7 +184,7 @@ def main() -> int:
                         return
                     try:
                         cycle = _cycle(engine, number, work, watch, options.rate)
-                    except Exception as error:  # noqa: BLE001 (a cycle's failure is counted, not raised)
+                    except Exception as error:  # a cycle's failure is counted, not raised
                         cycle = Cycle(number, ended=f"error: {error}")
                     with cycles_lock:
                         cycles.append(cycle)
