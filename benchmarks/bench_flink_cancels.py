@@ -1,6 +1,7 @@
 """Cancels of streaming PyFlink jobs on the local Flink cluster: does the TaskManager survive them?
 
-    .venv/bin/python benchmarks/bench_flink_cancels.py [--cancels 50] [--in-flight 2] [--minutes M] [--set KEY=VALUE ...]
+    .venv/bin/python benchmarks/bench_flink_cancels.py [--cancels 50] [--in-flight 2] [--minutes M]
+        [--set KEY=VALUE ...]
 
 Starts the Flink engine's local cluster (free ports, a temporary folder), then ``--cancels``
 times: a streaming PyFlink job (``tests/integration/flink_jobs/windowed_counts.py``, three
