@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from .conftest import TIDEGATE, ServerProcess, clean_env
+from .test_run_adoption import submit
 from .test_run_command import CLIENT_PYTHON, history, jobs, tidegate_run
 
 pytestmark = [
@@ -188,21 +189,32 @@ def shared(user: pwd.struct_passwd) -> Iterator[Path]:
 
 
 @pytest.fixture
-def run_as_server(
-    server_processes: Callable[..., ServerProcess], pythons: tuple[Path, Path], user: pwd.struct_passwd
-) -> Iterator[ServerProcess]:
-    # The data directory's parents must let the user through to its run folders (pytest's
-    # own temporary folders do not): a folder of its own under the system's temporary one.
+def run_as_flags(pythons: tuple[Path, Path]) -> list[str]:
+    worker, launcher = pythons
+    return ["--run-as", USER, "--worker-python", str(worker), "--launcher-python", str(launcher)]
+
+
+@pytest.fixture
+def data_parent() -> Iterator[Path]:
+    """A folder for data directories whose parents let the user through to their run folders.
+
+    pytest's own temporary folders do not: a folder of its own under the system's temporary one.
+    """
     parent = Path(tempfile.mkdtemp(prefix="tidegate-run-as-data-"))
     _open_to_all(parent)
-    worker, launcher = pythons
-    flags = ["--run-as", USER, "--worker-python", str(worker), "--launcher-python", str(launcher)]
-    server = server_processes(parent / "data", "", "beam", *flags)
+    yield parent
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def run_as_server(
+    server_processes: Callable[..., ServerProcess], run_as_flags: list[str], data_parent: Path
+) -> Iterator[ServerProcess]:
+    server = server_processes(data_parent / "data", "", "beam", *run_as_flags)
     (server.data_dir / "secret.txt").write_text(SECRET)
     (server.data_dir / "secret.txt").chmod(0o600)
     yield server
     server.terminate()
-    shutil.rmtree(parent, ignore_errors=True)
 
 
 def _wait_state(server: ServerProcess, project: str, job_id: str, states: set[str], timeout: float = 120) -> dict:
@@ -383,6 +395,34 @@ def test_a_flex_templates_program_runs_as_the_user_at_launch_and_as_a_job(
     launched = json.loads(Path(str(found) + ".launch").read_text())
     assert launched == {"uid": user.pw_uid, "tidegate_env": []}
     assert json.loads(Path(str(found) + ".run").read_text()) == {"uid": user.pw_uid}
+
+
+def test_a_run_as_the_user_outlives_a_killed_server_and_its_restart_takes_it_back(
+    server_processes: Callable[..., ServerProcess],
+    run_as_flags: list[str],
+    data_parent: Path,
+    shared: Path,
+    tmp_path: Path,
+    project: str,
+    user: pwd.struct_passwd,
+) -> None:
+    data_dir = data_parent / "data"
+    first = server_processes(data_dir, "", "beam", *run_as_flags)
+    output = shared / "out.txt"
+    job_id = submit(CLIENT_PYTHON, first.base, project, tmp_path, output, seconds=10)
+    assert _wait_state(first, project, job_id, {"JOB_STATE_RUNNING"})["currentState"] == "JOB_STATE_RUNNING"
+    first.kill()
+    again = server_processes(data_dir, "", "beam", *run_as_flags, port=first.port)
+    ended = _wait_state(again, project, job_id, {"JOB_STATE_DONE", "JOB_STATE_FAILED"})
+    assert ended["currentState"] == "JOB_STATE_DONE", ended
+    assert sorted(int(x) for x in output.read_text().split()) == list(range(40))
+    assert output.stat().st_uid == user.pw_uid
+    url = f"{again.base}/v1b3/projects/{project}/locations/us-central1/jobs/{job_id}/messages"
+    texts = [
+        m.get("messageText", "") for m in httpx.get(url, params={"pageSize": 1000}, timeout=30).json()["jobMessages"]
+    ]
+    assert any("Taken back by server" in text for text in texts)
+    again.terminate()
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,20 @@ _JOB_COLUMNS = (
 _SELECT = _JOB_COLUMNS + ", seq"
 
 
+_HISTORY_INSERT = "INSERT INTO job_state_history (job_id, source_state, target_state, actor, time, reason, caller)"
+_MESSAGE_INSERT = "INSERT INTO job_messages (job_id, time, importance, text)"
+
+
+def _history_row(
+    job_id: str, t: int, source: JobState | None, target: JobState, actor: Actor, reason: str, caller: str
+) -> tuple[Any, ...]:
+    return (job_id, None if source is None else int(source), int(target), actor.value, t, _printable(reason), caller)
+
+
+def _message_row(job_id: str, t: int, importance: MessageImportance, text: str) -> tuple[Any, ...]:
+    return (job_id, t, int(importance), _printable(text))
+
+
 def _printable(text: str) -> str:
     """What a job's code printed, as a text field keeps it: a NUL (which no text field takes) as U+FFFD."""
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
@@ -195,7 +209,9 @@ class Store(Runs, Snapshots, Logs, Credentials):
             if row is not None:
                 return _job(row), CreateOutcome.NAME_TAKEN
             t = micros(now)
-            inserted = self._execute(
+            by = f" by {new.caller}" if new.caller else ""
+            text = f"Job {job_id} created{by}" + (f"; {hold_reason}" if hold_reason else "")
+            inserted = self._write_with_records(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES"
                 " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 f" RETURNING {_JOB_COLUMNS}",
@@ -218,15 +234,15 @@ class Store(Runs, Snapshots, Logs, Credentials):
                     new.created_from_snapshot_id,
                     1,
                 ),
-            ).fetchall()  # the row as stored, read to the end (SQLite finishes the statement there)
+                job_id,
+                t,
+                (None, JobState.JOB_STATE_STOPPED, Actor.SERVICE, "created", new.caller),
+                (MessageImportance.JOB_MESSAGE_BASIC, text),
+            )
             for name, data in new.artifacts.items():
                 self._execute(
                     "INSERT INTO job_artifacts (job_id, name, data) VALUES (%s, %s, %s)", (job_id, name, data)
                 )
-            self._history(job_id, None, JobState.JOB_STATE_STOPPED, Actor.SERVICE, t, "created", new.caller)
-            by = f" by {new.caller}" if new.caller else ""
-            text = f"Job {job_id} created{by}" + (f"; {hold_reason}" if hold_reason else "")
-            self._message(job_id, t, MessageImportance.JOB_MESSAGE_BASIC, text)
         return _job(inserted[0]), CreateOutcome.CREATED
 
     def repeated_job(self, new: NewJob) -> Job | None:
@@ -306,22 +322,25 @@ class Store(Runs, Snapshots, Logs, Credentials):
             if not sets:
                 return job, False
             assignments = ", ".join(f"{column} = %s" for column in sets)
-            # The compare-and-set answers the row as it is after (RETURNING): no second read.
-            rows = self._execute(
-                f"UPDATE jobs SET {assignments}, version = version + 1 WHERE id = %s AND version = %s"
-                f" RETURNING {_JOB_COLUMNS}",
-                (*sets.values(), job_id, job.version),
-            ).fetchall()  # to the end: SQLite finishes the statement there
-            if len(rows) != 1:  # cannot happen under the row lock; never write a torn change
-                raise FailedPrecondition(f"Job {job_id} changed concurrently; try again", reason="CONCURRENT_CHANGE")
-            if change.target is not None:
-                self._history(job_id, job.current_state, change.target, change.actor, t, change.reason, change.caller)
             message = change.message
             if message is None and change.target is not None:
                 text = f"Job {job_id} is now {change.target.name}" + (f": {change.reason}" if change.reason else "")
                 message = (MessageImportance.JOB_MESSAGE_BASIC, text)
-            if message is not None:
-                self._message(job_id, t, message[0], message[1])
+            history = None
+            if change.target is not None:
+                history = (job.current_state, change.target, change.actor, change.reason, change.caller)
+            # The compare-and-set answers the row as it is after (RETURNING): no second read.
+            rows = self._write_with_records(
+                f"UPDATE jobs SET {assignments}, version = version + 1 WHERE id = %s AND version = %s"
+                f" RETURNING {_JOB_COLUMNS}",
+                (*sets.values(), job_id, job.version),
+                job_id,
+                t,
+                history,
+                message,
+            )
+            if len(rows) != 1:  # cannot happen under the row lock; never write a torn change
+                raise FailedPrecondition(f"Job {job_id} changed concurrently; try again", reason="CONCURRENT_CHANGE")
         return _job(rows[0]), True
 
     def list_jobs(
@@ -424,20 +443,44 @@ class Store(Runs, Snapshots, Logs, Credentials):
 
     # -- history and messages ------------------------------------------------------
 
-    def _history(
-        self, job_id: str, source: JobState | None, target: JobState, actor: Actor, t: int, reason: str, caller: str
-    ) -> None:
-        self._execute(
-            "INSERT INTO job_state_history (job_id, source_state, target_state, actor, time, reason, caller)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (job_id, None if source is None else int(source), int(target), actor.value, t, _printable(reason), caller),
-        )
+    def _write_with_records(
+        self,
+        statement: str,
+        params: Sequence[Any],
+        job_id: str,
+        t: int,
+        history: tuple[JobState | None, JobState, Actor, str, str] | None,
+        message: tuple[MessageImportance, str] | None,
+    ) -> list[Any]:
+        """Run ``statement`` (a write of the job's row, ``RETURNING`` its columns); the rows it answers.
+
+        When it wrote the row, the job's state-history row (``history``: source, target,
+        actor, reason, caller) and message are added with it. On PostgreSQL that is one
+        statement (data-modifying ``WITH``: one round trip where there were three; the
+        history and message rows are inserted only for a row the write answers); on
+        SQLite, three statements.
+        """
+        if self.dialect != "postgresql":
+            rows = self._execute(statement, params).fetchall()  # to the end: SQLite finishes the statement there
+            if rows and history is not None:
+                self._execute(
+                    _HISTORY_INSERT + " VALUES (%s, %s, %s, %s, %s, %s, %s)", _history_row(job_id, t, *history)
+                )
+            if rows and message is not None:
+                self._execute(_MESSAGE_INSERT + " VALUES (%s, %s, %s, %s)", _message_row(job_id, t, *message))
+            return rows
+        sql, values = f"WITH written AS ({statement})", list(params)
+        if history is not None:
+            sql += f", h AS ({_HISTORY_INSERT} SELECT %s::text, %s::integer, %s::integer, %s::text, %s::bigint,"
+            sql += " %s::text, %s::text FROM written)"
+            values += _history_row(job_id, t, *history)
+        if message is not None:
+            sql += f", m AS ({_MESSAGE_INSERT} SELECT %s::text, %s::bigint, %s::integer, %s::text FROM written)"
+            values += _message_row(job_id, t, *message)
+        return self._execute(sql + " SELECT * FROM written", values).fetchall()
 
     def _message(self, job_id: str, t: int, importance: MessageImportance, text: str) -> None:
-        self._execute(
-            "INSERT INTO job_messages (job_id, time, importance, text) VALUES (%s, %s, %s, %s)",
-            (job_id, t, int(importance), _printable(text)),
-        )
+        self._execute(_MESSAGE_INSERT + " VALUES (%s, %s, %s, %s)", _message_row(job_id, t, importance, text))
 
     def add_message(self, job_id: str, importance: MessageImportance, text: str, now: datetime) -> None:
         """Append a job message (an engine's log line, say)."""
