@@ -159,12 +159,6 @@ class LocalFlinkCluster:
             # a few jobs in, deployments fail with "OutOfMemoryError: Direct buffer memory".
             "taskmanager.memory.task.off-heap.size": "256m",
             "taskmanager.memory.jvm-metaspace.size": "384m",  # each PyFlink job loads ~25 MB of classes
-            # Each Python operator its own Python environment, not one per slot shared through
-            # managed memory: a cancel under load could release the shared one twice (PyFlink's
-            # "Reference count must not be negative"), an error in the task's resource cleanup
-            # that ends the TaskManager, seen in 2 of some 50 cancels here. Measured by
-            # benchmarks/bench_flink_cancels.py (figures in CHANGELOG.md, issue #14 item 5).
-            "python.fn-execution.memory.managed": "false",
             "parallelism.default": "1",
             "rest.address": "localhost",
             "rest.bind-address": "localhost",
