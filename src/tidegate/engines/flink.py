@@ -54,6 +54,7 @@ from tidegate.engines.flink_cluster import (
 from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
 from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_run, request_from, request_record
 from tidegate.engines.flink_uids import driver_command
+from tidegate.engines.flink_warm import NotStarted, WarmSubmitter, warm_conf, warm_program
 from tidegate.engines.log_files import tail
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
 from tidegate.failures import root_cause
@@ -91,6 +92,7 @@ class FlinkEngine:
         flink_conf: Mapping[str, str] | None = None,
         submit_timeout: float = 300.0,
         savepoint_timeout: float = 120.0,
+        warm_submit: bool = True,
     ) -> None:
         self.state_dir = state_dir.absolute()
         self.flink_venv = (flink_venv or Path(os.environ.get("TIDEGATE_FLINK_VENV", ".flink-venv"))).absolute()
@@ -117,6 +119,11 @@ class FlinkEngine:
         self._runs: dict[str, FlinkRun] = {}
         self._lock = threading.Lock()
         self._cluster_lock = threading.Lock()
+        self._warm = WarmSubmitter(flink_python(self.flink_venv), self._submitter_env, self._submitter_folder)
+        if not warm_submit:
+            self._warm.close()
+        elif rest_url is not None or (self._cluster is not None and self._cluster.running()):
+            self._warm.start()  # the cluster is there already: the first job goes warm too
 
     def start_cluster(self) -> None:
         """Make sure the cluster can take jobs: start the local one if needed (blocks ~15 s)."""
@@ -129,6 +136,7 @@ class FlinkEngine:
                     self.rest_url = self._cluster.rest_url
                     self._rest, stale = FlinkRestClient(self.rest_url), self._rest
                     stale.close()
+        self._warm.start()  # not under the cluster lock: the submitter's configuration takes it (a remote cluster)
 
     def _revive_taskmanager(self) -> None:
         """The local cluster's TaskManager, started again if it ended itself (its jobs wait for its slots)."""
@@ -141,6 +149,7 @@ class FlinkEngine:
 
     def close(self) -> None:
         """Let go of the cluster: it runs on, with its jobs, for the next server (submissions in flight end alone)."""
+        self._warm.close()
         self._rest.close()
 
     def stop_cluster(self, *, savepoints: bool = True) -> list[tuple[str, str]] | None:
@@ -385,8 +394,9 @@ class FlinkEngine:
     def _submit(self, run: FlinkRun, request: LaunchRequest) -> None:
         try:
             self.start_cluster()
-            output, code = self._run_cli(run, request)
-            accepted = _JOB_ID_LINE.findall(output)
+            warm = self._submit_warm(run, request)
+            output, code = warm if warm is not None else self._run_cli(run, request)
+            accepted = [run.job_id] if warm is not None and code == 0 else _JOB_ID_LINE.findall(output)
             if code != 0 or not accepted:
                 run.submit_error = "Flink did not accept the job: " + root_cause(output) + "\n\n" + output[-20000:]
             elif accepted != [run.job_id]:
@@ -445,6 +455,52 @@ class FlinkEngine:
                 stop_group(run.process, 2.0)
                 raise Unavailable(f"the flink CLI did not submit within {self._submit_timeout:.0f} s") from None
         return (tmp / "submit.log").read_text(encoding="utf-8", errors="replace"), code
+
+    def _submit_warm(self, run: FlinkRun, request: LaunchRequest) -> tuple[str, int] | None:
+        """Submit through the ready PyFlink submitter: its output and 0 once Flink has the job; None: submit cold."""
+        submitter = self._warm.take()
+        if submitter is None:
+            return None
+        tmp, program = Path(run.tmp), Path(request.program).absolute()
+        python, *args = warm_program(tmp, request)
+        job = {
+            "python": python,
+            "args": args,
+            "cwd": str(program.parent),
+            "log": str(tmp / "submit.log"),
+            "conf": warm_conf(run.job_id, request, find_flink_home(self.flink_venv)),
+        }
+        (tmp / "submit.log").write_bytes(b"")
+        try:
+            error = submitter.submit(job, self._submit_timeout)
+        except NotStarted as why:
+            log.warning("the warm PyFlink submitter did not take job %s (%s): submitting it cold", run.job_id, why)
+            return None
+        output = (tmp / "submit.log").read_text(encoding="utf-8", errors="replace")
+        if not error:
+            try:
+                self._rest.job_status(run.job_id)
+            except NotFound:
+                error = f"the program ended without submitting job {run.job_id} (did it call execute()?)"
+        if error:
+            return f"{output}\n{error}\n", 1
+        self._note(run, _DETAILED, "Submitted by the warm PyFlink submitter")
+        return output, 0
+
+    @property
+    def _submitter_folder(self) -> Path:
+        return self.state_dir / "flink-submitter"
+
+    def _submitter_env(self) -> dict[str, str]:
+        """The warm submitter's environment: the CLI's (its configuration, its Java), Flink's logs in its folder."""
+        home = find_flink_home(self.flink_venv)
+        env = dict(os.environ, FLINK_CONF_DIR=str(self._client_conf(home)))
+        env["FLINK_LOG_DIR"] = str(self._submitter_folder / "log")
+        env["JVM_ARGS"] = self._flink_conf.get("env.java.opts.client", "")
+        env.pop("PYTHONPATH", None)
+        env.pop("VIRTUAL_ENV", None)
+        env["PATH"] = f"{self.flink_venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        return with_java(env, self.flink_venv)
 
     def _client_conf(self, home: Path) -> Path:
         """The CLI's configuration folder: the local cluster's, or one pointing at ``rest_url``."""
