@@ -41,6 +41,7 @@ from pathlib import Path
 
 import httpx
 
+from tidegate import processes
 from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus
 from tidegate.engines.base import WorkerMessage as Message
 from tidegate.engines.flink_cluster import (
@@ -143,6 +144,10 @@ class FlinkEngine:
         if self._cluster is not None and self._cluster.revive_taskmanager():
             log.warning("the local Flink cluster's TaskManager had exited; started it again")
 
+    def warm_submitter_ready(self, timeout: float = 0.0) -> bool:
+        """Whether the next job would go through the warm submitter; waits up to ``timeout`` for one to be ready."""
+        return self._warm.wait_ready(timeout)
+
     def cluster_health(self) -> ClusterHealth:
         """Whether the Flink cluster answers, its task managers and slots (``tidegate_engine_cluster_…``)."""
         return self._rest.health(self.name)
@@ -182,7 +187,8 @@ class FlinkEngine:
             raise InvalidArgument(f"not a PyFlink program (.py) or Flink SQL script (.sql): {program}")
         tmp = request.workdir.absolute() / "flink"
         tmp.mkdir(parents=True, exist_ok=True)
-        run = FlinkRun(job_id=os.urandom(16).hex(), tmp=str(tmp), request=request_record(request))
+        run = FlinkRun(job_id=os.urandom(16).hex(), tmp=str(tmp), request=request_record(request), in_flight=True)
+        self._save(run)  # before it is submitted: a server that restarts meanwhile finds the submission
         with self._lock:
             self._runs[run.job_id] = run
         self._note(run, _BASIC, f"Submitting {program.name} to Flink as job {run.job_id}")
@@ -201,7 +207,7 @@ class FlinkEngine:
                 self._cluster_lock.release()
         if not run.submitted:
             if not run.submit_error:
-                return RunStatus(EngineState.RUNNING if run.resuming else EngineState.STARTING)
+                return self._submission(run)
             ended = EngineState.CANCELLED if run.requested == "cancel" else EngineState.FAILED
             return self._finish(run, RunStatus(ended, run.submit_error))
         if self._cluster is not None and not self._cluster.running():
@@ -246,6 +252,7 @@ class FlinkEngine:
             )
         request = request_from(run.request, restore_from=location)
         run.submitted, run.submit_error, run.seen_running, run.resuming = False, "", False, True
+        run.in_flight = True
         self._note(
             run,
             MessageImportance.JOB_MESSAGE_WARNING,
@@ -391,12 +398,47 @@ class FlinkEngine:
 
     # -- submission ----------------------------------------------------------------------------
 
+    def _submission(self, run: FlinkRun) -> RunStatus:
+        """A run on its way to Flink: submitted by this engine, or by one that stopped meanwhile (then adopted)."""
+        waiting = RunStatus(EngineState.RUNNING if run.resuming else EngineState.STARTING)
+        if run.in_flight or time.monotonic() - run.asked_at < _STARTING_POLL_SECONDS:
+            return waiting
+        run.asked_at = time.monotonic()
+        pid, started = int(run.submitter.get("pid") or 0), str(run.submitter.get("started") or "")
+        if processes.is_alive(pid, started):
+            return waiting  # the earlier server's submission goes on without it: wait for its end, then look
+        try:
+            self._rest.job_status(run.job_id)
+        except NotFound:
+            if not run.request:
+                return self._finish(run, RunStatus(EngineState.FAILED, "the engine submitting this job stopped"))
+            # Its submission ended without Flink having the job: submit it again, under the same Flink job id.
+            run.in_flight = run.resubmitted = True
+            self._note(run, _DETAILED, f"Submitting job {run.job_id} again: the server stopped while it was submitted")
+            args = (run, request_from(run.request))
+            threading.Thread(target=self._submit, args=args, name=f"flink-{run.job_id}", daemon=True).start()
+            return waiting
+        except Unavailable:
+            return waiting
+        run.submitted, run.cluster = True, self._cluster.cluster_id if self._cluster is not None else ""
+        self._save(run)
+        self._note(run, _DETAILED, f"Flink accepted job {run.job_id}")
+        return waiting
+
     def _submit(self, run: FlinkRun, request: LaunchRequest) -> None:
+        try:
+            self._submit_once(run, request)
+        finally:
+            run.in_flight = False
+
+    def _submit_once(self, run: FlinkRun, request: LaunchRequest) -> None:
         try:
             self.start_cluster()
             warm = self._submit_warm(run, request)
             output, code = warm if warm is not None else self._run_cli(run, request)
             accepted = [run.job_id] if warm is not None and code == 0 else _JOB_ID_LINE.findall(output)
+            if (code != 0 or not accepted) and run.resubmitted and self._flink_has(run.job_id):
+                code, accepted = 0, [run.job_id]  # the earlier submission got there first: the job is Flink's
             if code != 0 or not accepted:
                 run.submit_error = "Flink did not accept the job: " + root_cause(output) + "\n\n" + output[-20000:]
             elif accepted != [run.job_id]:
@@ -449,6 +491,7 @@ class FlinkEngine:
                 cwd=program.parent,
                 start_new_session=True,  # its own group: stop_group ends the CLI and its Python client alike
             )
+            self._note_submitter(run, run.process.pid)
             try:
                 code = run.process.wait(self._submit_timeout)
             except subprocess.TimeoutExpired:
@@ -471,17 +514,15 @@ class FlinkEngine:
             "conf": warm_conf(run.job_id, request, find_flink_home(self.flink_venv)),
         }
         (tmp / "submit.log").write_bytes(b"")
+        self._note_submitter(run, submitter.process.pid)
         try:
             error = submitter.submit(job, self._submit_timeout)
         except NotStarted as why:
             log.warning("the warm PyFlink submitter did not take job %s (%s): submitting it cold", run.job_id, why)
             return None
         output = (tmp / "submit.log").read_text(encoding="utf-8", errors="replace")
-        if not error:
-            try:
-                self._rest.job_status(run.job_id)
-            except NotFound:
-                error = f"the program ended without submitting job {run.job_id} (did it call execute()?)"
+        if not error and not self._flink_has(run.job_id):
+            error = f"the program ended without submitting job {run.job_id} (did it call execute()?)"
         if error:
             return f"{output}\n{error}\n", 1
         self._note(run, _DETAILED, "Submitted by the warm PyFlink submitter")
@@ -490,6 +531,18 @@ class FlinkEngine:
     @property
     def _submitter_folder(self) -> Path:
         return self.state_dir / "flink-submitter"
+
+    def _note_submitter(self, run: FlinkRun, pid: int) -> None:
+        """Keep in the run's record which process submits it: a server started meanwhile waits for its end."""
+        run.submitter = {"pid": pid, "started": processes.started(pid)}
+        self._save(run)
+
+    def _flink_has(self, job_id: str) -> bool:
+        try:
+            self._rest.job_status(job_id)
+        except NotFound:
+            return False
+        return True
 
     def _submitter_env(self) -> dict[str, str]:
         """The warm submitter's environment: the CLI's (its configuration, its Java), Flink's logs in its folder."""
@@ -572,7 +625,9 @@ class FlinkEngine:
     def _save(self, run: FlinkRun) -> None:
         path = self._record_path(run.job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({name: getattr(run, name) for name in PERSISTED}), encoding="utf-8")
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}")  # replaced whole: never read half-written
+        tmp.write_text(json.dumps({name: getattr(run, name) for name in PERSISTED}), encoding="utf-8")
+        os.replace(tmp, path)
 
     def _run(self, handle: Handle) -> FlinkRun:
         if handle.engine != self.name or not re.fullmatch(r"[0-9a-f]{32}", handle.ref):

@@ -72,15 +72,16 @@ class Submitter:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            try:
-                said = json.loads(raw)
-            except ValueError:
-                continue
-            if said.get("ready"):
-                self.ready.set()
-            else:
-                self.lines.put(said)
+        with self.process.stdout as replies:
+            for raw in replies:
+                try:
+                    said = json.loads(raw)
+                except ValueError:
+                    continue
+                if said.get("ready"):
+                    self.ready.set()
+                else:
+                    self.lines.put(said)
         self.ended.set()
         self.lines.put(None)
 
@@ -183,6 +184,20 @@ class WarmSubmitter:
             self._idle, self._failures = None, 0
             self._start_locked()
             return idle
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until a submitter is ready (starting one if none is), up to ``timeout`` seconds; whether one is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._start_locked()
+                idle = self._idle
+            if idle is None:
+                return False
+            if idle.ready.wait(min(0.5, max(0.0, deadline - time.monotonic()))) and idle.alive():
+                return True
+            if time.monotonic() >= deadline:
+                return False
 
     def close(self) -> None:
         """Stop the idle submitter; none starts again."""
