@@ -55,7 +55,7 @@ from tidegate.engines.flink_cluster import (
 from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
 from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_run, request_from, request_record
 from tidegate.engines.flink_uids import driver_command
-from tidegate.engines.flink_warm import NotStarted, WarmSubmitter, warm_conf, warm_program
+from tidegate.engines.flink_warm import NotStarted, WarmSubmitter, submitter_env, warm_job
 from tidegate.engines.log_files import tail
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
 from tidegate.failures import root_cause
@@ -120,7 +120,8 @@ class FlinkEngine:
         self._runs: dict[str, FlinkRun] = {}
         self._lock = threading.Lock()
         self._cluster_lock = threading.Lock()
-        self._warm = WarmSubmitter(flink_python(self.flink_venv), self._submitter_env, self._submitter_folder)
+        submitters = self.state_dir / "flink-submitter"
+        self._warm = WarmSubmitter(flink_python(self.flink_venv), self._submitter_env, submitters)
         if not warm_submit:
             self._warm.close()
         elif rest_url is not None or (self._cluster is not None and self._cluster.running()):
@@ -423,6 +424,7 @@ class FlinkEngine:
         run.submitted, run.cluster = True, self._cluster.cluster_id if self._cluster is not None else ""
         self._save(run)
         self._note(run, _DETAILED, f"Flink accepted job {run.job_id}")
+        self._asked_while_submitted(run)
         return waiting
 
     def _submit(self, run: FlinkRun, request: LaunchRequest) -> None:
@@ -451,13 +453,18 @@ class FlinkEngine:
                 run.cluster = self._cluster.cluster_id if self._cluster is not None else ""
                 self._note(run, _DETAILED, f"Flink accepted job {run.job_id}")
             self._save(run)
-            if run.submitted and run.requested == "cancel":
-                with contextlib.suppress(NotFound, FailedPrecondition):
-                    self._rest.cancel(run.job_id)
-            elif run.submitted and run.requested == "drain":
-                self._drive_drain(run)
+            if run.submitted:
+                self._asked_while_submitted(run)
         except Exception as exc:  # a thread has nobody to raise to: poll reports it
             run.submit_error = run.submit_error or f"Flink submission failed: {exc}"
+
+    def _asked_while_submitted(self, run: FlinkRun) -> None:
+        """A cancel or a drain asked while the job was on its way to Flink: sent now that Flink has it."""
+        if run.requested == "cancel":
+            with contextlib.suppress(NotFound, FailedPrecondition):
+                self._rest.cancel(run.job_id)
+        elif run.requested == "drain":
+            self._drive_drain(run)
 
     def _run_cli(self, run: FlinkRun, request: LaunchRequest) -> tuple[str, int]:
         home, tmp = find_flink_home(self.flink_venv), Path(run.tmp)
@@ -504,33 +511,20 @@ class FlinkEngine:
         submitter = self._warm.take()
         if submitter is None:
             return None
-        tmp, program = Path(run.tmp), Path(request.program).absolute()
-        python, *args = warm_program(tmp, request)
-        job = {
-            "python": python,
-            "args": args,
-            "cwd": str(program.parent),
-            "log": str(tmp / "submit.log"),
-            "conf": warm_conf(run.job_id, request, find_flink_home(self.flink_venv)),
-        }
-        (tmp / "submit.log").write_bytes(b"")
+        job = warm_job(Path(run.tmp), run.job_id, request, find_flink_home(self.flink_venv))
         self._note_submitter(run, submitter.process.pid)
         try:
             error = submitter.submit(job, self._submit_timeout)
         except NotStarted as why:
             log.warning("the warm PyFlink submitter did not take job %s (%s): submitting it cold", run.job_id, why)
             return None
-        output = (tmp / "submit.log").read_text(encoding="utf-8", errors="replace")
+        output = Path(job["log"]).read_text(encoding="utf-8", errors="replace")
         if not error and not self._flink_has(run.job_id):
             error = f"the program ended without submitting job {run.job_id} (did it call execute()?)"
         if error:
             return f"{output}\n{error}\n", 1
         self._note(run, _DETAILED, "Submitted by the warm PyFlink submitter")
         return output, 0
-
-    @property
-    def _submitter_folder(self) -> Path:
-        return self.state_dir / "flink-submitter"
 
     def _note_submitter(self, run: FlinkRun, pid: int) -> None:
         """Keep in the run's record which process submits it: a server started meanwhile waits for its end."""
@@ -545,15 +539,9 @@ class FlinkEngine:
         return True
 
     def _submitter_env(self) -> dict[str, str]:
-        """The warm submitter's environment: the CLI's (its configuration, its Java), Flink's logs in its folder."""
         home = find_flink_home(self.flink_venv)
-        env = dict(os.environ, FLINK_CONF_DIR=str(self._client_conf(home)))
-        env["FLINK_LOG_DIR"] = str(self._submitter_folder / "log")
-        env["JVM_ARGS"] = self._flink_conf.get("env.java.opts.client", "")
-        env.pop("PYTHONPATH", None)
-        env.pop("VIRTUAL_ENV", None)
-        env["PATH"] = f"{self.flink_venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        return with_java(env, self.flink_venv)
+        jvm_options = self._flink_conf.get("env.java.opts.client", "")
+        return submitter_env(self.flink_venv, self._client_conf(home), self.state_dir / "flink-submitter", jvm_options)
 
     def _client_conf(self, home: Path) -> Path:
         """The CLI's configuration folder: the local cluster's, or one pointing at ``rest_url``."""

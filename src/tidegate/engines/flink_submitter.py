@@ -35,8 +35,11 @@ _MAX_JOBS = 2147483647  # the CLI's own bound for a detached program: no limit
 
 
 def _say(channel: Any, **what: object) -> None:
-    channel.write(json.dumps(what) + "\n")
-    channel.flush()
+    try:
+        channel.write(json.dumps(what) + "\n")
+        channel.flush()
+    except OSError:  # the engine is gone (its server was killed): the job goes on, a server started later looks
+        pass
 
 
 def _set_context(gateway: Any, conf: dict[str, str]) -> None:
@@ -123,4 +126,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BaseException:
+        traceback.print_exc()
+    os._exit(1)  # main failed: PyFlink's threads and its gateway must not keep the process

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
 import subprocess
 import threading
@@ -30,12 +31,22 @@ from pathlib import Path
 from typing import Any
 
 from tidegate.engines.base import LaunchRequest
+from tidegate.engines.flink_cluster import with_java
 from tidegate.engines.flink_local import stop_group
 from tidegate.engines.flink_runs import SQL_DRIVER
 from tidegate.engines.flink_uids import driver_command
 from tidegate.errors import TidegateError, Unavailable
 
-__all__ = ["SCRIPT", "NotStarted", "Submitter", "WarmSubmitter", "warm_conf", "warm_program"]
+__all__ = [
+    "SCRIPT",
+    "NotStarted",
+    "Submitter",
+    "WarmSubmitter",
+    "submitter_env",
+    "warm_conf",
+    "warm_job",
+    "warm_program",
+]
 
 log = logging.getLogger(__name__)
 
@@ -235,3 +246,26 @@ def warm_conf(job_id: str, request: LaunchRequest, flink_home: Path) -> dict[str
         if request.options.get("allowNonRestoredState"):
             conf["execution.state-recovery.ignore-unclaimed-state"] = "true"
     return conf
+
+
+def warm_job(tmp: Path, job_id: str, request: LaunchRequest, flink_home: Path) -> dict[str, Any]:
+    """The job line a submitter runs for ``request``; what the program prints goes to ``tmp/submit.log`` (emptied)."""
+    python, *args = warm_program(tmp, request)
+    log_file = tmp / "submit.log"
+    log_file.write_bytes(b"")
+    return {
+        "python": python,
+        "args": args,
+        "cwd": str(Path(request.program).absolute().parent),
+        "log": str(log_file),
+        "conf": warm_conf(job_id, request, flink_home),
+    }
+
+
+def submitter_env(venv: Path, conf_dir: Path, folder: Path, jvm_options: str) -> dict[str, str]:
+    """A submitter's environment: the ``flink`` CLI's (its configuration, its Java), Flink's logs in ``folder``."""
+    env = dict(os.environ, FLINK_CONF_DIR=str(conf_dir), FLINK_LOG_DIR=str(folder / "log"), JVM_ARGS=jvm_options)
+    env.pop("PYTHONPATH", None)
+    env.pop("VIRTUAL_ENV", None)
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return with_java(env, venv)
