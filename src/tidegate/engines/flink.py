@@ -236,6 +236,8 @@ class FlinkEngine:
         if state == "FAILED":
             return self._finish(run, RunStatus(EngineState.FAILED, self._failure(run.job_id)))
         if all_running:
+            if not run.seen_running:
+                self._warm.start()  # the next job's submitter: now, not to slow down this job's start
             run.seen_running, run.resuming = True, False
             if run.requested == "drain":
                 self._drive_drain(run)
@@ -522,6 +524,7 @@ class FlinkEngine:
         if not error and not self._flink_has(run.job_id):
             error = f"the program ended without submitting job {run.job_id} (did it call execute()?)"
         if error:
+            self._warm.start()  # no job starts: the next submitter may
             return f"{output}\n{error}\n", 1
         self._note(run, _DETAILED, "Submitted by the warm PyFlink submitter")
         return output, 0
@@ -572,6 +575,7 @@ class FlinkEngine:
 
     def _finish(self, run: FlinkRun, status: RunStatus) -> RunStatus:
         run.final = status
+        self._warm.start()  # if the run ended before it was seen running
         return status
 
     def _drive_drain(self, run: FlinkRun) -> None:

@@ -5,9 +5,9 @@ its Java gateway for every job: seconds before the program even runs. ``WarmSubm
 keeps one ``flink_submitter`` process ready instead (in the Flink environment, PyFlink
 imported, its gateway up and warmed), a session and a process group of its own.
 ``take`` hands out the ready one (None while none is ready: the engine then submits
-cold) and starts the next; ``Submitter.submit`` gives it one job and waits for its
-answer. Each process runs one job and exits, so no program leaves anything behind for
-the next one.
+cold); ``Submitter.submit`` gives it one job and waits for its answer; the engine
+``start``s the next once that job runs (or failed). Each process runs one job and
+exits, so no program leaves anything behind for the next one.
 
 A submitter that dies while idle is replaced at the next ``take``. One that dies before
 it said it started the job submitted nothing (``NotStarted``: the engine submits cold).
@@ -186,14 +186,17 @@ class WarmSubmitter:
             self._idle, self._failures = None, self._failures + 1
 
     def take(self) -> Submitter | None:
-        """The ready submitter, if there is one (and the next one starts); None: submit cold."""
+        """The ready submitter, if there is one; None: submit cold (and one starts, if none is on its way).
+
+        The next one is not started here: ``start`` it once the job runs, so that its start
+        (seconds of CPU) does not compete with the job's own.
+        """
         with self._lock:
             idle = self._idle
             if idle is None or not idle.ready.is_set() or not idle.alive():
                 self._start_locked()
                 return None
             self._idle, self._failures = None, 0
-            self._start_locked()
             return idle
 
     def wait_ready(self, timeout: float) -> bool:
