@@ -1,17 +1,21 @@
 """The Flink engine: PyFlink programs and Flink SQL scripts on a Flink cluster.
 
 Flink lives in a virtual environment of its own (``scripts/setup-flink``; apache-flink
-pins an old apache-beam). tidegate submits with that environment's ``flink`` CLI
-(``flink run --detached --python ...``) and controls jobs over REST: drain = stop with a
+pins an old apache-beam). tidegate submits through the warm PyFlink submitter of that
+environment kept ready (``flink_warm``), else with its ``flink`` CLI (``flink run
+--detached --python ...``), and controls jobs over REST: drain = stop with a
 drain savepoint (FINISHED → DRAINED); cancel = ``PATCH ?mode=cancel``; snapshot = a
 savepoint; update = ``stop_with_savepoint`` then a launch with ``restore_from`` (keyed
 state carries over for operators with stable uids).
 
 A handle's ``ref`` is the Flink job id, chosen before submitting (Flink's
-``$internal.pipeline.job-id``), so ``launch`` returns at once while the CLI (~15 s) runs
-in a thread, and ``poll`` says STARTING meanwhile. What the engine asked of a run (a
-drain and a stop both end FINISHED in Flink) and its launch are kept in its record
-(``flink_runs``) so an engine started later maps it alike.
+``$internal.pipeline.job-id``), so ``launch`` returns at once while the submission (seconds)
+runs in a thread, and ``poll`` says STARTING meanwhile. What the engine asked of a run (a
+drain and a stop both end FINISHED in Flink), its launch and the process submitting it
+are kept in its record (``flink_runs``, written before the submission) so an engine
+started later maps it alike, and finishes a submission its predecessor left: it waits
+for that process to end (nothing of it can arrive later), then adopts the job Flink has,
+or submits it again under the same Flink job id.
 
 Without ``rest_url`` the engine adopts the local standalone cluster an earlier server left
 running (under ``state_dir/flink-cluster``), or starts one on the first launch; it outlives
