@@ -364,3 +364,32 @@ def test_a_job_goes_cold_when_the_ready_submitter_died_and_a_new_one_replaces_it
     engine.release(handle)
     assert engine.warm_submitter_ready(timeout=180)  # replaced
     assert engine._warm._idle is not None and engine._warm._idle.process.pid != idle.process.pid
+
+
+def test_a_job_submitted_cold_is_updated_into_one_submitted_warm_with_its_state(
+    engine: FlinkEngine, tmp_path: Path
+) -> None:
+    """Both paths give the job the same operator uids (the planner's included): state goes from one to the other."""
+    cold = FlinkEngine(
+        state_dir=tmp_path / "cold", rest_url=engine.rest_url, flink_venv=engine.flink_venv, warm_submit=False
+    )
+    out = tmp_path / "out"
+    try:
+        first = _launch(cold, tmp_path, "windowed_counts.py", "--out", str(out), "--version", "v1", warm=False)
+        _wait(cold, first, {EngineState.RUNNING}, timeout=180)
+        assert not _warm(cold, first)
+        wait_windows(out, 6)
+        savepoint = cold.stop_with_savepoint(first, tmp_path / "savepoints")
+        _wait(cold, first, {EngineState.CANCELLED}, timeout=60)
+        before = read_windows(out)
+        cold.release(first)
+    finally:
+        cold.close()
+    second = _start_counting(engine, tmp_path, out, "--version", "v2", restore_from=savepoint)
+    wait_windows(out, len(before) + 6)
+    engine.cancel(second)
+    _wait(engine, second, {EngineState.CANCELLED}, timeout=60)
+    rows = read_windows(out)
+    assert {row[4] for row in rows[len(before) :]} == {"v2"}
+    _check_totals(rows)  # each key's total goes on from the cold job's: its state was restored
+    engine.release(second)

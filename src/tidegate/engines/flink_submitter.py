@@ -3,7 +3,7 @@
     <flink venv>/bin/python flink_submitter.py
 
 It imports PyFlink, starts PyFlink's Java gateway, warms the gateway up (the table
-planner's classes loaded, a small plan built), then says ``{"ready": true}`` on its
+planner's parser and validator loaded, PyFlink's operators), then says ``{"ready": true}`` on its
 stdout and waits on its stdin for one job, a JSON line::
 
     {"python": PROGRAM, "args": [...], "cwd": DIR, "log": FILE, "conf": {KEY: VALUE}}
@@ -64,7 +64,14 @@ def _set_context(gateway: Any, conf: dict[str, str]) -> None:
 
 
 def _warm_up(gateway: Any) -> None:
-    """Load what a program's first steps load (the planner, PyFlink's operators): seconds, now rather than later."""
+    """Load what a program's first steps load (the planner's parser and validator, PyFlink's operators).
+
+    Seconds, now rather than during the job's submission. Nothing is translated into a
+    plan: the planner numbers its nodes with a counter of the whole JVM, and with
+    ``table.exec.uid.generation`` their uids carry those numbers, so a plan made here
+    would give the job other uids than ``flink run`` gives it, and state saved by one
+    could not be restored by the other.
+    """
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
@@ -75,8 +82,9 @@ def _warm_up(gateway: Any) -> None:
         "CREATE TEMPORARY TABLE tidegate_warm_up (n BIGINT, ts AS TO_TIMESTAMP_LTZ(n, 3), WATERMARK FOR ts AS ts)"
         " WITH ('connector' = 'datagen')"
     )
-    t_env.to_data_stream(t_env.from_path("tidegate_warm_up")).map(lambda row: row[0])
-    env._generate_stream_graph(clear_transformations=True)  # builds the plan, submits nothing
+    t_env.sql_query("SELECT n + 1 FROM tidegate_warm_up WHERE n > 3")
+    env.from_collection([1, 2]).map(lambda value: value + 1)
+    env._generate_stream_graph(clear_transformations=True)  # PyFlink's operators, no planner node: submits nothing
 
 
 def _run(job: dict[str, Any]) -> str:
