@@ -55,6 +55,10 @@ class Settings:
     """Buckets the server's GCS emulator creates at start."""
     launcher_python: str = ""
     """The Python that runs flex templates' Beam programs (it needs apache-beam[gcp]); empty: the server's own."""
+    run_as: str = ""
+    """The user (name or id) jobs' code runs as (Beam pipelines, flex templates' programs); empty: the server's."""
+    worker_python: str = ""
+    """The Python that runs Beam pipelines (it needs tidegate and apache-beam); empty: the server's own."""
     log_format: str = "text"
     """``text``: the server's log as it comes; ``json``: one JSON object per line (time, level, logger, message)."""
     access_log: bool = False

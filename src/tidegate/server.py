@@ -28,6 +28,7 @@ from tidegate.api.rest.app import create_app
 from tidegate.auth import Gate
 from tidegate.config import Settings
 from tidegate.engines.base import ClusterReporting, Engine
+from tidegate.os_user import RunAs
 from tidegate.scheduler.admission import Capacity
 from tidegate.scheduler.loop import Scheduler, SchedulerSettings
 from tidegate.service.jobs import JobService
@@ -53,16 +54,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def secure_data_dir(data_dir: Path) -> None:
+def secure_data_dir(data_dir: Path, run_as: RunAs | None = None) -> None:
     """The data directory for this server's user alone: the folder 0700, what is in it owner-only.
 
     Sets this process's umask to 077 (new files 0600, new folders 0700; the jobs' processes
     inherit it) and takes the group's and others' bits off whatever an older tidegate left.
+    With ``run_as``, the data directory, its ``runs`` and each run's folder are 0711: the
+    jobs' user may pass through them to the run folder's ``out`` it owns, and list or read
+    nothing else.
     """
     os.umask(0o077)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     data_dir.chmod(0o700)
     for folder, dirs, files in os.walk(data_dir):
+        if Path(folder).parent == data_dir / "runs" and "out" in dirs:
+            dirs.remove("out")  # a run's user's own (see the Beam engine): not walked as root
         for name in [*dirs, *files]:
             path = Path(folder) / name
             try:
@@ -71,6 +77,25 @@ def secure_data_dir(data_dir: Path) -> None:
                     path.chmod(stat.S_IMODE(info.st_mode) & 0o700)
             except OSError:  # gone meanwhile (a run ending), or not ours: leave it
                 continue
+    if run_as is not None:
+        runs = data_dir / "runs"
+        runs.mkdir(exist_ok=True)
+        for passage in (data_dir, runs, *(p for p in runs.iterdir() if p.is_dir() and not p.is_symlink())):
+            passage.chmod(0o711)
+
+
+def run_as_user(settings: Settings) -> RunAs | None:
+    """The user of ``--run-as``, checked to be able to run the worker's Python; None without it."""
+    if not settings.run_as:
+        return None
+    from tidegate.engines.beam import worker_env
+
+    try:
+        run_as = RunAs.named(settings.run_as)
+        run_as.check(settings.worker_python or sys.executable, "tidegate.engines.beam_worker", worker_env())
+    except (ValueError, RuntimeError) as error:
+        raise SystemExit(f"tidegate: {error}") from None
+    return run_as
 
 
 def build_service(settings: Settings) -> JobService:
@@ -98,7 +123,9 @@ def build_engines(names: tuple[str, ...], settings: Settings | None = None) -> d
         if name == "beam":
             from tidegate.engines.beam import BeamEngine
 
-            engines[name] = BeamEngine()
+            run_as = RunAs.named(settings.run_as) if settings and settings.run_as else None
+            python = (settings.worker_python if settings else "") or None
+            engines[name] = BeamEngine(python=python, run_as=run_as)
         elif name == "flink":
             from tidegate.engines.flink import FlinkEngine
 
@@ -106,6 +133,12 @@ def build_engines(names: tuple[str, ...], settings: Settings | None = None) -> d
             venv = flink_venv()
             if not (venv / "bin" / "python").exists():
                 log.warning("no Flink environment at %s: Flink jobs will fail until scripts/setup-flink runs", venv)
+            if settings and settings.run_as and not settings.flink_rest_url:
+                log.warning(
+                    "--run-as %s does not cover the flink engine: its local cluster, and the Flink jobs' code,"
+                    " run as this server's user (put them on a cluster of another user's with --flink-rest-url)",
+                    settings.run_as,
+                )
             engines[name] = FlinkEngine(
                 state_dir=data_dir / "flink",
                 flink_venv=venv,
@@ -335,8 +368,10 @@ def serve(settings: Settings) -> None:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     configure_logging(settings.log_format)
     tls = tls_files(settings)
-    secure_data_dir(settings.data_dir)
+    run_as = run_as_user(settings)
+    secure_data_dir(settings.data_dir, run_as)
     service = build_service(settings)
+    service.run_as = run_as
     gate = Gate(service.store)
     access = check_access(settings, gate)
     where = settings.database_url.split("@")[-1] if settings.database_url else str(settings.data_dir)

@@ -57,6 +57,8 @@ def cmd_server(args: argparse.Namespace) -> None:
         gcs_emulator_port=args.gcs_emulator or 0,
         gcs_buckets=tuple(args.gcs_bucket),
         launcher_python=args.launcher_python or "",
+        run_as=args.run_as or "",
+        worker_python=args.worker_python or "",
         log_format=args.log_format,
         access_log=args.access_log,
         insecure=args.insecure,
@@ -210,6 +212,19 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("TIDEGATE_LAUNCHER_PYTHON"),
         metavar="PYTHON",
         help="the Python that runs flex templates' Beam programs; it needs apache-beam[gcp] (default: the server's)",
+    )
+    server.add_argument(
+        "--run-as",
+        default=os.environ.get("TIDEGATE_RUN_AS_USER"),
+        metavar="USER",
+        help="run jobs' code (Beam pipelines, flex templates' programs) as this user, not the server's;"
+        " the server must run as root",
+    )
+    server.add_argument(
+        "--worker-python",
+        default=os.environ.get("TIDEGATE_WORKER_PYTHON"),
+        metavar="PYTHON",
+        help="the Python that runs Beam pipelines; it needs tidegate and apache-beam (default: the server's)",
     )
 
     server.add_argument(

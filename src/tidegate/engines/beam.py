@@ -43,11 +43,13 @@ from tidegate.engines.beam_warm import WarmStart
 from tidegate.engines.log_files import tail
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from tidegate.model import LogLine, MessageImportance, MetricValue, StageDetails
+from tidegate.os_user import RunAs, open_for_append, open_untrusted
 
 __all__ = [
     "MESSAGES_FILE",
     "METRICS_FILE",
     "PIPELINE_FILE",
+    "RUN_AS_ENV",
     "RUN_FILE",
     "STAGES_FILE",
     "STATUS_FILE",
@@ -55,7 +57,10 @@ __all__ = [
     "STDOUT_FILE",
     "BeamEngine",
     "group_members",
+    "outputs",
     "stderr_tail",
+    "supervisor_spec",
+    "worker_env",
     "write_json",
 ]
 
@@ -69,6 +74,12 @@ STAGES_FILE = "stages.json"
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 _PROCESS_FILE = "process.json"
+_SUPERVISOR_FILE = "supervisor.json"
+"""The supervisor's part of the run: the lease it keeps and the user the pipeline runs as (the server's alone)."""
+_OUT_FOLDER = "out"
+"""With ``run_as``, what the run's processes read and write is in this folder of the run's, the user's own."""
+RUN_AS_ENV = "TIDEGATE_RUN_AS"
+"""The user an idle supervisor starts its pipeline process as (JSON), for a warm start."""
 _CANCELLED_FILE = "cancelled"
 _GROUP_GONE_FILE = "group-gone"
 """Written once the process group is seen empty: its id may be reused, so it is never signalled again."""
@@ -77,16 +88,37 @@ _TERMINAL = {"succeeded": EngineState.SUCCEEDED, "failed": EngineState.FAILED}
 
 
 def write_json(path: Path, value: object) -> None:
-    """Replace ``path`` with ``value`` as JSON, atomically (readers never see half a file)."""
+    """Replace ``path`` with ``value`` as JSON, atomically (readers never see half a file).
+
+    The temporary file is made new (never written through a link someone left in its place).
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, default=str), encoding="utf-8")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(value, default=str))
     os.replace(tmp, path)
+
+
+def outputs(workdir: Path) -> Path:
+    """Where a run's processes read and write: its folder, or that folder's ``out`` when they run as another user."""
+    out = workdir / _OUT_FOLDER
+    return out if out.is_dir() else workdir
+
+
+def supervisor_spec(workdir: Path) -> dict[str, Any]:
+    """The supervisor's part of a run: ``job_id``, ``lease`` (or None) and ``run_as`` (or None)."""
+    spec = _read_json(workdir / _SUPERVISOR_FILE)
+    if spec is None:  # a run launched before there was this file
+        run = _read_json(workdir / RUN_FILE) or {}
+        spec = {"job_id": run.get("job_id"), "lease": run.get("lease"), "run_as": None}
+    return dict(spec)
 
 
 def stderr_tail(workdir: Path, size: int = 4000) -> str:
     """The last ``size`` bytes of the run's stderr, where its processes print what they do not log."""
     try:
-        with (workdir / STDERR_FILE).open("rb") as f:
+        with open_untrusted(outputs(workdir) / STDERR_FILE) as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - size))
             return f.read().decode("utf-8", "replace").strip()
     except OSError:
@@ -108,7 +140,7 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
-def _worker_env() -> dict[str, str]:
+def worker_env() -> dict[str, str]:
     """The environment of a run's processes: this one, with tidegate importable and output unbuffered."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     package_root = Path(tidegate.__file__).resolve().parent.parent
@@ -119,8 +151,9 @@ def _worker_env() -> dict[str, str]:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
+        with open_untrusted(path) as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
         return None
 
 
@@ -157,20 +190,35 @@ class BeamEngine:
     """Every run has a supervisor process (``beam_worker``), which keeps the run's lease when given one."""
 
     def __init__(
-        self, *, python: str | None = None, grace_s: float = 0.3, kill_wait_s: float = 0.6, warm: bool = True
+        self,
+        *,
+        python: str | None = None,
+        grace_s: float = 0.3,
+        kill_wait_s: float = 0.6,
+        warm: bool = True,
+        run_as: RunAs | None = None,
     ) -> None:
         """``python`` runs the worker (default: this interpreter); cancel waits ``grace_s`` after SIGTERM.
 
         With ``warm``, one run's processes are started at once and after every launch, ready for the next.
+        With ``run_as``, each run's pipeline process (and its SDK workers) runs as that user, which
+        is given only the run's ``out`` folder; the supervisor stays this process's user.
         """
         self._python = python or sys.executable
+        self._run_as = run_as
         self._grace_s = grace_s
         self._kill_wait_s = kill_wait_s
         self._lock = threading.Lock()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        self._warm = WarmStart(self._python, _worker_env) if warm else None
+        self._warm = WarmStart(self._python, self._idle_env) if warm else None
         # Stops the idle processes if the engine is dropped unclosed, or at exit.
         self._close: Callable[[], None] = weakref.finalize(self, self._warm.close) if self._warm else lambda: None
+
+    def _idle_env(self) -> dict[str, str]:
+        env = worker_env()
+        if self._run_as is not None:
+            env[RUN_AS_ENV] = json.dumps(self._run_as.to_json())
+        return env
 
     def close(self) -> None:
         """Stop the idle processes kept for the next launch (runs go on); later launches start cold. Idempotent."""
@@ -193,31 +241,53 @@ class BeamEngine:
             )
         workdir = request.workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        for stale in (STATUS_FILE, MESSAGES_FILE, METRICS_FILE, STAGES_FILE, _CANCELLED_FILE, _GROUP_GONE_FILE):
-            (workdir / stale).unlink(missing_ok=True)  # of an earlier launch into the same folder
-        (workdir / PIPELINE_FILE).write_bytes(request.pipeline)
+        out = workdir
+        if self._run_as is not None:  # the user may enter the run's folder, and owns only its ``out``
+            workdir.chmod(0o711)
+            out = workdir / _OUT_FOLDER
+            out.mkdir(exist_ok=True)
+        for stale in (STATUS_FILE, MESSAGES_FILE, METRICS_FILE, STAGES_FILE):
+            (out / stale).unlink(missing_ok=True)  # of an earlier launch into the same folder
+        for stale in (_CANCELLED_FILE, _GROUP_GONE_FILE):
+            (workdir / stale).unlink(missing_ok=True)
+        (out / PIPELINE_FILE).unlink(missing_ok=True)
+        with os.fdopen(os.open(out / PIPELINE_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            f.write(request.pipeline)
         run = {
             "job_id": request.job_id,
             "job_name": request.job_name,
             "num_workers": request.num_workers,
             "options": dict(request.options),
             "args": list(request.args),
-            "lease": dataclasses.asdict(request.lease) if request.lease else None,
         }
-        write_json(workdir / RUN_FILE, run)
-        env = _worker_env()
-        child = self._warm.take(workdir, env) if self._warm is not None else None
-        if child is None:  # none ready (closed, or broken): start cold
-            with (workdir / STDOUT_FILE).open("ab") as out, (workdir / STDERR_FILE).open("ab") as err:
+        write_json(out / RUN_FILE, run)
+        write_json(
+            workdir / _SUPERVISOR_FILE,
+            {
+                "job_id": request.job_id,
+                "lease": dataclasses.asdict(request.lease) if request.lease else None,
+                "run_as": self._run_as.to_json() if self._run_as else None,
+            },
+        )
+        stdout, stderr = open_for_append(out / STDOUT_FILE), open_for_append(out / STDERR_FILE)
+        try:
+            if self._run_as is not None:
+                self._run_as.give(out, *(out / name for name in (PIPELINE_FILE, RUN_FILE, STDOUT_FILE, STDERR_FILE)))
+            env = worker_env()
+            child = self._warm.take(workdir, env) if self._warm is not None else None
+            if child is None:  # none ready (closed, or broken): start cold
                 child = subprocess.Popen(
                     [self._python, "-m", "tidegate.engines.beam_worker", str(workdir)],
                     cwd=workdir,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
+                    stdout=stdout,
+                    stderr=stderr,
                     start_new_session=True,
                 )
+        finally:
+            os.close(stdout)
+            os.close(stderr)
         write_json(workdir / _PROCESS_FILE, {"pid": child.pid, "start_ticks": _start_ticks(child.pid)})
         ref = str(workdir)
         with self._lock:
@@ -231,7 +301,7 @@ class BeamEngine:
             self._leader_alive(handle)  # reaps it
             return RunStatus(EngineState.CANCELLED)
         alive = self._leader_alive(handle)  # before reading the status: a final status is written before exit
-        status = _read_json(workdir / STATUS_FILE) or {}
+        status = _read_json(outputs(workdir) / STATUS_FILE) or {}
         state = status.get("state")
         if state in _TERMINAL:
             if not alive:
@@ -245,7 +315,7 @@ class BeamEngine:
     def cancel(self, handle: Handle) -> None:
         """Kill the run's whole process group (SIGTERM, short grace, SIGKILL); a no-op once it ended."""
         workdir = self._workdir(handle)
-        status = _read_json(workdir / STATUS_FILE) or {}
+        status = _read_json(outputs(workdir) / STATUS_FILE) or {}
         if status.get("state") not in _TERMINAL:
             (workdir / _CANCELLED_FILE).touch()
         self._kill_group(handle)
@@ -260,11 +330,11 @@ class BeamEngine:
 
     def messages(self, handle: Handle, after: int) -> tuple[list[WorkerMessage], int]:
         """Messages after byte offset ``after`` of the run's message file, and the offset to ask next."""
-        path = self._workdir(handle) / MESSAGES_FILE
+        path = outputs(self._workdir(handle)) / MESSAGES_FILE
         found: list[WorkerMessage] = []
         cursor = max(0, after)
         try:
-            with path.open("rb") as f:
+            with open_untrusted(path) as f:
                 f.seek(cursor)
                 while cursor - after < _MESSAGES_BATCH:
                     line = f.readline()
@@ -280,24 +350,24 @@ class BeamEngine:
                                 text=str(record["text"]),
                             )
                         )
-        except FileNotFoundError:
+        except OSError:
             pass
         return found, cursor
 
     def logs(self, handle: Handle, cursor: str) -> tuple[list[LogLine], str]:
         """What the run's processes printed to their stdout and stderr since ``cursor``."""
-        workdir = self._workdir(handle)
+        out = outputs(self._workdir(handle))
         ended = self.poll(handle).state in (EngineState.SUCCEEDED, EngineState.FAILED, EngineState.CANCELLED)
-        return tail({"stdout": workdir / STDOUT_FILE, "stderr": workdir / STDERR_FILE}, cursor, ended=ended)
+        return tail({"stdout": out / STDOUT_FILE, "stderr": out / STDERR_FILE}, cursor, ended=ended)
 
     def metrics(self, handle: Handle) -> list[MetricValue]:
         """Element counts per PCollection and user metrics, as last written by the worker."""
-        rows = _read_json(self._workdir(handle) / METRICS_FILE) or []
+        rows = _read_json(outputs(self._workdir(handle)) / METRICS_FILE) or []
         return [MetricValue(**row) for row in rows]
 
     def stages(self, handle: Handle) -> list[StageDetails]:
         """Fused stages (``S01``, ``S02`` … in execution order) with their state, times and steps."""
-        rows = _read_json(self._workdir(handle) / STAGES_FILE) or []
+        rows = _read_json(outputs(self._workdir(handle)) / STAGES_FILE) or []
         ended = self.poll(handle).state
         replace = {EngineState.CANCELLED: "EXECUTION_STATE_CANCELLED", EngineState.FAILED: "EXECUTION_STATE_FAILED"}
         result = []

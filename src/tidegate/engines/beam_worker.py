@@ -42,17 +42,21 @@ from typing import TYPE_CHECKING, Any
 from tidegate.engines.base import working_folder
 from tidegate.engines.beam import (
     PIPELINE_FILE,
+    RUN_AS_ENV,
     RUN_FILE,
     STATUS_FILE,
     STDERR_FILE,
     STDOUT_FILE,
     group_members,
+    outputs,
     stderr_tail,
+    supervisor_spec,
     write_json,
 )
 from tidegate.engines.beam_report import WORKER_LOGGER, Names, Progress, now, setup_logging
 from tidegate.engines.beam_sdk_worker import anonymous_gcs_for_an_emulator
 from tidegate.engines.run_lease import keep_lease
+from tidegate.os_user import RunAs, open_for_append, open_untrusted
 
 if TYPE_CHECKING:
     from apache_beam.portability.api import beam_runner_api_pb2
@@ -183,15 +187,24 @@ def _enter_working_folder(workdir: Path, options: Mapping[str, Any]) -> None:
     folder = working_folder(options)
     if not folder:
         _LOG.debug("Relative paths resolve against the run's folder %s", workdir)
-    elif Path(folder).is_dir():
+        return
+    try:
         os.chdir(folder)
-        _LOG.info("Relative paths resolve against %s, where the job was submitted from", folder)
-    else:
+    except OSError as error:
+        why = (
+            "is not on this machine"
+            if isinstance(error, FileNotFoundError | NotADirectoryError)
+            else "cannot be entered"
+        )
         _LOG.warning(
-            "The folder the job was submitted from (%s) is not on this machine: relative paths resolve against %s",
+            "The folder the job was submitted from (%s) %s (%s): relative paths resolve against %s",
             folder,
+            why,
+            error.strerror,
             workdir,
         )
+        return
+    _LOG.info("Relative paths resolve against %s, where the job was submitted from", folder)
 
 
 def _kill_others(sig: int) -> None:
@@ -212,28 +225,52 @@ def _prctl(option: int, value: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
+def _pipeline_env(run_as: RunAs | None) -> dict[str, str]:
+    """The pipeline process's environment: this one's; as another user, that user's, and none of tidegate's settings."""
+    if run_as is None:
+        return dict(os.environ)
+    return run_as.environment({k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")})
+
+
+def _start(argv: list[str], run_as: RunAs | None, *, stdin: int | None = None) -> int:
+    env = _pipeline_env(run_as)
+    if run_as is not None:
+        return run_as.spawn(argv, env, stdin=stdin)
+    actions = [(os.POSIX_SPAWN_DUP2, stdin, 0)] if stdin is not None else []
+    return os.posix_spawn(argv[0], argv, env, file_actions=actions)
+
+
 def _spawn_pipeline(workdir: Path) -> int:
     """Start the pipeline process of a cold start: a fresh interpreter, which imports Beam."""
-    argv = [sys.executable, "-m", _WORKER, "--run", str(workdir)]
-    return os.posix_spawn(sys.executable, argv, os.environ)
+    run_as = supervisor_spec(workdir).get("run_as")
+    return _start(
+        [sys.executable, "-m", _WORKER, "--run", str(outputs(workdir))], RunAs.from_json(run_as) if run_as else None
+    )
+
+
+def _status(out: Path) -> dict[str, Any]:
+    try:
+        with open_untrusted(out / STATUS_FILE) as f:
+            return dict(json.loads(f.read()))
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 def _keep_the_lease(workdir: Path) -> None:
     """Renew the run's lease while it runs, if the scheduler gave it one; stop the pipeline once it is lost."""
-    run = json.loads((workdir / RUN_FILE).read_text(encoding="utf-8"))
-    if not run.get("lease"):
+    spec = supervisor_spec(workdir)
+    lease = spec.get("lease")
+    if not lease:
         return
+    out = outputs(workdir)
 
     def fence(why: str) -> None:
-        status = (
-            json.loads((workdir / STATUS_FILE).read_text(encoding="utf-8")) if (workdir / STATUS_FILE).exists() else {}
-        )
-        if status.get("state") not in ("succeeded", "failed"):
-            _report_failure(workdir, f"The run was stopped: {why}")
+        if _status(out).get("state") not in ("succeeded", "failed"):
+            _report_failure(out, f"The run was stopped: {why}")
         _kill_others(signal.SIGTERM)
         signal.setitimer(signal.ITIMER_REAL, 0.5)  # then SIGKILL what is left
 
-    keep_lease(run["lease"], str(run["job_id"]), fence)
+    keep_lease(lease, str(spec["job_id"]), fence)
 
 
 def _supervise(workdir: Path, start: Callable[[], int], stopping: list[int]) -> int:
@@ -283,8 +320,11 @@ class _Stopped(Exception):
     """SIGTERM or the engine's close reached an idle supervisor."""
 
 
-def _wait_for_run() -> tuple[Path, bytes] | None:
-    """Wait for a run on stdin; then take on its folder and environment. None: stdin ended (the engine is gone)."""
+def _wait_for_run() -> Path | None:
+    """Wait for a run on stdin; then take on its folder and environment. None: stdin ended (the engine is gone).
+
+    The run's folder is returned; the process now works in its ``outputs``.
+    """
     idle_folder = os.getcwd()
     line = sys.stdin.buffer.readline()
     if not line.endswith(b"\n"):
@@ -294,10 +334,10 @@ def _wait_for_run() -> tuple[Path, bytes] | None:
     workdir = Path(message["workdir"])
     os.environ.clear()
     os.environ.update(message["env"])
-    os.chdir(workdir)
+    os.chdir(outputs(workdir))
     if sys.path and sys.path[0] == idle_folder:  # ``-m`` put the working folder there
-        sys.path[0] = str(workdir)
-    return workdir, line
+        sys.path[0] = str(outputs(workdir))
+    return workdir
 
 
 def _take_output(workdir: Path, *, early: bool) -> None:
@@ -313,11 +353,10 @@ def _take_output(workdir: Path, *, early: bool) -> None:
             os.lseek(2, 0, os.SEEK_SET)
             while chunk := os.read(2, 1 << 16):
                 kept += chunk
-    append = os.O_WRONLY | os.O_APPEND | os.O_CREAT
     for fd, target in (
         (os.open(os.devnull, os.O_RDONLY), 0),
-        (os.open(workdir / STDOUT_FILE, append, 0o666), 1),
-        (os.open(workdir / STDERR_FILE, append, 0o666), 2),
+        (open_for_append(workdir / STDOUT_FILE), 1),
+        (open_for_append(workdir / STDERR_FILE), 2),
     ):
         if target == 2 and kept:
             os.write(fd, kept)
@@ -345,16 +384,19 @@ def _warm_supervisor(parent: int) -> int:
 
     try:
         signal.signal(signal.SIGTERM, on_sigterm)
+        given = os.environ.pop(RUN_AS_ENV, "")
+        run_as = RunAs.from_json(json.loads(given)) if given else None
         inbox, outbox = os.pipe()
         argv = [sys.executable, "-m", _WORKER, "--warm-run", str(os.getpid())]
-        pipeline = os.posix_spawn(sys.executable, argv, os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, inbox, 0)])
+        pipeline = _start(argv, run_as, stdin=inbox)
         os.close(inbox)
         taken = _wait_for_run()
         if taken is None:
             idle.clear()
             raise _Stopped
-        workdir, line = taken
-        _take_output(workdir, early=False)
+        workdir = taken
+        line = json.dumps({"workdir": str(workdir), "env": _pipeline_env(run_as)}).encode() + b"\n"
+        _take_output(outputs(workdir), early=False)
         idle.clear()  # from here on, SIGTERM only lands in ``stopping``, as _supervise wants
     except _Stopped:
         _kill_others(signal.SIGKILL)
@@ -415,10 +457,10 @@ def _warm_pipeline(parent: int) -> int:
     taken = _wait_for_run()
     if taken is None:
         return 0
-    workdir, _ = taken
-    _take_output(workdir, early=True)
-    sys.argv[1:] = ["--run", str(workdir)]  # PipelineOptions reads them, as in a cold start
-    return _run_pipeline(workdir, early.records)
+    out = outputs(taken)
+    _take_output(out, early=True)
+    sys.argv[1:] = ["--run", str(out)]  # PipelineOptions reads them, as in a cold start
+    return _run_pipeline(out, early.records)
 
 
 def _replay(records: Sequence[logging.LogRecord]) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tidegate.model import LogLine
+from tidegate.os_user import open_untrusted
 
 __all__ = ["tail"]
 
@@ -29,7 +30,7 @@ def tail(files: Mapping[str, Path], cursor: str, *, ended: bool) -> tuple[list[L
     for source, path in files.items():
         at = offsets.get(source, 0)
         try:
-            with path.open("rb") as f:
+            with open_untrusted(path) as f:
                 f.seek(at)
                 chunk = f.read(_CHUNK)
         except OSError:

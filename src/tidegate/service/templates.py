@@ -40,6 +40,7 @@ from tidegate.errors import InvalidArgument, NotFound
 from tidegate.jobspec import PIPELINE_ARTIFACT, JobPb, job_from_pb, parse_spec
 from tidegate.lifecycle import JobType
 from tidegate.model import Job, ListFilter, NewJob
+from tidegate.os_user import RunAs
 from tidegate.service.staging import Staging
 from tidegate.service.template_files import (
     FlexSpec,
@@ -140,6 +141,8 @@ class TemplateCases:
     launcher_python: str = sys.executable
     """The Python that runs flex templates' Beam programs: it needs apache-beam[gcp] (DataflowRunner)."""
     launcher_endpoint: str = "http://localhost"
+    run_as: RunAs | None = None
+    """The user flex templates' programs run as (``--run-as``); None: the server's."""
     """The launcher's ``--dataflow_endpoint``: this server, spelled ``localhost`` so that Beam stages locally."""
 
     def create_new_job(self, new: NewJob) -> Job:
@@ -270,13 +273,15 @@ class TemplateCases:
             own = Staging([folder])  # what the launch itself writes
             local = urlparse(spec.program)
             script = Path(local.path if local.scheme == "file" else spec.program)
-            if local.scheme not in ("", "file"):  # from GCS: a copy to run
+            if local.scheme not in ("", "file") or self.run_as is not None:  # a copy to run (its user may read)
                 script = folder / Path(local.path).name
                 script.write_bytes(program)
             staging = launch.environment.staging_location or launch.environment.temp_location
             if not staging:
                 staging = str(folder / "staging")
                 Path(staging).mkdir()
+            if self.run_as is not None:  # the folder becomes the program's user's (the server reads it safely)
+                self.run_as.give(*(p for p in (folder, script, Path(staging)) if p.is_relative_to(folder)))
             job_file = folder / "job.json"
             args = [*spec.args, *(f"--{name}={value}" for name, value in sorted(parameters.items()))]
             self._run_launcher(script.resolve(), args, launch, staging, job_file)
@@ -295,6 +300,10 @@ class TemplateCases:
         command += [f"--project={launch.project_id}", f"--region={location}", f"--job_name={launch.job_name}"]
         command += [f"--temp_location={staging}", f"--staging_location={staging}", f"--template_location={out}"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")} | {"PYTHONUNBUFFERED": "1"}
+        as_user: dict[str, Any] = {}
+        if self.run_as is not None:
+            env = self.run_as.environment(env)
+            as_user = self.run_as.popen_kwargs()
         try:
             proc = subprocess.Popen(
                 command,
@@ -304,6 +313,7 @@ class TemplateCases:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                **as_user,
             )
         except OSError as error:
             raise InvalidArgument(
