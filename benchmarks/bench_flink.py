@@ -1,6 +1,6 @@
 """Flink streaming jobs through tidegate, against Flink driven directly, on one Flink cluster in one run.
 
-    .venv/bin/python benchmarks/bench_flink.py [--reps 4] [--poll 0.05] [--rate 20] [--quick]
+    .venv/bin/python benchmarks/bench_flink.py [--reps 4] [--poll 0.05] [--rate 20] [--quick] [--cold-submit]
 
 One local Flink cluster (from the Flink environment of ``scripts/setup-flink``) serves
 both sides:
@@ -33,6 +33,12 @@ and until the side saw it.
 Prints, per metric, median and worst for both sides and the ratio tidegate/direct of the
 medians (target: at most 1.2). The sides take turns, tidegate first in odd repetitions
 and Flink first in even ones, so a shared machine's noise falls on both.
+
+tidegate submits through its warm PyFlink submitter when one is ready, else with
+``flink run`` (``--cold-submit``: always with ``flink run``, as before warm submission).
+Each tidegate submission (the updates' new jobs included) is counted as warm or cold
+from the job's messages, and the warm ones are set against the direct side's submissions
+(target: at most 0.4).
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "tests" / "integration" / "flink_jobs" / "windowed_counts.py"
 UIDS = ["count-per-window", "running-total"]
 TARGET = 1.2
+WARM_TARGET = 0.4
+WARM_NOTE = "Submitted by the warm PyFlink submitter"
 JOBS = "/v1b3/projects/bench/locations/us-central1/jobs"
 TERMINAL = {"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_DRAINED", "JOB_STATE_UPDATED"}
 METRICS = ("submit -> RUNNING", "drain -> DRAINED", "cancel -> CANCELLED", "update: longest output gap")
@@ -144,6 +152,8 @@ class Tidegate:
     def __init__(self, base: str, poll: float, rate: int) -> None:
         self.client = httpx.Client(base_url=base, timeout=120)
         self.poll, self.rate = poll, rate
+        self.submits: dict[str, list[float]] = {"warm": [], "cold": []}
+        """Seconds from create to RUNNING of every job (updates' new jobs too), by how it was submitted."""
 
     def _body(self, out: Path, version: str, **extra: Any) -> dict[str, Any]:
         options = {
@@ -187,7 +197,14 @@ class Tidegate:
         start = time.perf_counter()
         job = self._create(self._body(out, version))
         self._wait(job, "JOB_STATE_RUNNING")
-        return job, time.perf_counter() - start
+        took = time.perf_counter() - start
+        self._count(job, took)
+        return job, took
+
+    def _count(self, job: str, took: float) -> None:
+        messages = self.client.get(f"{JOBS}/{job}/messages", params={"pageSize": 1000}).json().get("jobMessages", [])
+        warm = any(m.get("messageText") == WARM_NOTE for m in messages)
+        self.submits["warm" if warm else "cold"].append(took)
 
     def _request(self, job: str, state: str) -> float:
         start = time.perf_counter()
@@ -204,7 +221,9 @@ class Tidegate:
     def update(self, job: str, out: Path, version: str) -> tuple[str, float]:
         start = time.perf_counter()
         new = self._create(self._body(out, version, replaceJobId=job))
+        created = time.perf_counter()
         self._wait(new, "JOB_STATE_RUNNING")
+        self._count(new, time.perf_counter() - created)
         return new, time.perf_counter() - start
 
     def flink_job(self, job: str) -> str:
@@ -401,9 +420,10 @@ def cancel(side: Side, flink: httpx.Client, job: str, mine: dict[str, list[float
 
 
 @contextmanager
-def tidegate_server(work: Path, rest_url: str) -> Iterator[str]:
+def tidegate_server(work: Path, rest_url: str, cold_submit: bool) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "tidegate.cli", "server", "--engines", "flink", "--flink-rest-url", rest_url]
+    command += ["--flink-cold-submit"] if cold_submit else []
     command += ["--port", str(port), "--grpc-port", "0", "--job-port", "0", "--max-jobs", "0"]
     command += ["--data-dir", str(work / "tidegate"), "--staging-root", str(PROGRAM.parent)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_") or k == "TIDEGATE_FLINK_VENV"}
@@ -449,12 +469,28 @@ def report(results: dict[str, dict[str, list[float]]]) -> bool:
     return passed
 
 
+def report_submits(submits: dict[str, list[float]], direct: list[float]) -> None:
+    """tidegate's submissions by path (warm submitter or ``flink run``) against the direct side's ``flink run``."""
+    print(f"\ntidegate's submissions by path (direct flink run: median {statistics.median(direct or [0]):.2f} s)")
+    for path, times in submits.items():
+        if not times or not direct:
+            print(f"  {path:<5} none")
+            continue
+        ratio = statistics.median(times) / statistics.median(direct)
+        verdict = f"   target <= {WARM_TARGET}: {'pass' if ratio <= WARM_TARGET else 'FAIL'}" if path == "warm" else ""
+        print(
+            f"  {path:<5} {len(times):2} submissions: median {statistics.median(times):5.2f} s, "
+            f"worst {max(times):5.2f} s, ratio to direct {ratio:4.2f}{verdict}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=4, help="repetitions per side (each: 4 Flink submissions)")
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between state polls, on both sides")
     parser.add_argument("--rate", type=int, default=20, help="records a second the job's source emits")
     parser.add_argument("--quick", action="store_true", help="one repetition per side")
+    parser.add_argument("--cold-submit", action="store_true", help="tidegate submits every job with flink run")
     args = parser.parse_args()
     reps = 1 if args.quick else args.reps
     setup = subprocess.run(["bash", str(ROOT / "scripts" / "setup-flink")], check=True, capture_output=True, text=True)
@@ -474,9 +510,11 @@ def main() -> None:
         cluster.start(find_flink_home(venv))
         print(f"  one Flink cluster at {cluster.rest_url}, ready in {time.perf_counter() - started:.1f} s", flush=True)
         direct = Direct(cluster.rest_url, venv, work, args.poll, args.rate)
+        tidegate: Tidegate | None = None
         try:
-            with tidegate_server(work, cluster.rest_url) as base:
-                sides: list[Side] = [Tidegate(base, args.poll, args.rate), direct]
+            with tidegate_server(work, cluster.rest_url, args.cold_submit) as base:
+                tidegate = Tidegate(base, args.poll, args.rate)
+                sides: list[Side] = [tidegate, direct]
                 for rep in range(reps):
                     for side in sides if rep % 2 == 0 else sides[::-1]:
                         if cluster.revive_taskmanager():  # PyFlink's can end itself when a job is cancelled
@@ -490,6 +528,8 @@ def main() -> None:
             direct.close()
             cluster.stop()
     report(results)
+    if tidegate is not None:
+        report_submits(tidegate.submits, results["direct"]["submit -> RUNNING"])
 
 
 if __name__ == "__main__":

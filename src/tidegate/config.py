@@ -47,6 +47,8 @@ class Settings:
     """An existing Flink cluster's REST address; empty: the flink engine starts a local cluster."""
     flink_checkpoint_interval_s: float = 10.0
     """How often the local cluster's jobs checkpoint (a job whose cluster is lost resumes from its latest)."""
+    flink_warm_submit: bool = True
+    """Submit PyFlink programs through a submitter kept ready (else every job through ``flink run``)."""
     gcs_emulator_port: int = 0
     """Start a GCS emulator on this port beside the server (``STORAGE_EMULATOR_HOST`` for staging and jobs); 0: none."""
     gcs_buckets: tuple[str, ...] = ()

@@ -1,5 +1,9 @@
 """The Flink engine end to end, on a real local Flink cluster started once for the module.
 
+Jobs go through the warm PyFlink submitter (each launch waits until one is ready, and
+checks that it took the job) unless a test says otherwise; the cold ``flink run`` path
+is tested by an engine without warm submission and by a submitter that died.
+
 Needs Java and the Flink environment (``scripts/setup-flink``, which the fixture runs).
 Without Java the tests skip, except in CI (``CI`` set), where they fail.
 """
@@ -28,6 +32,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = Path(__file__).resolve().parent / "flink_jobs"
 WINDOW_MS = 2000
+WARM_NOTE = "Submitted by the warm PyFlink submitter"
 ENDED = {EngineState.SUCCEEDED, EngineState.FAILED, EngineState.CANCELLED, EngineState.DRAINED}
 
 
@@ -77,8 +82,16 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkEngine]:
 
 
 def _launch(
-    engine: FlinkEngine, tmp_path: Path, program: str, *args: str, restore_from: str = "", streaming: bool = True
+    engine: FlinkEngine,
+    tmp_path: Path,
+    program: str,
+    *args: str,
+    restore_from: str = "",
+    streaming: bool = True,
+    warm: bool = True,
 ) -> Handle:
+    if warm:
+        assert engine.warm_submitter_ready(timeout=180), "no warm PyFlink submitter got ready"
     workdir = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
     request = LaunchRequest(
         job_id="job",
@@ -110,7 +123,13 @@ def _start_counting(engine: FlinkEngine, tmp_path: Path, out: Path, *args: str, 
     handle = _launch(engine, tmp_path, "windowed_counts.py", "--out", str(out), *args, restore_from=restore_from)
     _, took = _wait(engine, handle, {EngineState.RUNNING}, timeout=120)
     print(f"submit -> RUNNING in {took:.1f} s")
+    assert _warm(engine, handle), "the warm submitter did not submit the job"
     return handle
+
+
+def _warm(engine: FlinkEngine, handle: Handle) -> bool:
+    """Whether the warm submitter submitted the run (the engine notes it)."""
+    return any(m.text == WARM_NOTE for m in engine.messages(handle, 0)[0])
 
 
 def _check_totals(rows: list[tuple[int, int, int, int, str]]) -> None:
@@ -233,12 +252,16 @@ def test_a_failing_job_ends_failed_with_the_root_exception(engine: FlinkEngine, 
 
 
 def test_a_bounded_job_on_a_cluster_given_by_its_rest_address_succeeds(engine: FlinkEngine, tmp_path: Path) -> None:
-    remote = FlinkEngine(state_dir=tmp_path / "remote-state", rest_url=engine.rest_url, flink_venv=engine.flink_venv)
+    """With warm submission off: ``flink run``, configured for that cluster."""
+    remote = FlinkEngine(
+        state_dir=tmp_path / "remote-state", rest_url=engine.rest_url, flink_venv=engine.flink_venv, warm_submit=False
+    )
     try:
         out = tmp_path / "sums.txt"
-        handle = _launch(remote, tmp_path, "bounded_sum.py", str(out), streaming=False)
+        handle = _launch(remote, tmp_path, "bounded_sum.py", str(out), streaming=False, warm=False)
         _wait(remote, handle, {EngineState.SUCCEEDED}, timeout=120)
         assert sorted(out.read_text().split()) == ["a,4", "b,6", "c,5"]
+        assert not _warm(remote, handle)
         # An engine that did not launch the run still sees it (after a restart, or from another node).
         assert engine.poll(handle).state is EngineState.SUCCEEDED
         assert engine.stages(handle)
@@ -250,6 +273,7 @@ def test_a_bounded_job_on_a_cluster_given_by_its_rest_address_succeeds(engine: F
 def test_a_program_that_does_not_submit_fails_with_its_error(engine: FlinkEngine, tmp_path: Path) -> None:
     program = tmp_path / "broken.py"
     program.write_text("raise RuntimeError('this program is broken on purpose')\n")
+    assert engine.warm_submitter_ready(timeout=180)
     handle = engine.launch(
         LaunchRequest(job_id="j", job_name="j", streaming=True, workdir=tmp_path, program=str(program))
     )
@@ -274,6 +298,7 @@ def test_a_flink_sql_script_runs_as_one_job(engine: FlinkEngine, tmp_path: Path)
     _wait(engine, handle, {EngineState.SUCCEEDED}, timeout=120)
     lines = [line for part in out.rglob("*") if part.is_file() for line in part.read_text().split()]
     assert sorted(line.replace('"', "") for line in lines) == ["a;b,2", "c,1"]
+    assert _warm(engine, handle)
     engine.release(handle)
 
 
@@ -321,3 +346,50 @@ def test_a_taskmanager_that_exits_is_started_again(engine: FlinkEngine, tmp_path
     assert sorted(out.read_text().split()) == ["a,4", "b,6", "c,5"]
     assert cluster._members[1].pid != taskmanager.pid and cluster.running()
     engine.release(handle)
+
+
+def test_a_job_goes_cold_when_the_ready_submitter_died_and_a_new_one_replaces_it(
+    engine: FlinkEngine, tmp_path: Path
+) -> None:
+    assert engine.warm_submitter_ready(timeout=180)
+    idle = engine._warm._idle
+    assert idle is not None
+    os.killpg(idle.process.pid, signal.SIGKILL)  # the submitter and PyFlink's gateway
+    idle.process.wait()
+    out = tmp_path / "sums.txt"
+    handle = _launch(engine, tmp_path, "bounded_sum.py", str(out), streaming=False, warm=False)
+    _wait(engine, handle, {EngineState.SUCCEEDED}, timeout=180)
+    assert sorted(out.read_text().split()) == ["a,4", "b,6", "c,5"]
+    assert not _warm(engine, handle)  # submitted by flink run
+    engine.release(handle)
+    assert engine.warm_submitter_ready(timeout=180)  # replaced
+    assert engine._warm._idle is not None and engine._warm._idle.process.pid != idle.process.pid
+
+
+def test_a_job_submitted_cold_is_updated_into_one_submitted_warm_with_its_state(
+    engine: FlinkEngine, tmp_path: Path
+) -> None:
+    """Both paths give the job the same operator uids (the planner's included): state goes from one to the other."""
+    cold = FlinkEngine(
+        state_dir=tmp_path / "cold", rest_url=engine.rest_url, flink_venv=engine.flink_venv, warm_submit=False
+    )
+    out = tmp_path / "out"
+    try:
+        first = _launch(cold, tmp_path, "windowed_counts.py", "--out", str(out), "--version", "v1", warm=False)
+        _wait(cold, first, {EngineState.RUNNING}, timeout=180)
+        assert not _warm(cold, first)
+        wait_windows(out, 6)
+        savepoint = cold.stop_with_savepoint(first, tmp_path / "savepoints")
+        _wait(cold, first, {EngineState.CANCELLED}, timeout=60)
+        before = read_windows(out)
+        cold.release(first)
+    finally:
+        cold.close()
+    second = _start_counting(engine, tmp_path, out, "--version", "v2", restore_from=savepoint)
+    wait_windows(out, len(before) + 6)
+    engine.cancel(second)
+    _wait(engine, second, {EngineState.CANCELLED}, timeout=60)
+    rows = read_windows(out)
+    assert {row[4] for row in rows[len(before) :]} == {"v2"}
+    _check_totals(rows)  # each key's total goes on from the cold job's: its state was restored
+    engine.release(second)

@@ -53,6 +53,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         resource_cleanup=args.resource_cleanup,
         flink_rest_url=args.flink_rest_url or "",
         flink_checkpoint_interval_s=args.flink_checkpoint_interval,
+        flink_warm_submit=not args.flink_cold_submit,
         gcs_emulator_port=args.gcs_emulator or 0,
         gcs_buckets=tuple(args.gcs_bucket),
         launcher_python=args.launcher_python or "",
@@ -189,6 +190,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         default=float(os.environ.get("TIDEGATE_FLINK_CHECKPOINT_INTERVAL", "10")),
         help="how often the local Flink cluster's jobs checkpoint; 0: never (jobs of a lost cluster resume from there)",
+    )
+    server.add_argument(
+        "--flink-cold-submit",
+        action="store_true",
+        default=os.environ.get("TIDEGATE_FLINK_COLD_SUBMIT", "") not in ("", "0"),
+        help="submit every Flink job with `flink run` (default: through a PyFlink submitter kept ready)",
     )
     server.add_argument(
         "--gcs-emulator",

@@ -1,17 +1,21 @@
 """The Flink engine: PyFlink programs and Flink SQL scripts on a Flink cluster.
 
 Flink lives in a virtual environment of its own (``scripts/setup-flink``; apache-flink
-pins an old apache-beam). tidegate submits with that environment's ``flink`` CLI
-(``flink run --detached --python ...``) and controls jobs over REST: drain = stop with a
+pins an old apache-beam). tidegate submits through the warm PyFlink submitter of that
+environment kept ready (``flink_warm``), else with its ``flink`` CLI (``flink run
+--detached --python ...``), and controls jobs over REST: drain = stop with a
 drain savepoint (FINISHED → DRAINED); cancel = ``PATCH ?mode=cancel``; snapshot = a
 savepoint; update = ``stop_with_savepoint`` then a launch with ``restore_from`` (keyed
 state carries over for operators with stable uids).
 
 A handle's ``ref`` is the Flink job id, chosen before submitting (Flink's
-``$internal.pipeline.job-id``), so ``launch`` returns at once while the CLI (~15 s) runs
-in a thread, and ``poll`` says STARTING meanwhile. What the engine asked of a run (a
-drain and a stop both end FINISHED in Flink) and its launch are kept in its record
-(``flink_runs``) so an engine started later maps it alike.
+``$internal.pipeline.job-id``), so ``launch`` returns at once while the submission (seconds)
+runs in a thread, and ``poll`` says STARTING meanwhile. What the engine asked of a run (a
+drain and a stop both end FINISHED in Flink), its launch and the process submitting it
+are kept in its record (``flink_runs``, written before the submission) so an engine
+started later maps it alike, and finishes a submission its predecessor left: it waits
+for that process to end (nothing of it can arrive later), then adopts the job Flink has,
+or submits it again under the same Flink job id.
 
 Without ``rest_url`` the engine adopts the local standalone cluster an earlier server left
 running (under ``state_dir/flink-cluster``), or starts one on the first launch; it outlives
@@ -41,6 +45,7 @@ from pathlib import Path
 
 import httpx
 
+from tidegate import processes
 from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus
 from tidegate.engines.base import WorkerMessage as Message
 from tidegate.engines.flink_cluster import (
@@ -55,6 +60,7 @@ from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
 from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_run, request_from, request_record
 from tidegate.engines.flink_scaling import resource_requirements, target_workers
 from tidegate.engines.flink_uids import driver_command
+from tidegate.engines.flink_warm import NotStarted, WarmSubmitter, submitter_env, warm_job
 from tidegate.engines.log_files import tail
 from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError, Unavailable
 from tidegate.failures import root_cause
@@ -92,6 +98,7 @@ class FlinkEngine:
         flink_conf: Mapping[str, str] | None = None,
         submit_timeout: float = 300.0,
         savepoint_timeout: float = 120.0,
+        warm_submit: bool = True,
     ) -> None:
         self.state_dir = state_dir.absolute()
         self.flink_venv = (flink_venv or Path(os.environ.get("TIDEGATE_FLINK_VENV", ".flink-venv"))).absolute()
@@ -118,6 +125,12 @@ class FlinkEngine:
         self._runs: dict[str, FlinkRun] = {}
         self._lock = threading.Lock()
         self._cluster_lock = threading.Lock()
+        submitters = self.state_dir / "flink-submitter"
+        self._warm = WarmSubmitter(flink_python(self.flink_venv), self._submitter_env, submitters)
+        if not warm_submit:
+            self._warm.close()
+        elif rest_url is not None or (self._cluster is not None and self._cluster.running()):
+            self._warm.start()  # the cluster is there already: the first job goes warm too
 
     def start_cluster(self) -> None:
         """Make sure the cluster can take jobs: start the local one if needed (blocks ~15 s)."""
@@ -130,11 +143,16 @@ class FlinkEngine:
                     self.rest_url = self._cluster.rest_url
                     self._rest, stale = FlinkRestClient(self.rest_url), self._rest
                     stale.close()
+        self._warm.start()  # not under the cluster lock: the submitter's configuration takes it (a remote cluster)
 
     def _revive_taskmanager(self) -> None:
         """The local cluster's TaskManager, started again if it ended itself (its jobs wait for its slots)."""
         if self._cluster is not None and self._cluster.revive_taskmanager():
             log.warning("the local Flink cluster's TaskManager had exited; started it again")
+
+    def warm_submitter_ready(self, timeout: float = 0.0) -> bool:
+        """Whether the next job would go through the warm submitter; waits up to ``timeout`` for one to be ready."""
+        return self._warm.wait_ready(timeout)
 
     def cluster_health(self) -> ClusterHealth:
         """Whether the Flink cluster answers, its task managers and slots (``tidegate_engine_cluster_…``)."""
@@ -142,6 +160,7 @@ class FlinkEngine:
 
     def close(self) -> None:
         """Let go of the cluster: it runs on, with its jobs, for the next server (submissions in flight end alone)."""
+        self._warm.close()
         self._rest.close()
 
     def stop_cluster(self, *, savepoints: bool = True) -> list[tuple[str, str]] | None:
@@ -174,7 +193,8 @@ class FlinkEngine:
             raise InvalidArgument(f"not a PyFlink program (.py) or Flink SQL script (.sql): {program}")
         tmp = request.workdir.absolute() / "flink"
         tmp.mkdir(parents=True, exist_ok=True)
-        run = FlinkRun(job_id=os.urandom(16).hex(), tmp=str(tmp), request=request_record(request))
+        run = FlinkRun(job_id=os.urandom(16).hex(), tmp=str(tmp), request=request_record(request), in_flight=True)
+        self._save(run)  # before it is submitted: a server that restarts meanwhile finds the submission
         with self._lock:
             self._runs[run.job_id] = run
         self._note(run, _BASIC, f"Submitting {program.name} to Flink as job {run.job_id}")
@@ -193,7 +213,7 @@ class FlinkEngine:
                 self._cluster_lock.release()
         if not run.submitted:
             if not run.submit_error:
-                return RunStatus(EngineState.RUNNING if run.resuming else EngineState.STARTING)
+                return self._submission(run)
             ended = EngineState.CANCELLED if run.requested == "cancel" else EngineState.FAILED
             return self._finish(run, RunStatus(ended, run.submit_error))
         if self._cluster is not None and not self._cluster.running():
@@ -221,6 +241,8 @@ class FlinkEngine:
         if state == "FAILED":
             return self._finish(run, RunStatus(EngineState.FAILED, self._failure(run.job_id)))
         if all_running:
+            if not run.seen_running:
+                self._warm.start()  # the next job's submitter: now, not to slow down this job's start
             run.seen_running, run.resuming = True, False
             if run.requested == "drain":
                 self._drive_drain(run)
@@ -238,6 +260,7 @@ class FlinkEngine:
             )
         request = request_from(run.request, restore_from=location)
         run.submitted, run.submit_error, run.seen_running, run.resuming = False, "", False, True
+        run.in_flight = True
         self._note(
             run,
             MessageImportance.JOB_MESSAGE_WARNING,
@@ -412,11 +435,48 @@ class FlinkEngine:
 
     # -- submission ----------------------------------------------------------------------------
 
+    def _submission(self, run: FlinkRun) -> RunStatus:
+        """A run on its way to Flink: submitted by this engine, or by one that stopped meanwhile (then adopted)."""
+        waiting = RunStatus(EngineState.RUNNING if run.resuming else EngineState.STARTING)
+        if run.in_flight or time.monotonic() - run.asked_at < _STARTING_POLL_SECONDS:
+            return waiting
+        run.asked_at = time.monotonic()
+        pid, started = int(run.submitter.get("pid") or 0), str(run.submitter.get("started") or "")
+        if processes.is_alive(pid, started):
+            return waiting  # the earlier server's submission goes on without it: wait for its end, then look
+        try:
+            self._rest.job_status(run.job_id)
+        except NotFound:
+            if not run.request:
+                return self._finish(run, RunStatus(EngineState.FAILED, "the engine submitting this job stopped"))
+            # Its submission ended without Flink having the job: submit it again, under the same Flink job id.
+            run.in_flight = run.resubmitted = True
+            self._note(run, _DETAILED, f"Submitting job {run.job_id} again: the server stopped while it was submitted")
+            args = (run, request_from(run.request))
+            threading.Thread(target=self._submit, args=args, name=f"flink-{run.job_id}", daemon=True).start()
+            return waiting
+        except Unavailable:
+            return waiting
+        run.submitted, run.cluster = True, self._cluster.cluster_id if self._cluster is not None else ""
+        self._save(run)
+        self._note(run, _DETAILED, f"Flink accepted job {run.job_id}")
+        self._asked_while_submitted(run)
+        return waiting
+
     def _submit(self, run: FlinkRun, request: LaunchRequest) -> None:
         try:
+            self._submit_once(run, request)
+        finally:
+            run.in_flight = False
+
+    def _submit_once(self, run: FlinkRun, request: LaunchRequest) -> None:
+        try:
             self.start_cluster()
-            output, code = self._run_cli(run, request)
-            accepted = _JOB_ID_LINE.findall(output)
+            warm = self._submit_warm(run, request)
+            output, code = warm if warm is not None else self._run_cli(run, request)
+            accepted = [run.job_id] if warm is not None and code == 0 else _JOB_ID_LINE.findall(output)
+            if (code != 0 or not accepted) and run.resubmitted and self._flink_has(run.job_id):
+                code, accepted = 0, [run.job_id]  # the earlier submission got there first: the job is Flink's
             if code != 0 or not accepted:
                 run.submit_error = "Flink did not accept the job: " + root_cause(output) + "\n\n" + output[-20000:]
             elif accepted != [run.job_id]:
@@ -429,13 +489,18 @@ class FlinkEngine:
                 run.cluster = self._cluster.cluster_id if self._cluster is not None else ""
                 self._note(run, _DETAILED, f"Flink accepted job {run.job_id}")
             self._save(run)
-            if run.submitted and run.requested == "cancel":
-                with contextlib.suppress(NotFound, FailedPrecondition):
-                    self._rest.cancel(run.job_id)
-            elif run.submitted and run.requested == "drain":
-                self._drive_drain(run)
+            if run.submitted:
+                self._asked_while_submitted(run)
         except Exception as exc:  # a thread has nobody to raise to: poll reports it
             run.submit_error = run.submit_error or f"Flink submission failed: {exc}"
+
+    def _asked_while_submitted(self, run: FlinkRun) -> None:
+        """A cancel or a drain asked while the job was on its way to Flink: sent now that Flink has it."""
+        if run.requested == "cancel":
+            with contextlib.suppress(NotFound, FailedPrecondition):
+                self._rest.cancel(run.job_id)
+        elif run.requested == "drain":
+            self._drive_drain(run)
 
     def _run_cli(self, run: FlinkRun, request: LaunchRequest) -> tuple[str, int]:
         home, tmp = find_flink_home(self.flink_venv), Path(run.tmp)
@@ -469,12 +534,51 @@ class FlinkEngine:
                 cwd=program.parent,
                 start_new_session=True,  # its own group: stop_group ends the CLI and its Python client alike
             )
+            self._note_submitter(run, run.process.pid)
             try:
                 code = run.process.wait(self._submit_timeout)
             except subprocess.TimeoutExpired:
                 stop_group(run.process, 2.0)
                 raise Unavailable(f"the flink CLI did not submit within {self._submit_timeout:.0f} s") from None
         return (tmp / "submit.log").read_text(encoding="utf-8", errors="replace"), code
+
+    def _submit_warm(self, run: FlinkRun, request: LaunchRequest) -> tuple[str, int] | None:
+        """Submit through the ready PyFlink submitter: its output and 0 once Flink has the job; None: submit cold."""
+        submitter = self._warm.take()
+        if submitter is None:
+            return None
+        job = warm_job(Path(run.tmp), run.job_id, request, find_flink_home(self.flink_venv))
+        self._note_submitter(run, submitter.process.pid)
+        try:
+            error = submitter.submit(job, self._submit_timeout)
+        except NotStarted as why:
+            log.warning("the warm PyFlink submitter did not take job %s (%s): submitting it cold", run.job_id, why)
+            return None
+        output = Path(job["log"]).read_text(encoding="utf-8", errors="replace")
+        if not error and not self._flink_has(run.job_id):
+            error = f"the program ended without submitting job {run.job_id} (did it call execute()?)"
+        if error:
+            self._warm.start()  # no job starts: the next submitter may
+            return f"{output}\n{error}\n", 1
+        self._note(run, _DETAILED, "Submitted by the warm PyFlink submitter")
+        return output, 0
+
+    def _note_submitter(self, run: FlinkRun, pid: int) -> None:
+        """Keep in the run's record which process submits it: a server started meanwhile waits for its end."""
+        run.submitter = {"pid": pid, "started": processes.started(pid)}
+        self._save(run)
+
+    def _flink_has(self, job_id: str) -> bool:
+        try:
+            self._rest.job_status(job_id)
+        except NotFound:
+            return False
+        return True
+
+    def _submitter_env(self) -> dict[str, str]:
+        home = find_flink_home(self.flink_venv)
+        jvm_options = self._flink_conf.get("env.java.opts.client", "")
+        return submitter_env(self.flink_venv, self._client_conf(home), self.state_dir / "flink-submitter", jvm_options)
 
     def _client_conf(self, home: Path) -> Path:
         """The CLI's configuration folder: the local cluster's, or one pointing at ``rest_url``."""
@@ -505,6 +609,7 @@ class FlinkEngine:
 
     def _finish(self, run: FlinkRun, status: RunStatus) -> RunStatus:
         run.final = status
+        self._warm.start()  # if the run ended before it was seen running
         return status
 
     def _drive_drain(self, run: FlinkRun) -> None:
@@ -546,7 +651,9 @@ class FlinkEngine:
     def _save(self, run: FlinkRun) -> None:
         path = self._record_path(run.job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({name: getattr(run, name) for name in PERSISTED}), encoding="utf-8")
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}")  # replaced whole: never read half-written
+        tmp.write_text(json.dumps({name: getattr(run, name) for name in PERSISTED}), encoding="utf-8")
+        os.replace(tmp, path)
 
     def _run(self, handle: Handle) -> FlinkRun:
         if handle.engine != self.name or not re.fullmatch(r"[0-9a-f]{32}", handle.ref):

@@ -3,7 +3,10 @@
 A run's record (``state_dir/flink-runs/JOB.json``) holds what Flink does not: what the
 engine asked of it (a drain and a stop both end FINISHED in Flink), whether Flink
 accepted it, the launch request (to launch it again on a new cluster when its cluster
-is lost) and the local cluster it went to.
+is lost, or when the server stopped while submitting it), the process submitting it
+(the ``flink`` CLI or the warm submitter: a restarted server waits for it to end before
+it looks whether Flink has the job) and the local cluster it went to. It is written
+before the submission starts.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from tidegate.model import MessageImportance, MetricValue
 
 __all__ = ["PERSISTED", "SQL_DRIVER", "FlinkRun", "load_run", "request_from", "request_record"]
 
-PERSISTED = ("tmp", "submitted", "submit_error", "requested", "request", "cluster")
+PERSISTED = ("tmp", "submitted", "submit_error", "requested", "request", "cluster", "submitter")
 """The fields of a run its record keeps."""
 
 SQL_DRIVER = '''"""tidegate's Flink SQL driver: python driver.py SCRIPT streaming|batch."""
@@ -61,9 +64,15 @@ class FlinkRun:
     submit_error: str = ""
     requested: str = ""  # "", "cancel", "drain" or "stop"
     request: dict[str, Any] = field(default_factory=dict)
-    """The launch request (without ``restore_from``), to launch the run again on a new cluster."""
+    """The launch request, to launch the run again (on a new cluster, from its latest state)."""
     cluster: str = ""
     """The ``cluster_id`` of the local cluster the run was submitted to."""
+    submitter: dict[str, Any] = field(default_factory=dict)
+    """The process submitting the run (``pid``, ``started``): it may outlive the engine that started it."""
+    in_flight: bool = False
+    """Whether this engine is submitting the run (a thread of its own)."""
+    resubmitted: bool = False
+    """Submitted again after a restart: Flink may have the job already, from the earlier submission."""
     resuming: bool = False
     process: subprocess.Popen[bytes] | None = None
     trigger: tuple[str, float] | None = None  # the drain's savepoint trigger and when it was made
@@ -87,10 +96,7 @@ def load_run(path: Path, job_id: str) -> FlinkRun:
         record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return FlinkRun(job_id=job_id, submitted=True)
-    run = FlinkRun(job_id=job_id, **{name: record[name] for name in PERSISTED if name in record})
-    if not run.submitted and not run.submit_error:
-        run.submit_error = "the engine that submitted this job stopped before Flink accepted it"
-    return run
+    return FlinkRun(job_id=job_id, **{name: record[name] for name in PERSISTED if name in record})
 
 
 def request_record(request: LaunchRequest) -> dict[str, Any]:
@@ -105,10 +111,12 @@ def request_record(request: LaunchRequest) -> dict[str, Any]:
         "args": list(request.args),
         "num_workers": request.num_workers,
         "state_uids": dict(request.state_uids),
+        "restore_from": request.restore_from,
     }
 
 
-def request_from(record: Mapping[str, Any], *, restore_from: str) -> LaunchRequest:
+def request_from(record: Mapping[str, Any], *, restore_from: str | None = None) -> LaunchRequest:
+    """The launch request a record keeps; ``restore_from`` (when given) instead of the one it had."""
     return LaunchRequest(
         job_id=str(record["job_id"]),
         job_name=str(record["job_name"]),
@@ -118,6 +126,6 @@ def request_from(record: Mapping[str, Any], *, restore_from: str) -> LaunchReque
         options=dict(record.get("options") or {}),
         args=tuple(str(a) for a in record.get("args") or ()),
         num_workers=int(record.get("num_workers") or 1),
-        restore_from=restore_from,
+        restore_from=str(record.get("restore_from") or "") if restore_from is None else restore_from,
         state_uids={str(k): str(v) for k, v in (record.get("state_uids") or {}).items()},
     )

@@ -1,0 +1,141 @@
+"""tidegate's warm PyFlink submitter: run as a file by the Flink environment's Python, never imported by tidegate.
+
+    <flink venv>/bin/python flink_submitter.py
+
+It imports PyFlink, starts PyFlink's Java gateway, warms the gateway up (the table
+planner's parser and validator loaded, PyFlink's operators), then says ``{"ready": true}`` on its
+stdout and waits on its stdin for one job, a JSON line::
+
+    {"python": PROGRAM, "args": [...], "cwd": DIR, "log": FILE, "conf": {KEY: VALUE}}
+
+It says ``{"started": true}``, points the gateway's execution context at the cluster
+(``conf`` over the configuration of ``FLINK_CONF_DIR``: ``execution.target: remote``,
+the job id, a savepoint to restore, ``execution.attached: false``, so that ``execute``
+returns once Flink accepted the job), runs ``PROGRAM`` as ``__main__`` with what it
+prints going to ``FILE``, says ``{"ok": true}`` (or ``{"ok": false, "error": ...}``) and
+exits: one job per process, so nothing of a program stays for the next. What
+``flink run --python`` does, without a JVM and a Python interpreter to start per job.
+
+The end of its stdin before a job ends it (the engine is gone); PyFlink's gateway ends
+with it. Only the standard library and PyFlink here: it runs in Flink's environment,
+where tidegate is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+import time
+import traceback
+from typing import Any
+
+_MAX_JOBS = 2147483647  # the CLI's own bound for a detached program: no limit
+
+
+def _say(channel: Any, **what: object) -> None:
+    try:
+        channel.write(json.dumps(what) + "\n")
+        channel.flush()
+    except OSError:  # the engine is gone (its server was killed): the job goes on, a server started later looks
+        pass
+
+
+def _set_context(gateway: Any, conf: dict[str, str]) -> None:
+    """Every execution environment made from now on submits to the cluster with ``conf`` (as the CLI's does)."""
+    jvm = gateway.jvm
+    configuration = jvm.org.apache.flink.configuration.GlobalConfiguration.loadConfiguration(
+        os.environ["FLINK_CONF_DIR"]
+    )
+    for key, value in conf.items():
+        configuration.setString(key, value)
+    jvm.org.apache.flink.client.program.StreamContextEnvironment.setAsContext(
+        jvm.org.apache.flink.core.execution.DefaultExecutorServiceLoader(),
+        configuration,
+        jvm.java.lang.Thread.currentThread().getContextClassLoader(),
+        _MAX_JOBS,
+        _MAX_JOBS,
+        False,
+        None,
+        None,
+        jvm.java.util.Collections.emptyList(),
+    )
+
+
+def _warm_up(gateway: Any) -> None:
+    """Load what a program's first steps load (the planner's parser and validator, PyFlink's operators).
+
+    Seconds, now rather than during the job's submission. Nothing is translated into a
+    plan: the planner numbers its nodes with a counter of the whole JVM, and with
+    ``table.exec.uid.generation`` their uids carry those numbers, so a plan made here
+    would give the job other uids than ``flink run`` gives it, and state saved by one
+    could not be restored by the other.
+    """
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+    _set_context(gateway, {"execution.attached": "false"})  # a remote context: no local Python worker server
+    env = StreamExecutionEnvironment.get_execution_environment()
+    t_env = StreamTableEnvironment.create(env)
+    t_env.execute_sql(
+        "CREATE TEMPORARY TABLE tidegate_warm_up (n BIGINT, ts AS TO_TIMESTAMP_LTZ(n, 3), WATERMARK FOR ts AS ts)"
+        " WITH ('connector' = 'datagen')"
+    )
+    t_env.sql_query("SELECT n + 1 FROM tidegate_warm_up WHERE n > 3")
+    env.from_collection([1, 2]).map(lambda value: value + 1)
+    env._generate_stream_graph(clear_transformations=True)  # PyFlink's operators, no planner node: submits nothing
+
+
+def _run(job: dict[str, Any]) -> str:
+    """Run the job's program as ``__main__``; "" when it ended well, else what went wrong."""
+    program = str(job["python"])
+    sys.argv = [program, *[str(arg) for arg in job.get("args", [])]]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(program)))
+    os.chdir(str(job.get("cwd") or os.path.dirname(os.path.abspath(program))))
+    try:
+        runpy.run_path(program, run_name="__main__")
+    except SystemExit as stop:
+        if stop.code not in (None, 0):
+            traceback.print_exc()
+            return f"the program exited with {stop.code}"
+    except BaseException as error:  # the program's own failure: the engine reports it
+        traceback.print_exc()
+        return f"{type(error).__name__}: {error}"
+    return ""
+
+
+def main() -> None:
+    replies = os.fdopen(os.dup(1), "w")  # stdout is the engine's; the gateway's output goes to stderr
+    os.dup2(2, 1)
+    started = time.monotonic()
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    _warm_up(gateway)
+    print(f"tidegate's PyFlink submitter ready in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    _say(replies, ready=True)
+    line = sys.stdin.readline()
+    if not line.strip():
+        os._exit(0)  # the engine is gone, or let it go
+    job = json.loads(line)
+    _say(replies, started=True)
+    with open(str(job["log"]), "ab", buffering=0) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    _set_context(gateway, {str(key): str(value) for key, value in job.get("conf", {}).items()})
+    error = _run(job)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _say(replies, ok=not error, error=error)
+    os._exit(0)  # not a normal exit: PyFlink's threads and the gateway would hold it
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BaseException:
+        traceback.print_exc()
+    os._exit(1)  # main failed: PyFlink's threads and its gateway must not keep the process

@@ -1,0 +1,274 @@
+"""Warm submission of PyFlink programs: one submitter process started ahead, waiting for the next job.
+
+``flink run --python`` starts a JVM and a Python interpreter, imports PyFlink and starts
+its Java gateway for every job: seconds before the program even runs. ``WarmSubmitter``
+keeps one ``flink_submitter`` process ready instead (in the Flink environment, PyFlink
+imported, its gateway up and warmed), a session and a process group of its own.
+``take`` hands out the ready one (None while none is ready: the engine then submits
+cold); ``Submitter.submit`` gives it one job and waits for its answer; the engine
+``start``s the next once that job runs (or failed). Each process runs one job and
+exits, so no program leaves anything behind for the next one.
+
+A submitter that dies while idle is replaced at the next ``take``. One that dies before
+it said it started the job submitted nothing (``NotStarted``: the engine submits cold).
+An idle one ends when its stdin does (``close``, or the end of the engine's process),
+and PyFlink's gateway with it; one handed a job finishes it even if the engine is gone,
+as the ``flink`` CLI would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tidegate.engines.base import LaunchRequest
+from tidegate.engines.flink_cluster import with_java
+from tidegate.engines.flink_local import stop_group
+from tidegate.engines.flink_runs import SQL_DRIVER
+from tidegate.engines.flink_uids import driver_command
+from tidegate.errors import TidegateError, Unavailable
+
+__all__ = [
+    "SCRIPT",
+    "NotStarted",
+    "Submitter",
+    "WarmSubmitter",
+    "submitter_env",
+    "warm_conf",
+    "warm_job",
+    "warm_program",
+]
+
+log = logging.getLogger(__name__)
+
+SCRIPT = Path(__file__).with_name("flink_submitter.py")
+"""The submitter's program, run as a file by the Flink environment's Python."""
+
+_MAX_FAILURES = 3
+"""Submitters in a row that died before they were ready: then warm submission stops (every job goes cold)."""
+
+
+class NotStarted(Exception):
+    """The submitter ended before it took the job: nothing was submitted."""
+
+
+class Submitter:
+    """One submitter process and the lines it says (read by a thread of its own)."""
+
+    def __init__(self, command: list[str], env: Mapping[str, str], cwd: Path, console: Path) -> None:
+        self.started_at = time.monotonic()
+        self.lines: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        with open(console, "ab") as out:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=out,
+                env=dict(env),
+                cwd=cwd,
+                start_new_session=True,  # its own group: stop_group ends it and PyFlink's gateway alike
+            )
+        self.ready = threading.Event()
+        self.ended = threading.Event()
+        threading.Thread(target=self._read, name=f"flink-submitter-{self.process.pid}", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout as replies:
+            for raw in replies:
+                try:
+                    said = json.loads(raw)
+                except ValueError:
+                    continue
+                if said.get("ready"):
+                    self.ready.set()
+                else:
+                    self.lines.put(said)
+        self.ended.set()
+        self.lines.put(None)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None and not self.ended.is_set()
+
+    def submit(self, job: Mapping[str, Any], timeout: float) -> str:
+        """Run one job: "" once the program ended well (its job submitted), else its error.
+
+        Raises NotStarted when the submitter ended before taking the job (nothing submitted),
+        Unavailable when it did not answer within ``timeout`` (it is stopped then).
+        """
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write((json.dumps(dict(job)) + "\n").encode())
+            self.process.stdin.close()
+        except OSError as error:
+            self.stop()
+            raise NotStarted(f"the submitter had ended: {error}") from None
+        deadline = time.monotonic() + timeout
+        took = False
+        while True:
+            try:
+                said = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise Unavailable(f"the PyFlink submitter did not submit within {timeout:.0f} s") from None
+            if said is None:
+                self.stop()
+                if not took:
+                    raise NotStarted("the submitter ended before it took the job")
+                return "the PyFlink submitter ended while it ran the program (see the driver's log)"
+            if said.get("started"):
+                took = True
+            elif "ok" in said:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(5.0)
+                if self.process.poll() is None:
+                    self.stop()
+                return "" if said["ok"] else str(said.get("error") or "the program failed")
+
+    def stop(self) -> None:
+        """End it and its gateway (its whole group)."""
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        if self.process.returncode is None:
+            stop_group(self.process, 1.0)
+        self.ended.set()
+
+
+class WarmSubmitter:
+    """One PyFlink submitter kept ready (a pool of one), replaced after each job and when it dies."""
+
+    def __init__(self, python: Path, env: Callable[[], dict[str, str]], folder: Path) -> None:
+        self._python = python
+        self._env = env
+        self._folder = folder
+        self._idle: Submitter | None = None
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._closed = False
+        self._spawned = 0
+
+    def start(self) -> None:
+        """Start a submitter if none is idle (it gets ready in the background, a few seconds)."""
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._closed or self._failures >= _MAX_FAILURES:
+            return
+        if self._idle is not None:
+            if self._idle.alive():
+                return
+            if not self._idle.ready.is_set():
+                self._failures += 1
+                log.warning("a PyFlink submitter ended before it was ready (see %s)", self._folder)
+                if self._failures >= _MAX_FAILURES:
+                    log.warning("warm Flink submission is off: submitters keep dying; jobs are submitted cold")
+                    return
+            self._idle.stop()
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._spawned += 1
+        console = self._folder / f"submitter-{self._spawned % 10}.log"
+        console.write_bytes(b"")
+        try:
+            self._idle = Submitter([str(self._python), str(SCRIPT)], self._env(), self._folder, console)
+        except (OSError, TidegateError) as error:
+            log.warning("cannot start a PyFlink submitter: %s", error)
+            self._idle, self._failures = None, self._failures + 1
+
+    def take(self) -> Submitter | None:
+        """The ready submitter, if there is one; None: submit cold (and one starts, if none is on its way).
+
+        The next one is not started here: ``start`` it once the job runs, so that its start
+        (seconds of CPU) does not compete with the job's own.
+        """
+        with self._lock:
+            idle = self._idle
+            if idle is None or not idle.ready.is_set() or not idle.alive():
+                self._start_locked()
+                return None
+            self._idle, self._failures = None, 0
+            return idle
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until a submitter is ready (starting one if none is), up to ``timeout`` seconds; whether one is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._start_locked()
+                idle = self._idle
+            if idle is None:
+                return False
+            if idle.ready.wait(min(0.5, max(0.0, deadline - time.monotonic()))) and idle.alive():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def close(self) -> None:
+        """Stop the idle submitter; none starts again."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, None
+        if idle is not None:
+            idle.stop()
+
+
+def warm_program(tmp: Path, request: LaunchRequest) -> list[str]:
+    """The Python file the submitter runs for ``request``, and its arguments (what ``flink run --python`` gets)."""
+    program = Path(request.program).absolute()
+    if program.suffix == ".sql":
+        driver = tmp / "sql_driver.py"
+        driver.write_text(SQL_DRIVER, encoding="utf-8")
+        return [str(driver), str(program), "streaming" if request.streaming else "batch"]
+    if request.state_uids:  # operators renamed by updates run under the uids their state has
+        return driver_command(tmp, request.state_uids, program, request.args)[1:]
+    return [str(program), *request.args]
+
+
+def warm_conf(job_id: str, request: LaunchRequest, flink_home: Path) -> dict[str, str]:
+    """The job's settings over the client configuration: what ``flink run --detached`` makes of its options."""
+    jars = sorted((flink_home / "opt").glob("flink-python*.jar"))  # the CLI ships it with every Python program
+    conf = {
+        "$internal.pipeline.job-id": job_id,
+        "execution.attached": "false",
+        "parallelism.default": str(max(1, request.num_workers)),
+    }
+    if jars:
+        conf["pipeline.jars"] = jars[0].as_uri()
+    if request.restore_from:
+        conf["execution.state-recovery.path"] = request.restore_from
+        if request.options.get("allowNonRestoredState"):
+            conf["execution.state-recovery.ignore-unclaimed-state"] = "true"
+    return conf
+
+
+def warm_job(tmp: Path, job_id: str, request: LaunchRequest, flink_home: Path) -> dict[str, Any]:
+    """The job line a submitter runs for ``request``; what the program prints goes to ``tmp/submit.log`` (emptied)."""
+    python, *args = warm_program(tmp, request)
+    log_file = tmp / "submit.log"
+    log_file.write_bytes(b"")
+    return {
+        "python": python,
+        "args": args,
+        "cwd": str(Path(request.program).absolute().parent),
+        "log": str(log_file),
+        "conf": warm_conf(job_id, request, flink_home),
+    }
+
+
+def submitter_env(venv: Path, conf_dir: Path, folder: Path, jvm_options: str) -> dict[str, str]:
+    """A submitter's environment: the ``flink`` CLI's (its configuration, its Java), Flink's logs in ``folder``."""
+    env = dict(os.environ, FLINK_CONF_DIR=str(conf_dir), FLINK_LOG_DIR=str(folder / "log"), JVM_ARGS=jvm_options)
+    env.pop("PYTHONPATH", None)
+    env.pop("VIRTUAL_ENV", None)
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return with_java(env, venv)
