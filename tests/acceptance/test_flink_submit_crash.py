@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ import pytest
 
 from tidegate import processes
 
+from ..integration.test_flink_engine import default_ports_held
 from .conftest import ServerProcess
 from .test_flink_jobs import _setup_flink
 from .test_flink_survival import CLUSTER, _jobs, create, history, messages, wait_state
@@ -66,27 +65,6 @@ def _submitter_ready(data_dir: Path, timeout: float = 300) -> None:
         time.sleep(0.3)
 
 
-@contextmanager
-def _default_ports_held() -> Iterator[None]:
-    """Flink's default ports taken (if another holds one, all the better): a local cluster started meanwhile
-    runs on free ports, never on a port another test's Flink client may use."""
-    holders = []
-    for port in (8081, 6123):
-        holder = socket.socket()
-        try:
-            holder.bind(("127.0.0.1", port))
-            holder.listen()
-        except OSError:
-            holder.close()
-            continue
-        holders.append(holder)
-    try:
-        yield
-    finally:
-        for holder in holders:
-            holder.close()
-
-
 def _flink_jobs(data_dir: Path) -> list[dict[str, Any]]:
     port = json.loads((data_dir / CLUSTER / "cluster.json").read_text())["rest_port"]
     return list(httpx.get(f"http://localhost:{port}/jobs/overview", timeout=30).json()["jobs"])
@@ -102,7 +80,7 @@ def test_a_job_whose_server_was_killed_while_submitting_it_runs_once(
     data_dir = tmp_path / "server"
     flags = ["--flink-checkpoint-interval", "2", *(["--flink-cold-submit"] if submit == "cold" else [])]
     server = server_processes(data_dir, "", "flink", *flags)
-    with _default_ports_held():  # the next server adopts the cluster at the ports it recorded
+    with default_ports_held():  # the next server adopts the cluster at the ports it recorded
         first = create(server, "first", tmp_path / "first")
         wait_state(server, first, "JOB_STATE_RUNNING", timeout=600)  # it starts the cluster: minutes on a busy machine
     if submit == "warm":

@@ -27,7 +27,7 @@ import pytest
 
 from .conftest import TIDEGATE, ServerProcess, clean_env
 from .test_run_adoption import submit
-from .test_run_command import CLIENT_PYTHON, history, jobs, tidegate_run
+from .test_run_command import CLIENT_PYTHON, SLOW_PIPELINE, history, jobs, tidegate_run
 
 pytestmark = [
     pytest.mark.slow,
@@ -99,23 +99,6 @@ def plant(_):
 
 with beam.Pipeline(options=PipelineOptions(sys.argv[2:])) as pipeline:
     pipeline | beam.Create([0]) | "Plant" >> beam.Map(plant)
-'''
-
-SLOW = '''"""Sleeps until it is cancelled."""
-import sys
-import time
-
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
-
-
-def slow(value):
-    time.sleep(600)
-    return value
-
-
-with beam.Pipeline(options=PipelineOptions(sys.argv[1:])) as pipeline:
-    pipeline | beam.Create([1]) | "Sleep" >> beam.Map(slow)
 '''
 
 
@@ -302,7 +285,7 @@ def test_a_cancel_stops_every_process_of_the_users_run(
     run_as_server: ServerProcess, tmp_path: Path, project: str, user: pwd.struct_passwd
 ) -> None:
     script = tmp_path / "slow.py"
-    script.write_text(SLOW)
+    script.write_text(SLOW_PIPELINE)
     command = [str(TIDEGATE), "run", "--server", run_as_server.base, "--project", project]
     command += ["--python", str(CLIENT_PYTHON), str(script)]
     follower = subprocess.Popen(command, env=clean_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

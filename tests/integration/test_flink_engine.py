@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -306,8 +307,10 @@ def test_a_flink_sql_script_runs_as_one_job(engine: FlinkEngine, tmp_path: Path)
     engine.release(handle)
 
 
-def test_a_local_cluster_whose_default_ports_are_taken_runs_on_others(tmp_path: Path) -> None:
-    """A Flink cluster of the user's own on 8081/6123 does not stop tidegate's local one."""
+@contextmanager
+def default_ports_held() -> Iterator[None]:
+    """Flink's default ports taken (if another holds one, all the better): a local cluster started meanwhile
+    runs on free ports, never on a port another test's Flink client may use."""
     holders = []
     for port in (8081, 6123):
         holder = socket.socket()
@@ -318,6 +321,20 @@ def test_a_local_cluster_whose_default_ports_are_taken_runs_on_others(tmp_path: 
             holder.close()
             continue
         holders.append(holder)
+    try:
+        yield
+    finally:
+        for holder in holders:
+            holder.close()
+
+
+def test_a_local_cluster_whose_default_ports_are_taken_runs_on_others(tmp_path: Path) -> None:
+    """A Flink cluster of the user's own on 8081/6123 does not stop tidegate's local one."""
+    with default_ports_held():
+        _run_on_other_ports(tmp_path)
+
+
+def _run_on_other_ports(tmp_path: Path) -> None:
     engine = FlinkEngine(state_dir=tmp_path / "state", flink_venv=_flink_venv(), task_slots=1)
     try:
         engine.start_cluster()
@@ -332,8 +349,6 @@ def test_a_local_cluster_whose_default_ports_are_taken_runs_on_others(tmp_path: 
     finally:
         engine.stop_cluster(savepoints=False)
         engine.close()
-        for holder in holders:
-            holder.close()
 
 
 def test_a_taskmanager_that_exits_is_started_again(engine: FlinkEngine, tmp_path: Path) -> None:

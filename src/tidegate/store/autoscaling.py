@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from tidegate.model import AutoscalingEvent, AutoscalingEventType
-from tidegate.store.db import Database, from_micros, micros
+from tidegate.store.db import Database, from_micros, time_range
 
 __all__ = ["Autoscaling"]
 
@@ -35,12 +35,7 @@ class Autoscaling(Database):
         """The job's autoscaling events, oldest first (those at or after ``start`` and before ``end``)."""
         clauses: list[str] = ["job_id = %s"]
         values: list[Any] = [job_id]
-        if start is not None:
-            clauses.append("time >= %s")
-            values.append(micros(start))
-        if end is not None:
-            clauses.append("time < %s")
-            values.append(micros(end))
+        time_range(clauses, values, start, end)
         rows = self._execute(
             "SELECT job_id, time, event_type, current_num_workers, target_num_workers, description, worker_pool"
             f" FROM autoscaling_events WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT %s",

@@ -47,6 +47,16 @@ def micros(t: datetime) -> int:
     return ((t if t.tzinfo else t.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND
 
 
+def time_range(clauses: list[str], values: list[Any], start: datetime | None, end: datetime | None) -> None:
+    """Add to a WHERE's ``clauses`` and ``values`` the rows' ``time`` at or after ``start`` and before ``end``."""
+    if start is not None:
+        clauses.append("time >= %s")
+        values.append(micros(start))
+    if end is not None:
+        clauses.append("time < %s")
+        values.append(micros(end))
+
+
 @functools.lru_cache(maxsize=8192)
 def from_micros(value: int) -> datetime:
     """The time ``micros`` gave (cached: the same jobs' times are read again and again)."""

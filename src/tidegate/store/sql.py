@@ -36,7 +36,7 @@ from tidegate.model import (
 )
 from tidegate.store.autoscaling import Autoscaling
 from tidegate.store.credentials import Credentials
-from tidegate.store.db import from_micros, micros
+from tidegate.store.db import from_micros, micros, time_range
 from tidegate.store.logs import Logs
 from tidegate.store.runs import Runs
 from tidegate.store.snapshots import Snapshots
@@ -561,12 +561,7 @@ class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
             _, keys = _untoken(page_token, "messages")
             clauses.append("seq > %s")
             values.append(keys[0])
-        if start is not None:
-            clauses.append("time >= %s")
-            values.append(micros(start))
-        if end is not None:
-            clauses.append("time < %s")
-            values.append(micros(end))
+        time_range(clauses, values, start, end)
         wanted = [int(i) for i in MessageImportance if i.rank >= minimum_importance.rank]
         clauses.append(f"importance IN ({', '.join(str(i) for i in wanted)})")
         rows = self._execute(
