@@ -125,12 +125,15 @@ def test_another_server_on_the_database_adopts_the_runs_of_a_killed_one(
         first = server_processes(tmp_path / "a", url)
         second = server_processes(tmp_path / "b", url)
         outputs = [tmp_path / f"out-{i}.txt" for i in range(2)]
-        jobs = [submit(client_python, first.base, project, tmp_path, out, seconds=8) for out in outputs]
+        # Long enough that the first job still runs once the second is submitted and running, on a slow machine.
+        jobs = [submit(client_python, first.base, project, tmp_path, out, seconds=30) for out in outputs]
         for job_id in jobs:
             wait_state(first.base, project, job_id, {"JOB_STATE_RUNNING"}, 60)
         first.kill()
+        still = {job_id: job_of(second.base, project, job_id)["currentState"] for job_id in jobs}
+        assert set(still.values()) == {"JOB_STATE_RUNNING"}, f"a job ended before its server was killed: {still}"
         for job_id, output in zip(jobs, outputs, strict=True):
-            state = wait_state(second.base, project, job_id, {"JOB_STATE_DONE", "JOB_STATE_FAILED"}, 90)
+            state = wait_state(second.base, project, job_id, {"JOB_STATE_DONE", "JOB_STATE_FAILED"}, 120)
             assert state == "JOB_STATE_DONE", messages(second.base, project, job_id)
             assert sorted(int(x) for x in output.read_text().split()) == list(range(40))
             assert legal_history(url, job_id) == DONE_PATH
