@@ -288,6 +288,31 @@ def test_a_program_that_does_not_submit_fails_with_its_error(engine: FlinkEngine
     assert not (tmp_path / "flink").exists()
 
 
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_a_job_flink_took_is_reported_as_running_although_its_program_failed_after(
+    engine: FlinkEngine, tmp_path: Path, warm: bool
+) -> None:
+    """Flink has the run's own job id, so the job is the run's: it runs, and nothing is left orphaned as FAILED."""
+    submitting = engine
+    if not warm:
+        submitting = FlinkEngine(
+            state_dir=tmp_path / "cold-state", rest_url=engine.rest_url, flink_venv=engine.flink_venv, warm_submit=False
+        )
+    try:
+        out = tmp_path / "values.txt"
+        handle = _launch(submitting, tmp_path, "submits_then_fails.py", str(out), streaming=False, warm=warm)
+        _wait(submitting, handle, {EngineState.SUCCEEDED}, timeout=120)
+        assert sorted(out.read_text().split()) == ["1", "2", "3"]
+        texts = [m.text for m in submitting.messages(handle, 0)[0]]
+        warned = [t for t in texts if t.startswith("The submission ended in an error, but Flink has job")]
+        assert len(warned) == 1 and "this program fails after it submitted its job" in warned[0], texts
+        assert _warm(submitting, handle) is warm
+        submitting.release(handle)
+    finally:
+        if submitting is not engine:
+            submitting.close()
+
+
 def test_a_flink_sql_script_runs_as_one_job(engine: FlinkEngine, tmp_path: Path) -> None:
     out = tmp_path / "counts"
     script = tmp_path / "count.sql"
@@ -367,9 +392,10 @@ def test_a_taskmanager_that_exits_is_started_again(engine: FlinkEngine, tmp_path
     engine.release(handle)
 
 
-def test_a_job_goes_cold_when_the_ready_submitter_died_and_a_new_one_replaces_it(
+def test_a_job_whose_ready_submitter_died_is_submitted_by_the_one_that_replaces_it(
     engine: FlinkEngine, tmp_path: Path
 ) -> None:
+    """The dead one is replaced at the launch; the job waits for the new one to get ready (never slower than cold)."""
     assert engine.warm_submitter_ready(timeout=180)
     idle = engine._warm._idle
     assert idle is not None
@@ -379,9 +405,9 @@ def test_a_job_goes_cold_when_the_ready_submitter_died_and_a_new_one_replaces_it
     handle = _launch(engine, tmp_path, "bounded_sum.py", str(out), streaming=False, warm=False)
     _wait(engine, handle, {EngineState.SUCCEEDED}, timeout=180)
     assert sorted(out.read_text().split()) == ["a,4", "b,6", "c,5"]
-    assert not _warm(engine, handle)  # submitted by flink run
+    assert _warm(engine, handle)
     engine.release(handle)
-    assert engine.warm_submitter_ready(timeout=180)  # replaced
+    assert engine.warm_submitter_ready(timeout=180)  # and the next one is there
     assert engine._warm._idle is not None and engine._warm._idle.process.pid != idle.process.pid
 
 

@@ -75,6 +75,8 @@ _JOB_ID_LINE = re.compile(r"JobID\s+([0-9a-f]{32})")
 _DRAIN_RETRY_SECONDS = 3.0
 _STARTING_POLL_SECONDS = 0.1
 _DRAIN_CHECK_SECONDS = 1.0
+_LATE_ACCEPT_WAITS = (0.0, 1.0, 2.0, 4.0)
+"""After a submission that timed out, the pauses before asking again whether Flink has its job (7 s in all)."""
 CLIENT_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # the CLI lives seconds: skip the optimizing JIT
 _BASIC, _DETAILED = MessageImportance.JOB_MESSAGE_BASIC, MessageImportance.JOB_MESSAGE_DETAILED
 
@@ -427,6 +429,9 @@ class FlinkEngine:
         run = self._run(handle)
         if run.process is not None and run.process.poll() is None:
             stop_group(run.process, 2.0)
+        if not run.submitted and run.submit_error:  # Flink may have taken the job later still: none is left running
+            with contextlib.suppress(TidegateError):
+                self._rest.cancel(run.job_id)
         if run.tmp:
             shutil.rmtree(run.tmp, ignore_errors=True)
         self._record_path(run.job_id).unlink(missing_ok=True)
@@ -471,12 +476,15 @@ class FlinkEngine:
 
     def _submit_once(self, run: FlinkRun, request: LaunchRequest) -> None:
         try:
-            self.start_cluster()
-            warm = self._submit_warm(run, request)
-            output, code = warm if warm is not None else self._run_cli(run, request)
+            try:
+                self.start_cluster()
+                warm = self._submit_warm(run, request)
+                output, code = warm if warm is not None else self._run_cli(run, request)
+            except Unavailable as exc:  # e.g. the CLI timed out: Flink may have the job all the same
+                warm, output, code = None, f"Flink submission failed: {exc}", 1
             accepted = [run.job_id] if warm is not None and code == 0 else _JOB_ID_LINE.findall(output)
-            if (code != 0 or not accepted) and run.resubmitted and self._flink_has(run.job_id):
-                code, accepted = 0, [run.job_id]  # the earlier submission got there first: the job is Flink's
+            if (code != 0 or not accepted) and self._accepted_all_the_same(run, output):
+                code, accepted = 0, [run.job_id]
             if code != 0 or not accepted:
                 run.submit_error = "Flink did not accept the job: " + root_cause(output) + "\n\n" + output[-20000:]
             elif accepted != [run.job_id]:
@@ -493,6 +501,31 @@ class FlinkEngine:
                 self._asked_while_submitted(run)
         except Exception as exc:  # a thread has nobody to raise to: poll reports it
             run.submit_error = run.submit_error or f"Flink submission failed: {exc}"
+
+    def _accepted_all_the_same(self, run: FlinkRun, output: str) -> bool:
+        """Whether Flink has the run's job although its submission ended in an error.
+
+        The job id is the run's own, so Flink having it means Flink took this submission (or
+        an earlier one of the same run): a client that timed out waiting for Flink's answer
+        (``AskTimeoutException`` on a busy machine), or a program that fails after it
+        submitted. The job runs, and is reported as running, never as FAILED with an orphan
+        left holding slots. A timeout is asked about again for a few seconds: Flink may
+        still be taking the job in.
+        """
+        cause = root_cause(output)
+        waits = _LATE_ACCEPT_WAITS if "imeout" in cause or "did not submit within" in cause else (0.0,)
+        for wait in waits:
+            time.sleep(wait)
+            with contextlib.suppress(TidegateError):  # the cluster is not there: nothing of the job either
+                if self._flink_has(run.job_id):
+                    if not run.resubmitted:  # an earlier submission of the run getting there first is no error
+                        self._note(
+                            run,
+                            MessageImportance.JOB_MESSAGE_WARNING,
+                            f"The submission ended in an error, but Flink has job {run.job_id}, which runs: {cause}",
+                        )
+                    return True
+        return False
 
     def _asked_while_submitted(self, run: FlinkRun) -> None:
         """A cancel or a drain asked while the job was on its way to Flink: sent now that Flink has it."""
@@ -555,12 +588,14 @@ class FlinkEngine:
             log.warning("the warm PyFlink submitter did not take job %s (%s): submitting it cold", run.job_id, why)
             return None
         output = Path(job["log"]).read_text(encoding="utf-8", errors="replace")
-        if not error and not self._flink_has(run.job_id):
+        submitted = self._flink_has(run.job_id)
+        if submitted:  # even if the program failed afterwards: the job is Flink's (see _accepted_all_the_same)
+            self._note(run, _DETAILED, "Submitted by the warm PyFlink submitter")
+        elif not error:
             error = f"the program ended without submitting job {run.job_id} (did it call execute()?)"
         if error:
-            self._warm.start()  # no job starts: the next submitter may
+            self._warm.start()  # the next submitter may start: no job starts, or one whose program ended badly
             return f"{output}\n{error}\n", 1
-        self._note(run, _DETAILED, "Submitted by the warm PyFlink submitter")
         return output, 0
 
     def _note_submitter(self, run: FlinkRun, pid: int) -> None:

@@ -56,6 +56,9 @@ SCRIPT = Path(__file__).with_name("flink_submitter.py")
 _MAX_FAILURES = 3
 """Submitters in a row that died before they were ready: then warm submission stops (every job goes cold)."""
 
+_READY_WITHIN = 120.0
+"""Seconds from a submitter's start within which it gets ready, even on a busy machine; later, it is stuck."""
+
 
 class NotStarted(Exception):
     """The submitter ended before it took the job: nothing was submitted."""
@@ -186,14 +189,31 @@ class WarmSubmitter:
             self._idle, self._failures = None, self._failures + 1
 
     def take(self) -> Submitter | None:
-        """The ready submitter, if there is one; None: submit cold (and one starts, if none is on its way).
+        """The ready submitter; None: submit cold (and one starts, if none is on its way).
 
-        The next one is not started here: ``start`` it once the job runs, so that its start
-        (seconds of CPU) does not compete with the job's own.
+        One still getting ready is waited for: what it has left to do (its JVM, PyFlink's
+        import, the warm-up) is what a cold ``flink run`` would do from the start, so
+        it is never slower; an update's new job, launched seconds after the old job ran,
+        goes warm so. One that is not ready ``_READY_WITHIN`` seconds after its start is
+        stuck: it is replaced, and the job goes cold. The next one is not started here:
+        ``start`` it once the job runs, so that its start (seconds of CPU) does not compete
+        with the job's own.
         """
         with self._lock:
             idle = self._idle
-            if idle is None or not idle.ready.is_set() or not idle.alive():
+            stuck = idle is not None and not idle.ready.is_set() and time.monotonic() - idle.started_at > _READY_WITHIN
+            if idle is not None and idle.alive() and stuck:
+                log.warning("a PyFlink submitter was not ready %.0f s after its start: replaced", _READY_WITHIN)
+                idle.stop()
+                self._failures += 1
+                self._idle = idle = None
+            if idle is None or not idle.alive():
+                self._start_locked()
+                return None
+        if not idle.ready.wait(max(0.0, idle.started_at + _READY_WITHIN - time.monotonic())):
+            return None
+        with self._lock:
+            if self._idle is not idle or not idle.alive():  # another job took it, or it died meanwhile
                 self._start_locked()
                 return None
             self._idle, self._failures = None, 0
