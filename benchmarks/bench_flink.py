@@ -28,7 +28,9 @@ Each repetition on each side: a job submitted and drained; a job submitted, upda
 its replacement cancelled; a job submitted and cancelled (two cancels a repetition: a
 cancel's time is mostly Flink's own, which varies from 0.2 to 0.6 s). Each cancel's line
 splits its time by Flink's clock: until Flink's job is CANCELLING, until it is CANCELED,
-and until the side saw it.
+and until the side saw it; each drain's line likewise: until Flink triggered the drain's
+savepoint, until its last task acknowledged it, until the job was FINISHED, and until the
+side saw it.
 
 Prints, per metric, median and worst for both sides and the ratio tidegate/direct of the
 medians (target: at most 1.2). The sides take turns, tidegate first in odd repetitions
@@ -363,8 +365,7 @@ def scenario(
     mine["submit -> RUNNING"].append(took)
     until(lambda: tail.count() >= rate, 0.05, 120, "output of the first job")
     tail.close()
-    drained = side.drain(job)
-    mine["drain -> DRAINED"].append(drained)
+    drained, drain_line = drain(side, flink, job, mine)
 
     second = work / f"{side.name}-{rep}-updated"
     tail = Tail(second / "seen.txt")
@@ -389,9 +390,38 @@ def scenario(
     print(
         f"  rep {rep + 1} {side.name:<8}  submit {' '.join(f'{t:5.2f}' for t in mine['submit -> RUNNING'][-2:])} s   "
         f"drain {drained:5.2f} s   update gap {gap:6.2f} s (new job running {new_running:6.2f} s)\n"
+        + f"{'':22}{drain_line}\n"
         + "".join(f"{'':22}{line}\n" for line in cancels),
         end="",
         flush=True,
+    )
+
+
+def drain(side: Side, flink: httpx.Client, job: str, mine: dict[str, list[float]]) -> tuple[float, str]:
+    """Drain ``job``, note the seconds it took; where the time went, by Flink's clock (its savepoint's statistics)."""
+    asked = time.time()
+    took = side.drain(job)
+    mine["drain -> DRAINED"].append(took)
+    seen, flink_job = asked + took, side.flink_job(job)
+    found: dict[str, Any] = {}
+
+    def recorded() -> bool:  # both answer from Flink's REST cache, refreshed every 3 s
+        nonlocal found
+        points = flink.get(f"/jobs/{flink_job}/checkpoints").json().get("history", [])
+        saves = [p for p in points if p.get("is_savepoint") and p.get("status") == "COMPLETED"]
+        finished = flink.get(f"/jobs/{flink_job}").json().get("timestamps", {}).get("FINISHED")
+        found = {"save": saves[-1], "finished": finished} if saves and finished else {}
+        return bool(found)
+
+    try:
+        until(recorded, 0.2, 10, "Flink's savepoint statistics")
+    except (TimeoutError, httpx.HTTPError, ValueError):
+        return took, f"drain {took:5.2f} s"
+    triggered, acked = found["save"]["trigger_timestamp"] / 1000, found["save"]["latest_ack_timestamp"] / 1000
+    finished = found["finished"] / 1000
+    return took, (
+        f"drain {took:5.2f} s: to the savepoint's trigger {triggered - asked:5.3f} s, to its last ack "
+        f"{acked - triggered:5.3f} s, to FINISHED {finished - acked:5.3f} s, until seen {seen - finished:5.3f} s"
     )
 
 
