@@ -7,7 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Settings", "default_data_dir"]
+__all__ = ["FLINK_PYTHON_MODES", "Settings", "default_data_dir"]
+
+FLINK_PYTHON_MODES = ("thread", "process")
+"""How the local Flink cluster runs jobs' Python functions: in its TaskManager, or in Python worker processes."""
 
 
 def default_data_dir() -> Path:
@@ -47,6 +50,8 @@ class Settings:
     """An existing Flink cluster's REST address; empty: the flink engine starts a local cluster."""
     flink_checkpoint_interval_s: float = 10.0
     """How often the local cluster's jobs checkpoint (a job whose cluster is lost resumes from its latest)."""
+    flink_python_mode: str = "thread"
+    """How the local cluster runs jobs' Python functions: ``thread`` (in the TaskManager) or ``process``."""
     flink_warm_submit: bool = True
     """Submit PyFlink programs through a submitter kept ready (else every job through ``flink run``)."""
     gcs_emulator_port: int = 0

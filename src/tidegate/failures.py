@@ -13,6 +13,10 @@ line; a Python function failing inside a Flink task: a Python traceback inside a
 3. else the first line that names an exception, else the first unindented line, else
    ``"unknown error"``.
 
+A Python function failing in a Flink task in thread mode has no Python traceback: PemJa
+wraps its exception in a Java one, ``pemja.core.PythonException: <class 'ValueError'>:
+message``, which is given as the Python exception's own line (``ValueError: message``).
+
 A stack trace's own lines (``at …``, ``... 15 more``) are never the answer.
 """
 
@@ -29,6 +33,7 @@ _TRACEBACK = "Traceback (most recent call last):"
 _CAUSED_BY = "Caused by: "
 _PY4J = "py4j.protocol.Py4JJavaError"
 _SAYS_NOTHING = "ProgramAbortException"
+_PEMJA = re.compile(r"^pemja\.core\.PythonException: <class '(?:builtins\.)?([\w.]+)'>(:\s?(.*))?$")
 
 
 def _python_exceptions(lines: list[str]) -> list[str]:
@@ -60,6 +65,9 @@ def root_cause(text: str) -> str:
         return python[-1]
     causes = _java_causes(lines)
     if causes:
+        pemja = _PEMJA.match(causes[-1])
+        if pemja is not None:  # a Python function's exception, in thread mode
+            return pemja[1] + (f": {pemja[3]}" if pemja[3] else "")
         return causes[-1]
     unindented = [line.strip() for line in lines if line.strip() and not line[0].isspace()]
     named = next((line for line in unindented if _JAVA_EXCEPTION.match(line)), None)

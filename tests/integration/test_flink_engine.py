@@ -26,6 +26,7 @@ import pytest
 from tests.flink_output import read_seen, read_windows, wait_windows
 from tidegate.engines.base import EngineState, Handle, LaunchRequest, RunStatus
 from tidegate.engines.flink import FlinkEngine
+from tidegate.engines.flink_runs import python_mode_of
 from tidegate.model import MessageImportance
 
 pytestmark = pytest.mark.slow
@@ -192,6 +193,34 @@ def test_cancel_ends_cancelled_and_writes_nothing_after(engine: FlinkEngine, tmp
     engine.release(handle)
 
 
+def _python_workers(engine: FlinkEngine) -> list[str]:
+    """The Python worker processes (process mode's fn harness) the local cluster's TaskManager started."""
+    assert engine._cluster is not None
+    taskmanager = engine._cluster._members[1].pid
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == taskmanager and "pyflink" in cmdline:
+            found.append(f"{proc.name}: {cmdline[:200]}")
+    return found
+
+
+def test_a_job_runs_its_python_in_the_taskmanager_in_thread_mode(engine: FlinkEngine, tmp_path: Path) -> None:
+    """The local cluster's default: no Python worker process is started, the job's Python runs all the same."""
+    out = tmp_path / "out"
+    handle = _start_counting(engine, tmp_path, out)
+    wait_windows(out, 3)  # its Python functions (the windows' counts, the keyed totals) ran
+    _check_totals(read_windows(out))
+    assert _python_workers(engine) == []
+    engine.cancel(handle)
+    _wait(engine, handle, {EngineState.CANCELLED}, timeout=60)
+    engine.release(handle)
+
+
 def test_update_stops_with_a_savepoint_and_the_new_run_continues_the_totals(
     engine: FlinkEngine, tmp_path: Path
 ) -> None:
@@ -201,6 +230,7 @@ def test_update_stops_with_a_savepoint_and_the_new_run_continues_the_totals(
 
     savepoint = engine.stop_with_savepoint(first, tmp_path / "savepoints")
     assert savepoint
+    assert python_mode_of(savepoint) == "thread"  # so the next job runs in the mode its state was written in
     _wait(engine, first, {EngineState.CANCELLED}, timeout=30)
     before, seen_before = read_windows(first_out), read_seen(first_out)
 
@@ -430,7 +460,9 @@ def test_a_job_submitted_cold_is_updated_into_one_submitted_warm_with_its_state(
         cold.release(first)
     finally:
         cold.close()
+    assert python_mode_of(savepoint) is None  # a cluster given by address: its own mode, process by default
     second = _start_counting(engine, tmp_path, out, "--version", "v2", restore_from=savepoint)
+    assert _python_workers(engine), "restored from process mode's state, it runs in process mode"
     wait_windows(out, len(before) + 6)
     engine.cancel(second)
     _wait(engine, second, {EngineState.CANCELLED}, timeout=60)

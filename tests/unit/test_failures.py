@@ -77,6 +77,15 @@ Caused by: java.lang.RuntimeException: Python process exits with code: 1
 \t... 15 more
 """
 
+FLINK_TASK_THREAD_MODE = """\
+java.lang.RuntimeException: Error while processing element
+\tat org.apache.flink.streaming.api.operators.python.embedded.EmbeddedPythonIterator.hasNext(EmbeddedPythonIterator.java:62)
+Caused by: java.lang.reflect.InvocationTargetException
+\tat jdk.internal.reflect.GeneratedMethodAccessor8.invoke(Unknown Source)
+Caused by: pemja.core.PythonException: <class 'ValueError'>: tidegate test failure at element 3
+\tat /jobs/fails.explode_on_three(fails.py:9)
+"""
+
 BEAM_CHAINED = """\
 Traceback (most recent call last):
   File "/home/me/pipeline.py", line 4, in parse
@@ -105,6 +114,8 @@ RuntimeError: lookup failed [while running 'Map(parse)']
         ),
         (PY4J_SUBMIT, "java.lang.IllegalStateException: Failed to rollback to savepoint file:/data/sp. Cannot map"),
         (BEAM_CHAINED, "RuntimeError: lookup failed [while running 'Map(parse)']"),
+        (FLINK_TASK_THREAD_MODE, "ValueError: tidegate test failure at element 3"),
+        ("Caused by: pemja.core.PythonException: <class 'KeyboardInterrupt'>\n", "KeyboardInterrupt"),
         (
             "java.lang.OutOfMemoryError: Java heap space\n\tat x.y(Z.java:1)\n\t... 3 more\n",
             "java.lang.OutOfMemoryError",

@@ -77,3 +77,10 @@ def test_a_kept_launch_keeps_its_savepoint_unless_another_is_given(tmp_path: Pat
     record = request_record(_request(tmp_path, restore_from="/sp/1"))
     assert request_from(record).restore_from == "/sp/1"
     assert request_from(record, restore_from="/chk/9").restore_from == "/chk/9"
+
+
+def test_a_job_is_built_in_the_python_mode_it_is_given_and_else_in_the_clients(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    assert warm_conf(JOB_ID, _request(tmp_path), home, "thread")["python.execution-mode"] == "thread"
+    assert warm_conf(JOB_ID, _request(tmp_path), home, "process")["python.execution-mode"] == "process"
+    assert "python.execution-mode" not in warm_conf(JOB_ID, _request(tmp_path), home)

@@ -22,6 +22,7 @@ from tidegate.cli import config, jobs, snapshots
 from tidegate.cli.client import EXIT_ERROR, EXIT_USAGE, Client, CliError, credential
 from tidegate.cli.credentials import add_credential_commands
 from tidegate.cli.output import Reported, fail
+from tidegate.config import FLINK_PYTHON_MODES
 
 __all__ = ["main"]
 
@@ -53,6 +54,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         resource_cleanup=args.resource_cleanup,
         flink_rest_url=args.flink_rest_url or "",
         flink_checkpoint_interval_s=args.flink_checkpoint_interval,
+        flink_python_mode=args.flink_python_mode,
         flink_warm_submit=not args.flink_cold_submit,
         gcs_emulator_port=args.gcs_emulator or 0,
         gcs_buckets=tuple(args.gcs_bucket),
@@ -190,6 +192,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         default=float(os.environ.get("TIDEGATE_FLINK_CHECKPOINT_INTERVAL", "10")),
         help="how often the local Flink cluster's jobs checkpoint; 0: never (jobs of a lost cluster resume from there)",
+    )
+    server.add_argument(
+        "--flink-python-mode",
+        choices=FLINK_PYTHON_MODES,
+        default=os.environ.get("TIDEGATE_FLINK_PYTHON_MODE", "thread"),
+        help="how the local Flink cluster runs jobs' Python functions: in its TaskManager (thread, the default)"
+        " or in Python worker processes (process); a cluster already running keeps its own",
     )
     server.add_argument(
         "--flink-cold-submit",

@@ -57,7 +57,16 @@ from tidegate.engines.flink_cluster import (
     write_config,
 )
 from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
-from tidegate.engines.flink_runs import PERSISTED, SQL_DRIVER, FlinkRun, load_run, request_from, request_record
+from tidegate.engines.flink_runs import (
+    PERSISTED,
+    SQL_DRIVER,
+    FlinkRun,
+    load_run,
+    mark_python_mode,
+    python_mode_of,
+    request_from,
+    request_record,
+)
 from tidegate.engines.flink_scaling import resource_requirements, target_workers
 from tidegate.engines.flink_uids import driver_command
 from tidegate.engines.flink_warm import NotStarted, WarmSubmitter, submitter_env, warm_job
@@ -96,6 +105,7 @@ class FlinkEngine:
         rpc_port: int | None = None,
         task_slots: int = 4,
         checkpoint_interval: float = 10.0,
+        python_mode: str = "thread",
         savepoint_dir: str | None = None,
         flink_conf: Mapping[str, str] | None = None,
         submit_timeout: float = 300.0,
@@ -116,6 +126,7 @@ class FlinkEngine:
                 rpc_port=rpc_port,
                 task_slots=task_slots,
                 checkpoint_interval=checkpoint_interval,
+                python_mode=python_mode,
                 settings=self._flink_conf,
             )
         self.rest_url = rest_url or f"http://localhost:{rest_port or 8081}"
@@ -180,7 +191,9 @@ class FlinkEngine:
             job_id = str(job["jid"])
             try:
                 trigger = self._rest.trigger_savepoint(job_id, str(self._cluster.savepoints / job_id))
-                taken.append((job_id, self._rest.wait_savepoint(job_id, trigger, self._savepoint_timeout)))
+                location = self._rest.wait_savepoint(job_id, trigger, self._savepoint_timeout)
+                mark_python_mode(location, self._run(Handle(self.name, job_id)).python_mode or "process")
+                taken.append((job_id, location))
             except TidegateError as error:
                 log.warning("no savepoint of Flink job %s before the cluster stops: %s", job_id, error)
         self._cluster.stop()
@@ -196,12 +209,25 @@ class FlinkEngine:
         tmp = request.workdir.absolute() / "flink"
         tmp.mkdir(parents=True, exist_ok=True)
         run = FlinkRun(job_id=os.urandom(16).hex(), tmp=str(tmp), request=request_record(request), in_flight=True)
+        run.python_mode = self._python_mode(request)
         self._save(run)  # before it is submitted: a server that restarts meanwhile finds the submission
         with self._lock:
             self._runs[run.job_id] = run
         self._note(run, _BASIC, f"Submitting {program.name} to Flink as job {run.job_id}")
         threading.Thread(target=self._submit, args=(run, request), name=f"flink-{run.job_id}", daemon=True).start()
         return Handle(engine=self.name, ref=run.job_id)
+
+    def _python_mode(self, request: LaunchRequest) -> str:
+        """The mode a job's Python runs in on the local cluster: its state's when restored, else the cluster's.
+
+        A savepoint with no mode beside it was taken before thread mode existed: in process
+        mode. On a cluster given by its address, the cluster's configuration decides ("").
+        """
+        if self._cluster is None:
+            return ""
+        if request.restore_from:
+            return python_mode_of(request.restore_from) or "process"
+        return self._cluster.python_mode
 
     def poll(self, handle: Handle) -> RunStatus:
         """Flink's job state as an EngineState; FAILED carries Flink's root exception."""
@@ -261,6 +287,7 @@ class FlinkEngine:
                 run, RunStatus(EngineState.FAILED, f"the local Flink cluster this job ran on is gone, and {why}")
             )
         request = request_from(run.request, restore_from=location)
+        run.python_mode = run.python_mode or "process"  # a run recorded before thread mode ran in process mode
         run.submitted, run.submit_error, run.seen_running, run.resuming = False, "", False, True
         run.in_flight = True
         self._note(
@@ -304,6 +331,7 @@ class FlinkEngine:
         run = self._submitted(handle)
         trigger = self._rest.trigger_savepoint(run.job_id, str(target.absolute()))
         location = self._rest.wait_savepoint(run.job_id, trigger, self._savepoint_timeout)
+        mark_python_mode(location, run.python_mode)
         self._note(run, _BASIC, f"Snapshot written to {location}")
         return location
 
@@ -321,6 +349,7 @@ class FlinkEngine:
         except Exception:
             self._request(run, "")
             raise
+        mark_python_mode(location, run.python_mode)
         self._note(run, _BASIC, f"Stopped with a savepoint at {location}")
         return location
 
@@ -539,6 +568,7 @@ class FlinkEngine:
         home, tmp = find_flink_home(self.flink_venv), Path(run.tmp)
         command = [str(home / "bin" / "flink"), "run", "--detached", f"-D$internal.pipeline.job-id={run.job_id}"]
         command += ["--parallelism", str(max(1, request.num_workers))]
+        command += [f"-Dpython.execution-mode={run.python_mode}"] if run.python_mode else []
         if request.restore_from:
             command += ["--fromSavepoint", request.restore_from]
             if request.options.get("allowNonRestoredState"):
@@ -580,7 +610,7 @@ class FlinkEngine:
         submitter = self._warm.take()
         if submitter is None:
             return None
-        job = warm_job(Path(run.tmp), run.job_id, request, find_flink_home(self.flink_venv))
+        job = warm_job(Path(run.tmp), run.job_id, request, find_flink_home(self.flink_venv), run.python_mode)
         self._note_submitter(run, submitter.process.pid)
         try:
             error = submitter.submit(job, self._submit_timeout)

@@ -11,6 +11,13 @@ start time, so that a reused pid is never taken for them); it never starts a sec
 ``stop`` ends it on purpose. Jobs checkpoint every ``checkpoint_interval`` seconds (0: never) into
 ``checkpoints/`` and keep their checkpoints when cancelled, so that a job whose cluster
 was lost (a reboot) can be resumed from its latest one.
+
+Jobs run their Python functions in ``python_mode``: ``thread`` (the default) inside the
+TaskManager's JVM (PemJa), which starts a job's Python operators in well under a second and
+has no Python worker processes to start, connect or release (a cancel under load could end
+the TaskManager in process mode: "Reference count must not be negative"); or ``process``,
+PyFlink's Python worker processes (Beam's fn harness), which isolate each job's Python.
+Thread mode shares one interpreter, and its GIL, among every job of the TaskManager.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tidegate import processes
+from tidegate.config import FLINK_PYTHON_MODES
 from tidegate.engines.flink_cluster import FlinkRestClient, with_java, write_config
 from tidegate.errors import Unavailable
 
@@ -106,8 +115,11 @@ class LocalFlinkCluster:
         rpc_port: int | None = None,
         task_slots: int = 4,
         checkpoint_interval: float = 10.0,
+        python_mode: str = "thread",
         settings: Mapping[str, str] | None = None,
     ) -> None:
+        if python_mode not in FLINK_PYTHON_MODES:
+            raise ValueError(f"unknown Python execution mode {python_mode!r} (known: {', '.join(FLINK_PYTHON_MODES)})")
         self.flink_home = Path()  # set by start
         self.folder = folder
         self.python = python
@@ -118,6 +130,7 @@ class LocalFlinkCluster:
         self.rpc_port = rpc_port or _DEFAULT_RPC_PORT
         self.task_slots = task_slots
         self.checkpoint_interval = checkpoint_interval
+        self.python_mode = python_mode
         self.extra_settings = dict(settings or {})
         self.cluster_id = ""
         """Names this cluster's life: a new one for every start (a job of another life is gone with it)."""
@@ -140,6 +153,11 @@ class LocalFlinkCluster:
     @property
     def savepoints(self) -> Path:
         return self.folder / "savepoints"
+
+    @property
+    def lib_dir(self) -> Path:
+        """The cluster's classpath: Flink's ``lib/`` and, for thread mode, ``flink-python`` (written on start)."""
+        return self.folder / "lib"
 
     def settings(self) -> dict[str, str]:
         """The cluster's configuration, as flat keys."""
@@ -179,7 +197,16 @@ class LocalFlinkCluster:
             "metrics.fetcher.update-interval": "2000",
             "python.executable": str(self.python),
             "python.client.executable": str(self.python),
+            # Jobs are built (by the submitting client, which reads this configuration) to run
+            # their Python functions in this mode; a program may set another for itself.
+            "python.execution-mode": self.python_mode,
         }
+        if self.python_mode == "thread":
+            # Thread mode runs Python inside the TaskManager (PemJa). PemJa's classes must be
+            # loaded once, by the cluster's class loader (flink-python in its lib/): loaded again
+            # by each job's class loader, every job after the first fails on Java 17
+            # ("NoSuchFieldException: loadedLibraryNames").
+            settings["classloader.parent-first-patterns.additional"] = "pemja."
         if self.checkpoint_interval > 0:
             # Periodic checkpoints, kept when a job is cancelled or its cluster lost: a job is
             # resumed from its latest one when the cluster it ran on is gone.
@@ -227,6 +254,7 @@ class LocalFlinkCluster:
         )
         for sub in ("log", "run", "savepoints", "checkpoints"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        self._write_lib()
         write_config(self.conf_dir, self.settings(), self.flink_home)
         self.cluster_id = uuid.uuid4().hex
         self._members = [self._spawn(role) for role in _ROLES]
@@ -270,8 +298,18 @@ class LocalFlinkCluster:
         self._members = []
         (self.folder / _STATE_FILE).unlink(missing_ok=True)
 
+    def _write_lib(self) -> None:
+        """Links to the jars of Flink's ``lib/``, and to ``opt/flink-python`` in thread mode."""
+        shutil.rmtree(self.lib_dir, ignore_errors=True)
+        self.lib_dir.mkdir(parents=True)
+        jars = sorted((self.flink_home / "lib").glob("*.jar"))
+        if self.python_mode == "thread":
+            jars += sorted((self.flink_home / "opt").glob("flink-python*.jar"))
+        for jar in jars:
+            (self.lib_dir / jar.name).symlink_to(jar.resolve())
+
     def _spawn(self, role: str) -> _Member:
-        env = dict(os.environ, FLINK_CONF_DIR=str(self.conf_dir))
+        env = dict(os.environ, FLINK_CONF_DIR=str(self.conf_dir), FLINK_LIB_DIR=str(self.lib_dir))
         env.pop("PYTHONPATH", None)
         env["PATH"] = f"{self.python.parent}{os.pathsep}{env.get('PATH', '')}"
         env = with_java(env, self.python.parent.parent)

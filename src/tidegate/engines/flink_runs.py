@@ -7,6 +7,12 @@ is lost, or when the server stopped while submitting it), the process submitting
 (the ``flink`` CLI or the warm submitter: a restarted server waits for it to end before
 it looks whether Flink has the job) and the local cluster it went to. It is written
 before the submission starts.
+
+A job's Python state is kept differently in thread and process mode, so a job restored
+from another's state must run in the mode that state was written in (else its Python
+operators start from empty state, and Flink says nothing): the engine writes the mode
+beside each savepoint it takes (``mark_python_mode``) and reads it back at a restore
+(``python_mode_of``); a run resumed from its own checkpoints keeps its record's mode.
 """
 
 from __future__ import annotations
@@ -17,14 +23,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from tidegate.engines.base import LaunchRequest, RunStatus
 from tidegate.engines.base import WorkerMessage as Message
 from tidegate.model import MessageImportance, MetricValue
 
-__all__ = ["PERSISTED", "SQL_DRIVER", "FlinkRun", "load_run", "request_from", "request_record"]
+__all__ = [
+    "PERSISTED",
+    "SQL_DRIVER",
+    "FlinkRun",
+    "load_run",
+    "mark_python_mode",
+    "python_mode_of",
+    "request_from",
+    "request_record",
+]
 
-PERSISTED = ("tmp", "submitted", "submit_error", "requested", "request", "cluster", "submitter")
+PERSISTED = ("tmp", "submitted", "submit_error", "requested", "request", "cluster", "submitter", "python_mode")
 """The fields of a run its record keeps."""
 
 SQL_DRIVER = '''"""tidegate's Flink SQL driver: python driver.py SCRIPT streaming|batch."""
@@ -67,6 +83,8 @@ class FlinkRun:
     """The launch request, to launch the run again (on a new cluster, from its latest state)."""
     cluster: str = ""
     """The ``cluster_id`` of the local cluster the run was submitted to."""
+    python_mode: str = ""
+    """``thread`` or ``process``: how its Python functions run (set by the engine; empty: the cluster's own)."""
     submitter: dict[str, Any] = field(default_factory=dict)
     """The process submitting the run (``pid``, ``started``): it may outlive the engine that started it."""
     in_flight: bool = False
@@ -97,6 +115,35 @@ def load_run(path: Path, job_id: str) -> FlinkRun:
     except (OSError, ValueError):
         return FlinkRun(job_id=job_id, submitted=True)
     return FlinkRun(job_id=job_id, **{name: record[name] for name in PERSISTED if name in record})
+
+
+_MODE_FILE = "tidegate-python-mode"
+
+
+def _local(location: str) -> Path | None:
+    """The folder of a savepoint on this machine's file system (``file:`` or a plain path), else None."""
+    parsed = urlparse(location)
+    if parsed.scheme not in ("", "file"):
+        return None
+    folder = Path(unquote(parsed.path))
+    return folder if folder.is_dir() else None
+
+
+def mark_python_mode(location: str, mode: str) -> None:
+    """Write beside a savepoint the Python execution mode of the job it was taken of."""
+    folder = _local(location)
+    if folder is not None and mode:
+        (folder / _MODE_FILE).write_text(mode, encoding="utf-8")
+
+
+def python_mode_of(location: str) -> str | None:
+    """The Python execution mode written beside a savepoint, or None (not on this machine, or none written)."""
+    folder = _local(location)
+    try:
+        mode = (folder / _MODE_FILE).read_text(encoding="utf-8").strip() if folder is not None else ""
+    except OSError:
+        return None
+    return mode or None
 
 
 def request_record(request: LaunchRequest) -> dict[str, Any]:

@@ -254,7 +254,7 @@ def warm_program(tmp: Path, request: LaunchRequest) -> list[str]:
     return [str(program), *request.args]
 
 
-def warm_conf(job_id: str, request: LaunchRequest, flink_home: Path) -> dict[str, str]:
+def warm_conf(job_id: str, request: LaunchRequest, flink_home: Path, python_mode: str = "") -> dict[str, str]:
     """The job's settings over the client configuration: what ``flink run --detached`` makes of its options."""
     jars = sorted((flink_home / "opt").glob("flink-python*.jar"))  # the CLI ships it with every Python program
     conf = {
@@ -264,6 +264,8 @@ def warm_conf(job_id: str, request: LaunchRequest, flink_home: Path) -> dict[str
     }
     if jars:
         conf["pipeline.jars"] = jars[0].as_uri()
+    if python_mode:
+        conf["python.execution-mode"] = python_mode
     if request.restore_from:
         conf["execution.state-recovery.path"] = request.restore_from
         if request.options.get("allowNonRestoredState"):
@@ -271,7 +273,7 @@ def warm_conf(job_id: str, request: LaunchRequest, flink_home: Path) -> dict[str
     return conf
 
 
-def warm_job(tmp: Path, job_id: str, request: LaunchRequest, flink_home: Path) -> dict[str, Any]:
+def warm_job(tmp: Path, job_id: str, request: LaunchRequest, flink_home: Path, python_mode: str = "") -> dict[str, Any]:
     """The job line a submitter runs for ``request``; what the program prints goes to ``tmp/submit.log`` (emptied)."""
     python, *args = warm_program(tmp, request)
     log_file = tmp / "submit.log"
@@ -281,7 +283,7 @@ def warm_job(tmp: Path, job_id: str, request: LaunchRequest, flink_home: Path) -
         "args": args,
         "cwd": str(Path(request.program).absolute().parent),
         "log": str(log_file),
-        "conf": warm_conf(job_id, request, flink_home),
+        "conf": warm_conf(job_id, request, flink_home, python_mode),
     }
 
 

@@ -1,0 +1,59 @@
+"""The Python execution mode written beside a savepoint, and read back at a restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tidegate.engines.flink_local import LocalFlinkCluster
+from tidegate.engines.flink_runs import FlinkRun, load_run, mark_python_mode, python_mode_of
+
+
+def test_the_mode_beside_a_savepoint_is_read_back_from_its_path_or_its_file_uri(tmp_path: Path) -> None:
+    savepoint = tmp_path / "savepoint-1a2b3c"
+    savepoint.mkdir()
+    assert python_mode_of(str(savepoint)) is None  # one taken before modes were written: none
+    mark_python_mode(f"file:{savepoint}", "thread")  # how Flink names a savepoint's location
+    assert python_mode_of(str(savepoint)) == "thread"
+    assert python_mode_of(savepoint.as_uri()) == "thread"
+    mark_python_mode(str(savepoint), "process")
+    assert python_mode_of(f"file:{savepoint}") == "process"
+
+
+def test_a_savepoint_elsewhere_or_gone_has_no_mode_and_gets_none_written(tmp_path: Path) -> None:
+    mark_python_mode(str(tmp_path / "gone"), "thread")
+    assert not (tmp_path / "gone").exists()
+    assert python_mode_of(str(tmp_path / "gone")) is None
+    assert python_mode_of("s3://bucket/savepoints/savepoint-1") is None
+    mark_python_mode(str(tmp_path), "")  # a run of a cluster given by address: its mode is the cluster's
+    assert python_mode_of(str(tmp_path)) is None
+
+
+def test_a_runs_record_keeps_its_mode_and_an_older_record_has_none(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text('{"tmp": "/t", "submitted": true}')
+    assert load_run(path, "a" * 32).python_mode == ""
+    path.write_text('{"tmp": "/t", "submitted": true, "python_mode": "thread"}')
+    assert load_run(path, "a" * 32) == FlinkRun(job_id="a" * 32, tmp="/t", submitted=True, python_mode="thread")
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_the_local_cluster_builds_jobs_in_its_mode_and_thread_mode_loads_pemja_once(tmp_path: Path, mode: str) -> None:
+    cluster = LocalFlinkCluster(tmp_path / "cluster", python=Path("/venv/bin/python"), python_mode=mode)
+    settings = cluster.settings()
+    assert settings["python.execution-mode"] == mode
+    assert ("classloader.parent-first-patterns.additional" in settings) is (mode == "thread")
+    home = tmp_path / "home"
+    for jar in ("lib/flink-dist-2.3.0.jar", "opt/flink-python-2.3.0.jar", "opt/flink-sql-client-2.3.0.jar"):
+        (home / jar).parent.mkdir(parents=True, exist_ok=True)
+        (home / jar).write_bytes(b"PK")
+    cluster.flink_home = home
+    cluster._write_lib()  # what start puts on the cluster's classpath (FLINK_LIB_DIR)
+    expected = {"flink-dist-2.3.0.jar"} | ({"flink-python-2.3.0.jar"} if mode == "thread" else set())
+    assert {jar.name for jar in cluster.lib_dir.iterdir()} == expected
+
+
+def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown Python execution mode 'threads'"):
+        LocalFlinkCluster(tmp_path, python=Path("/venv/bin/python"), python_mode="threads")
