@@ -1,11 +1,11 @@
 """Cancels of streaming PyFlink jobs on the local Flink cluster: does the TaskManager survive them?
 
     .venv/bin/python benchmarks/bench_flink_cancels.py [--cancels 50] [--in-flight 2] [--minutes M]
-        [--set KEY=VALUE ...]
+        [--python-mode thread|process] [--set KEY=VALUE ...]
 
 Starts the Flink engine's local cluster (free ports, a temporary folder), then ``--cancels``
 times: a streaming PyFlink job (``tests/integration/flink_jobs/windowed_counts.py``, three
-Python operators sharing their slot's Python environment) launched through
+Python operators; in process mode they share their slot's Python environment) launched through
 ``FlinkEngine.launch``, polled until RUNNING (every task runs), cancelled with
 ``FlinkEngine.cancel`` and polled until CANCELLED. ``--in-flight`` cycles overlap (each
 job takes a slot of its own; the cluster has four), which keeps a busy machine busier and
@@ -20,9 +20,10 @@ Counts, over the whole run, how the TaskManager fared:
 - cycles that did not end CANCELLED (with the state they ended in).
 
 Prints per cycle submit -> RUNNING and cancel -> CANCELLED, then their median and p90.
-``--set KEY=VALUE`` (repeatable) adds Flink configuration to the cluster's, to compare
-candidates; ``--minutes`` starts no new cycle after that long (the figures are the cycles
-done). Each cycle's job is also cancelled on Flink's REST API at its end, in case the engine
+``--python-mode`` is the cluster's (``thread``, its default, or ``process``, where the
+TaskManager could end itself on a cancel). ``--set KEY=VALUE`` (repeatable) adds Flink
+configuration to the cluster's, to compare candidates; ``--minutes`` starts no new cycle
+after that long (the figures are the cycles done). Each cycle's job is also cancelled on Flink's REST API at its end, in case the engine
 took an accepted submission for failed. Exits 1 if the TaskManager exited or a cycle did not end CANCELLED.
 """
 
@@ -162,6 +163,9 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=20, help="records a second the job's source emits")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Flink configuration to add")
     parser.add_argument("--flink-venv", type=Path, default=ROOT / ".flink-venv")
+    parser.add_argument(
+        "--python-mode", choices=("thread", "process"), default="thread", help="how the jobs' Python runs"
+    )
     options = parser.parse_args()
     settings = dict(item.split("=", 1) for item in options.set)
     in_flight = max(1, min(4, options.in_flight))
@@ -175,6 +179,7 @@ def main() -> int:
             rpc_port=free_port(),
             task_slots=4,
             flink_conf=settings,
+            python_mode=options.python_mode,
         )
         begun = time.monotonic()
         cycles: list[Cycle] = []
@@ -189,7 +194,10 @@ def main() -> int:
                     print("the cluster did not start in time; trying again", flush=True)
             watch = Watch(work / "state" / "flink-cluster", engine.rest_url)
             watch.check()
-            print(f"cluster ready in {time.monotonic() - begun:.1f} s; extra settings: {settings or 'none'}")
+            print(
+                f"cluster ready in {time.monotonic() - begun:.1f} s; Python in {options.python_mode} mode;"
+                f" extra settings: {settings or 'none'}"
+            )
             numbers = iter(range(1, options.cancels + 1))
             stop_at = begun + options.minutes * 60 if options.minutes > 0 else float("inf")
             numbers_lock, cycles_lock = threading.Lock(), threading.Lock()
@@ -227,7 +235,10 @@ def main() -> int:
     cancelled = [c for c in cycles if c.ended == "CANCELLED"]
     others = [c for c in cycles if c.ended != "CANCELLED"]
     print()
-    print(f"cycles: {len(cycles)} in {time.monotonic() - begun:.0f} s ({in_flight} in flight); settings: {settings}")
+    print(
+        f"cycles: {len(cycles)} in {time.monotonic() - begun:.0f} s ({in_flight} in flight);"
+        f" {options.python_mode} mode; settings: {settings}"
+    )
     print(f"ended CANCELLED: {len(cancelled)}; otherwise: {len(others)}")
     for cycle in others:
         print(f"  cycle {cycle.number}: {cycle.ended}")
