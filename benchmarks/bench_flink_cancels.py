@@ -23,8 +23,9 @@ Prints per cycle submit -> RUNNING and cancel -> CANCELLED, then their median an
 ``--python-mode`` is the cluster's (``thread``, its default, or ``process``, where the
 TaskManager could end itself on a cancel). ``--set KEY=VALUE`` (repeatable) adds Flink
 configuration to the cluster's, to compare candidates; ``--minutes`` starts no new cycle
-after that long (the figures are the cycles done). Each cycle's job is also cancelled on Flink's REST API at its end, in case the engine
-took an accepted submission for failed. Exits 1 if the TaskManager exited or a cycle did not end CANCELLED.
+after that long (the figures are the cycles done). Each cycle's job is also cancelled on
+Flink's REST API at its end, in case the engine took an accepted submission for failed.
+Exits 1 if the TaskManager exited or a cycle did not end CANCELLED.
 """
 
 from __future__ import annotations
