@@ -29,6 +29,7 @@ class ScriptedRun:
     stages: list[StageDetails] = field(default_factory=list)
     released: bool = False
     polls: int = 0
+    message_reads: int = 0
 
 
 class ScriptedEngine:
@@ -104,6 +105,7 @@ class ScriptedEngine:
 
     def messages(self, handle: Handle, after: int) -> tuple[list[WorkerMessage], int]:
         run = self._kept(handle)
+        run.message_reads += 1
         return run.messages[after:], len(run.messages)
 
     def metrics(self, handle: Handle) -> list[MetricValue]:

@@ -269,14 +269,38 @@ def test_a_watch_polls_only_the_jobs_whose_start_or_end_is_near(
     scheduler.tick()
     assert state(service, cancelled.id) is S.JOB_STATE_CANCELLING
     polls = engine.run_of(running.id).polls, engine.run_of(cancelled.id).polls
+    reads = engine.run_of(cancelled.id).message_reads
     scheduler.watch()
     scheduler.watch()
     assert engine.run_of(running.id).polls == polls[0]
     assert engine.run_of(cancelled.id).polls == polls[1] + 2
+    assert engine.run_of(cancelled.id).message_reads == reads  # a watch asks for the state alone
     engine.run_of(cancelled.id).state = EngineState.CANCELLED
     scheduler.watch()
     assert state(service, cancelled.id) is S.JOB_STATE_CANCELLED
     assert state(service, running.id) is S.JOB_STATE_RUNNING
+
+
+def test_a_tick_sends_a_cancel_before_it_polls_the_other_runs(
+    service: JobService, scheduler: Scheduler, engine: ScriptedEngine, new_job: Callable[..., NewJob]
+) -> None:
+    """The tick a cancel wakes sends it first: not after the leases, admissions and every other run's poll."""
+    others, cancelled = [service.create_job(new_job()) for _ in range(2)], service.create_job(new_job())
+    scheduler.settings = SchedulerSettings(work_dir=scheduler.settings.work_dir, capacity=Capacity(max_jobs=3))
+    scheduler.tick()
+    for job in (*others, cancelled):
+        engine.run_of(job.id).state = EngineState.RUNNING
+    scheduler.tick()
+    order: list[str] = []
+    engine_poll, engine_cancel = engine.poll, engine.cancel
+    engine.poll = lambda handle: (order.append(f"poll {handle.ref}"), engine_poll(handle))[1]  # type: ignore[method-assign]
+    engine.cancel = lambda handle: (order.append(f"cancel {handle.ref}"), engine_cancel(handle))[1]  # type: ignore[method-assign]
+    service.update_job("proj", None, cancelled.id, requested_state=S.JOB_STATE_CANCELLED)
+    scheduler.tick()
+    cancelled_ref = service.store.get_run(cancelled.id).ref  # type: ignore[union-attr]
+    assert order[0] == f"cancel {cancelled_ref}", order
+    assert len(order) == 4  # the cancelled run's poll, and each other run's once
+    assert state(service, cancelled.id) is S.JOB_STATE_CANCELLED
 
 
 def test_a_gone_schedulers_runs_are_adopted_after_its_lease_and_go_on(

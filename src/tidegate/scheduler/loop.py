@@ -253,23 +253,34 @@ class Scheduler:
             self._wake.clear()
 
     def tick(self) -> None:
-        """One pass over everything the scheduler looks after."""
+        """One pass over everything the scheduler looks after.
+
+        The jobs that are PENDING, CANCELLING or DRAINING go first: a tick woken by a
+        cancel or a drain sends it before the leases, the admissions and the other runs.
+        """
+        closely = self.store.job_ids_in_states(_WATCHED_CLOSELY)
+        for job_id in closely:
+            self._reconcile(job_id)
         now = self.service.clock()
         self._renew(now)
         self._adopt(now)
         self._admit(now)
+        done = set(closely)
         for job_id in self.store.job_ids_in_states(_RUNNING_STATES):
-            self._reconcile(job_id)
+            if job_id not in done:
+                self._reconcile(job_id)
         self._starting = bool(self.store.job_ids_in_states(_WATCHED_CLOSELY))
 
     def watch(self) -> None:
         """A pass over the jobs that are PENDING, CANCELLING or DRAINING alone, between two ticks.
 
         Their engine is about to report a run's start or end; the other running jobs wait
-        for the next tick, so a watch costs the same however many jobs run.
+        for the next tick, so a watch costs the same however many jobs run. A watch asks
+        the engine for the run's state alone: its messages (several calls to the engine,
+        which would hold up seeing the end) are read by the ticks, and at the run's end.
         """
         for job_id in self.store.job_ids_in_states(_WATCHED_CLOSELY):
-            self._reconcile(job_id)
+            self._reconcile(job_id, messages=False)
         self._starting = bool(self.store.job_ids_in_states(_WATCHED_CLOSELY))
 
     # -- leases ------------------------------------------------------------------------
@@ -318,7 +329,7 @@ class Scheduler:
 
     # -- runs ------------------------------------------------------------------------------
 
-    def _reconcile(self, job_id: str) -> None:
+    def _reconcile(self, job_id: str, *, messages: bool = True) -> None:
         job = self.store.get_job(job_id)
         run = self.store.get_run(job_id)
         if run is None:
@@ -338,7 +349,7 @@ class Scheduler:
             )
             return
         try:
-            self._step(job, run, engine)
+            self._step(job, run, engine, messages)
         except NotFound as error:
             if run.ref and run.lease_until > self.service.clock() and self.store.supervised(job.id):
                 return  # its supervisor keeps its lease where this server cannot see the run: it lives
@@ -349,7 +360,7 @@ class Scheduler:
             log.exception("engine %s failed on job %s", run.engine, job.id)
             self.service.add_message(job.id, MessageImportance.JOB_MESSAGE_WARNING, f"engine error: {error}")
 
-    def _step(self, job: Job, run: EngineRun, engine: Engine) -> None:
+    def _step(self, job: Job, run: EngineRun, engine: Engine, messages: bool = True) -> None:
         state, wanted = job.current_state, job.requested_state
         if state.terminal:
             self.store.update_run(job.id, self.worker, release=True)
@@ -368,7 +379,7 @@ class Scheduler:
         handle = Handle(run.engine, run.ref)
         run = self._send_stop(job, run, engine, handle)
         status = call_engine(handle.engine, "poll", engine.poll, handle)
-        if status.state not in _ENDED or UPDATE_ACTION in run.actions:  # an ended run's edge reads them after
+        if messages and (status.state not in _ENDED or UPDATE_ACTION in run.actions):  # the end's edge reads them
             run = self._messages_when_due(job, run, engine, handle, status.state)
         if state is S.JOB_STATE_PENDING:
             if wanted is S.JOB_STATE_CANCELLED:
