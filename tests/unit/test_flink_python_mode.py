@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 
+from tidegate import processes
 from tidegate.engines.flink_local import LocalFlinkCluster
 from tidegate.engines.flink_runs import FlinkRun, load_run, mark_python_mode, python_mode_of
 
@@ -57,3 +60,19 @@ def test_the_local_cluster_builds_jobs_in_its_mode_and_thread_mode_loads_pemja_o
 def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown Python execution mode 'threads'"):
         LocalFlinkCluster(tmp_path, python=Path("/venv/bin/python"), python_mode="threads")
+
+
+@pytest.mark.parametrize(("recorded", "mode"), [({}, "process"), ({"python_mode": "thread"}, "thread")])
+def test_an_adopted_cluster_keeps_the_mode_it_was_started_with(
+    tmp_path: Path, recorded: dict[str, str], mode: str
+) -> None:
+    """One started before modes were recorded ran in process mode: its jobs must be built for it."""
+    me = {"pid": os.getpid(), "started": processes.started(os.getpid())}  # a live process stands in for it
+    state = {"cluster_id": "c1", "rest_port": 18081, "rpc_port": 16123, "flink_home": str(tmp_path / "home")}
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "cluster.json").write_text(
+        json.dumps({**state, **recorded, "jobmanager": me, "taskmanager": me})
+    )
+    cluster = LocalFlinkCluster(tmp_path / "cluster", python=Path("/venv/bin/python"), python_mode="thread")
+    assert cluster.adopt()
+    assert (cluster.python_mode, cluster.rest_port) == (mode, 18081)

@@ -231,6 +231,8 @@ class LocalFlinkCluster:
         self.rest_port, self.rpc_port = int(state["rest_port"]), int(state["rpc_port"])
         self.flink_home = Path(state["flink_home"])
         self.cluster_id = str(state.get("cluster_id", ""))
+        # It runs in the mode it was started with (one started before modes were recorded: process).
+        self.python_mode = str(state.get("python_mode") or "process")
         self._members = members
         return True
 
@@ -309,6 +311,8 @@ class LocalFlinkCluster:
             (self.lib_dir / jar.name).symlink_to(jar.resolve())
 
     def _spawn(self, role: str) -> _Member:
+        if not self.lib_dir.is_dir():  # a TaskManager started again in a cluster from before lib/ was written
+            self._write_lib()
         env = dict(os.environ, FLINK_CONF_DIR=str(self.conf_dir), FLINK_LIB_DIR=str(self.lib_dir))
         env.pop("PYTHONPATH", None)
         env["PATH"] = f"{self.python.parent}{os.pathsep}{env.get('PATH', '')}"
@@ -331,6 +335,7 @@ class LocalFlinkCluster:
             "rest_port": self.rest_port,
             "rpc_port": self.rpc_port,
             "flink_home": str(self.flink_home),
+            "python_mode": self.python_mode,
             **{m.role: {"pid": m.pid, "started": m.started} for m in self._members},
         }
         path = self.folder / _STATE_FILE
