@@ -84,3 +84,9 @@ def test_a_job_is_built_in_the_python_mode_it_is_given_and_else_in_the_clients(t
     assert warm_conf(JOB_ID, _request(tmp_path), home, "thread")["python.execution-mode"] == "thread"
     assert warm_conf(JOB_ID, _request(tmp_path), home, "process")["python.execution-mode"] == "process"
     assert "python.execution-mode" not in warm_conf(JOB_ID, _request(tmp_path), home)
+
+
+def test_a_cluster_with_flink_python_of_its_own_is_shipped_none(tmp_path: Path) -> None:
+    conf = warm_conf(JOB_ID, _request(tmp_path), _home(tmp_path), "thread", ship_python_jar=False)
+    assert "pipeline.jars" not in conf
+    assert conf["python.execution-mode"] == "thread"

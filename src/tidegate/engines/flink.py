@@ -610,7 +610,9 @@ class FlinkEngine:
         submitter = self._warm.take()
         if submitter is None:
             return None
-        job = warm_job(Path(run.tmp), run.job_id, request, find_flink_home(self.flink_venv), run.python_mode)
+        shipped = self._cluster is None or not self._cluster.has_python_jar  # else the cluster has flink-python
+        home = find_flink_home(self.flink_venv)
+        job = warm_job(Path(run.tmp), run.job_id, request, home, run.python_mode, ship_python_jar=shipped)
         self._note_submitter(run, submitter.process.pid)
         try:
             error = submitter.submit(job, self._submit_timeout)

@@ -155,6 +155,11 @@ class LocalFlinkCluster:
         return self.folder / "savepoints"
 
     @property
+    def has_python_jar(self) -> bool:
+        """Whether ``flink-python`` is on the cluster's own classpath (thread mode): a job need not ship it."""
+        return self.python_mode == "thread"
+
+    @property
     def lib_dir(self) -> Path:
         """The cluster's classpath: Flink's ``lib/`` and, for thread mode, ``flink-python`` (written on start)."""
         return self.folder / "lib"
@@ -305,7 +310,7 @@ class LocalFlinkCluster:
         shutil.rmtree(self.lib_dir, ignore_errors=True)
         self.lib_dir.mkdir(parents=True)
         jars = sorted((self.flink_home / "lib").glob("*.jar"))
-        if self.python_mode == "thread":
+        if self.has_python_jar:
             jars += sorted((self.flink_home / "opt").glob("flink-python*.jar"))
         for jar in jars:
             (self.lib_dir / jar.name).symlink_to(jar.resolve())

@@ -254,9 +254,15 @@ def warm_program(tmp: Path, request: LaunchRequest) -> list[str]:
     return [str(program), *request.args]
 
 
-def warm_conf(job_id: str, request: LaunchRequest, flink_home: Path, python_mode: str = "") -> dict[str, str]:
-    """The job's settings over the client configuration: what ``flink run --detached`` makes of its options."""
-    jars = sorted((flink_home / "opt").glob("flink-python*.jar"))  # the CLI ships it with every Python program
+def warm_conf(
+    job_id: str, request: LaunchRequest, flink_home: Path, python_mode: str = "", *, ship_python_jar: bool = True
+) -> dict[str, str]:
+    """The job's settings over the client configuration: what ``flink run --detached`` makes of its options.
+
+    The CLI ships ``flink-python`` (42 MB) with every Python program; a cluster that has
+    it on its own classpath (the local one in thread mode) needs none (``ship_python_jar``).
+    """
+    jars = sorted((flink_home / "opt").glob("flink-python*.jar")) if ship_python_jar else []
     conf = {
         "$internal.pipeline.job-id": job_id,
         "execution.attached": "false",
@@ -273,7 +279,15 @@ def warm_conf(job_id: str, request: LaunchRequest, flink_home: Path, python_mode
     return conf
 
 
-def warm_job(tmp: Path, job_id: str, request: LaunchRequest, flink_home: Path, python_mode: str = "") -> dict[str, Any]:
+def warm_job(
+    tmp: Path,
+    job_id: str,
+    request: LaunchRequest,
+    flink_home: Path,
+    python_mode: str = "",
+    *,
+    ship_python_jar: bool = True,
+) -> dict[str, Any]:
     """The job line a submitter runs for ``request``; what the program prints goes to ``tmp/submit.log`` (emptied)."""
     python, *args = warm_program(tmp, request)
     log_file = tmp / "submit.log"
@@ -283,7 +297,7 @@ def warm_job(tmp: Path, job_id: str, request: LaunchRequest, flink_home: Path, p
         "args": args,
         "cwd": str(Path(request.program).absolute().parent),
         "log": str(log_file),
-        "conf": warm_conf(job_id, request, flink_home, python_mode),
+        "conf": warm_conf(job_id, request, flink_home, python_mode, ship_python_jar=ship_python_jar),
     }
 
 
