@@ -1,6 +1,7 @@
 """Flink streaming jobs through tidegate, against Flink driven directly, on one Flink cluster in one run.
 
     .venv/bin/python benchmarks/bench_flink.py [--reps 4] [--poll 0.05] [--rate 20] [--quick] [--cold-submit]
+        [--python-mode thread|process]
 
 One local Flink cluster (from the Flink environment of ``scripts/setup-flink``) serves
 both sides:
@@ -35,6 +36,11 @@ side saw it.
 Prints, per metric, median and worst for both sides and the ratio tidegate/direct of the
 medians (target: at most 1.2). The sides take turns, tidegate first in odd repetitions
 and Flink first in even ones, so a shared machine's noise falls on both.
+
+Both sides' jobs run their Python in ``--python-mode`` (``thread``, the local cluster's
+default, or ``process``), on a cluster started in that mode. tidegate reaches the cluster
+by its address, as a remote one, so it ships ``flink-python`` with each job as ``flink run``
+does (on its own local cluster in thread mode it ships none).
 
 tidegate submits through its warm PyFlink submitter when one is ready, else with
 ``flink run`` (``--cold-submit``: always with ``flink run``, as before warm submission).
@@ -240,7 +246,7 @@ class Direct:
 
     name = "direct"
 
-    def __init__(self, rest_url: str, venv: Path, work: Path, poll: float, rate: int) -> None:
+    def __init__(self, rest_url: str, venv: Path, work: Path, poll: float, rate: int, python_mode: str) -> None:
         self.rest = httpx.Client(base_url=rest_url, timeout=120)
         self.venv, self.work, self.poll, self.rate = venv, work, poll, rate
         self.home = find_flink_home(venv)
@@ -252,6 +258,7 @@ class Direct:
             "execution.target": "remote",
             "python.client.executable": str(flink_python(venv)),
             "env.java.opts.client": CLIENT_JVM_OPTIONS,
+            "python.execution-mode": python_mode,
         }
         write_config(self.conf, settings, self.home)
         self.clis: list[subprocess.Popen[bytes]] = []
@@ -450,9 +457,10 @@ def cancel(side: Side, flink: httpx.Client, job: str, mine: dict[str, list[float
 
 
 @contextmanager
-def tidegate_server(work: Path, rest_url: str, cold_submit: bool) -> Iterator[str]:
+def tidegate_server(work: Path, rest_url: str, cold_submit: bool, python_mode: str) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "tidegate.cli", "server", "--engines", "flink", "--flink-rest-url", rest_url]
+    command += ["--flink-python-mode", python_mode]
     command += ["--flink-cold-submit"] if cold_submit else []
     command += ["--port", str(port), "--grpc-port", "0", "--job-port", "0", "--max-jobs", "0"]
     command += ["--data-dir", str(work / "tidegate"), "--staging-root", str(PROGRAM.parent)]
@@ -521,28 +529,35 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20, help="records a second the job's source emits")
     parser.add_argument("--quick", action="store_true", help="one repetition per side")
     parser.add_argument("--cold-submit", action="store_true", help="tidegate submits every job with flink run")
+    parser.add_argument(
+        "--python-mode", choices=("thread", "process"), default="thread", help="how both sides' jobs run their Python"
+    )
     args = parser.parse_args()
     reps = 1 if args.quick else args.reps
     setup = subprocess.run(["bash", str(ROOT / "scripts" / "setup-flink")], check=True, capture_output=True, text=True)
     venv = Path(setup.stdout.strip().splitlines()[-1])
     print(
         f"bench_flink {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {reps} repetitions per side, "
-        f"polling every {args.poll} s, source at {args.rate} records/s",
+        f"polling every {args.poll} s, source at {args.rate} records/s, Python in {args.python_mode} mode",
         flush=True,
     )
     results: dict[str, dict[str, list[float]]] = {side: {m: [] for m in METRICS} for side in ("tidegate", "direct")}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         cluster = LocalFlinkCluster(
-            work / "flink-cluster", python=flink_python(venv), rest_port=free_port(), rpc_port=free_port()
+            work / "flink-cluster",
+            python=flink_python(venv),
+            rest_port=free_port(),
+            rpc_port=free_port(),
+            python_mode=args.python_mode,
         )
         started = time.perf_counter()
         cluster.start(find_flink_home(venv))
         print(f"  one Flink cluster at {cluster.rest_url}, ready in {time.perf_counter() - started:.1f} s", flush=True)
-        direct = Direct(cluster.rest_url, venv, work, args.poll, args.rate)
+        direct = Direct(cluster.rest_url, venv, work, args.poll, args.rate, args.python_mode)
         tidegate: Tidegate | None = None
         try:
-            with tidegate_server(work, cluster.rest_url, args.cold_submit) as base:
+            with tidegate_server(work, cluster.rest_url, args.cold_submit, args.python_mode) as base:
                 tidegate = Tidegate(base, args.poll, args.rate)
                 sides: list[Side] = [tidegate, direct]
                 for rep in range(reps):

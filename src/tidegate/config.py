@@ -50,8 +50,9 @@ class Settings:
     """An existing Flink cluster's REST address; empty: the flink engine starts a local cluster."""
     flink_checkpoint_interval_s: float = 10.0
     """How often the local cluster's jobs checkpoint (a job whose cluster is lost resumes from its latest)."""
-    flink_python_mode: str = "thread"
-    """How the local cluster runs jobs' Python functions: ``thread`` (in the TaskManager) or ``process``."""
+    flink_python_mode: str = ""
+    """How Flink jobs run their Python functions: ``thread`` (in the TaskManager) or ``process``; empty: thread
+    on the local cluster, PyFlink's default (process) on one given by ``flink_rest_url``."""
     flink_warm_submit: bool = True
     """Submit PyFlink programs through a submitter kept ready (else every job through ``flink run``)."""
     gcs_emulator_port: int = 0

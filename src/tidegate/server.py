@@ -144,7 +144,7 @@ def build_engines(names: tuple[str, ...], settings: Settings | None = None) -> d
                 flink_venv=venv,
                 rest_url=(settings.flink_rest_url if settings else "") or None,
                 checkpoint_interval=settings.flink_checkpoint_interval_s if settings else 10.0,
-                python_mode=settings.flink_python_mode if settings else "thread",
+                python_mode=settings.flink_python_mode if settings else "",
                 warm_submit=settings.flink_warm_submit if settings else True,
             )
         else:

@@ -469,3 +469,15 @@ def test_logs_and_logs_follow(cli: Cli) -> None:
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out == "" and err == "", (out, err)
     assert_failed(cli("logs", SOME_ID), 3, "HTTP 404")
+
+
+@pytest.mark.parametrize(
+    ("flag", "env"),
+    [(["--flink-python-mode", "threads"], {}), ([], {"TIDEGATE_FLINK_PYTHON_MODE": "threads"})],
+)
+def test_an_unknown_flink_python_mode_is_a_usage_error(flag: list[str], env: dict[str, str], tmp_path: Any) -> None:
+    command = [str(TIDEGATE), "server", "--engines", "none", "--port", "0", "--data-dir", str(tmp_path), *flag]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**clean_env(), **env})
+    assert done.returncode == 2
+    assert "threads" in done.stderr and "thread" in done.stderr and "process" in done.stderr
+    assert not (tmp_path / "tidegate.db").exists()  # refused before anything was opened

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from tidegate import processes
+from tidegate.engines.base import LaunchRequest
+from tidegate.engines.flink import FlinkEngine
 from tidegate.engines.flink_local import LocalFlinkCluster
 from tidegate.engines.flink_runs import FlinkRun, load_run, mark_python_mode, python_mode_of
 
@@ -76,3 +78,38 @@ def test_an_adopted_cluster_keeps_the_mode_it_was_started_with(
     cluster = LocalFlinkCluster(tmp_path / "cluster", python=Path("/venv/bin/python"), python_mode="thread")
     assert cluster.adopt()
     assert (cluster.python_mode, cluster.rest_port) == (mode, 18081)
+
+
+def _request(tmp_path: Path, restore_from: str = "") -> LaunchRequest:
+    return LaunchRequest(
+        job_id="j", job_name="j", streaming=True, workdir=tmp_path, program="p.py", restore_from=restore_from
+    )
+
+
+@pytest.mark.parametrize(
+    ("asked", "marked", "expected"),
+    [
+        ("", None, ""),  # a cluster given by address, no mode asked: PyFlink's default, nothing set
+        ("", "thread", ""),
+        ("thread", None, "thread"),
+        ("thread", "", "process"),  # a savepoint with no mode beside it: from before modes were written
+        ("thread", "thread", "thread"),
+        ("process", "thread", "thread"),  # a restore runs in the mode its state was written in
+    ],
+)
+def test_a_remote_clusters_jobs_run_in_the_mode_asked_and_a_restore_in_its_states(
+    tmp_path: Path, asked: str, marked: str | None, expected: str
+) -> None:
+    engine = FlinkEngine(
+        state_dir=tmp_path / "state", rest_url="http://localhost:1", warm_submit=False, python_mode=asked
+    )
+    try:
+        if marked is None:
+            assert engine._python_mode(_request(tmp_path)) == expected
+        else:
+            savepoint = tmp_path / "savepoint-1"
+            savepoint.mkdir()
+            mark_python_mode(str(savepoint), marked)
+            assert engine._python_mode(_request(tmp_path, f"file:{savepoint}")) == expected
+    finally:
+        engine.close()

@@ -38,6 +38,9 @@ def cmd_server(args: argparse.Namespace) -> None:
     from tidegate.config import Settings, default_data_dir
     from tidegate.server import serve
 
+    if args.flink_python_mode not in ("", *FLINK_PYTHON_MODES):  # from TIDEGATE_FLINK_PYTHON_MODE
+        known = ", ".join(FLINK_PYTHON_MODES)
+        fail(f"unknown Flink Python mode {args.flink_python_mode!r} (known: {known})", EXIT_USAGE)
     settings = Settings(
         host=args.host,
         port=args.port,
@@ -196,9 +199,11 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--flink-python-mode",
         choices=FLINK_PYTHON_MODES,
-        default=os.environ.get("TIDEGATE_FLINK_PYTHON_MODE", "thread"),
-        help="how the local Flink cluster runs jobs' Python functions: in its TaskManager (thread, the default)"
-        " or in Python worker processes (process); a cluster already running keeps its own",
+        default=os.environ.get("TIDEGATE_FLINK_PYTHON_MODE", ""),
+        help="how Flink jobs run their Python functions: in the TaskManager (thread: the local cluster's default;"
+        " a cluster given by --flink-rest-url needs flink-python in its lib/ and pemja. loaded parent-first)"
+        " or in Python worker processes (process: PyFlink's default, for a cluster given by --flink-rest-url)."
+        " A local cluster already running keeps its own",
     )
     server.add_argument(
         "--flink-cold-submit",

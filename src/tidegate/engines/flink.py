@@ -105,7 +105,7 @@ class FlinkEngine:
         rpc_port: int | None = None,
         task_slots: int = 4,
         checkpoint_interval: float = 10.0,
-        python_mode: str = "thread",
+        python_mode: str = "",
         savepoint_dir: str | None = None,
         flink_conf: Mapping[str, str] | None = None,
         submit_timeout: float = 300.0,
@@ -126,9 +126,10 @@ class FlinkEngine:
                 rpc_port=rpc_port,
                 task_slots=task_slots,
                 checkpoint_interval=checkpoint_interval,
-                python_mode=python_mode,
+                python_mode=python_mode or "thread",
                 settings=self._flink_conf,
             )
+        self._remote_python_mode = python_mode if rest_url is not None else ""
         self.rest_url = rest_url or f"http://localhost:{rest_port or 8081}"
         if self._cluster is not None and self._cluster.adopt():
             self.rest_url = self._cluster.rest_url
@@ -218,16 +219,16 @@ class FlinkEngine:
         return Handle(engine=self.name, ref=run.job_id)
 
     def _python_mode(self, request: LaunchRequest) -> str:
-        """The mode a job's Python runs in on the local cluster: its state's when restored, else the cluster's.
+        """The mode a job's Python runs in: its state's when restored, else the local cluster's or the one asked.
 
-        A savepoint with no mode beside it was taken before thread mode existed: in process
-        mode. On a cluster given by its address, the cluster's configuration decides ("").
+        A savepoint with no mode beside it was taken before modes were written: in process
+        mode. On a cluster given by its address and no mode asked, PyFlink's default
+        (process) decides, and "" is kept.
         """
-        if self._cluster is None:
-            return ""
-        if request.restore_from:
+        default = self._cluster.python_mode if self._cluster is not None else self._remote_python_mode
+        if request.restore_from and default:
             return python_mode_of(request.restore_from) or "process"
-        return self._cluster.python_mode
+        return default
 
     def poll(self, handle: Handle) -> RunStatus:
         """Flink's job state as an EngineState; FAILED carries Flink's root exception."""
