@@ -1,13 +1,13 @@
 """Flink streaming jobs through tidegate, against Flink driven directly, on one Flink cluster in one run.
 
     .venv/bin/python benchmarks/bench_flink.py [--reps 4] [--poll 0.05] [--rate 20] [--quick] [--cold-submit]
-        [--python-mode thread|process]
+        [--python-mode thread|process] [--remote]
 
 One local Flink cluster (from the Flink environment of ``scripts/setup-flink``) serves
 both sides:
 
-- tidegate: a ``tidegate server --engines flink --flink-rest-url`` on that cluster; jobs
-  are created, drained, cancelled and updated through the Dataflow REST API (v1b3) and
+- tidegate: a ``tidegate server --engines flink`` whose local cluster it is; jobs are
+  created, drained, cancelled and updated through the Dataflow REST API (v1b3) and
   their state is read through it;
 - directly: Flink's own ``flink run --detached --python`` from the Flink environment,
   with the same client configuration tidegate's engine writes (so the two submit paths
@@ -38,9 +38,11 @@ medians (target: at most 1.2). The sides take turns, tidegate first in odd repet
 and Flink first in even ones, so a shared machine's noise falls on both.
 
 Both sides' jobs run their Python in ``--python-mode`` (``thread``, the local cluster's
-default, or ``process``), on a cluster started in that mode. tidegate reaches the cluster
-by its address, as a remote one, so it ships ``flink-python`` with each job as ``flink run``
-does (on its own local cluster in thread mode it ships none).
+default, or ``process``), on a cluster started in that mode. The cluster is where tidegate's
+server keeps its local cluster, which the server adopts as its own, as a user's tidegate
+would run: in thread mode it ships no ``flink-python`` jar with a job, where ``flink run``
+ships it (42 MB) every time. ``--remote`` gives tidegate the cluster by address instead
+(``--flink-rest-url``): it then ships the jar too.
 
 tidegate submits through its warm PyFlink submitter when one is ready, else with
 ``flink run`` (``--cold-submit``: always with ``flink run``, as before warm submission).
@@ -457,10 +459,11 @@ def cancel(side: Side, flink: httpx.Client, job: str, mine: dict[str, list[float
 
 
 @contextmanager
-def tidegate_server(work: Path, rest_url: str, cold_submit: bool, python_mode: str) -> Iterator[str]:
+def tidegate_server(work: Path, rest_url: str, cold_submit: bool, python_mode: str, remote: bool) -> Iterator[str]:
+    """tidegate on the benchmark's cluster: as its own local cluster (adopted), or given by address (``remote``)."""
     port = free_port()
-    command = [sys.executable, "-m", "tidegate.cli", "server", "--engines", "flink", "--flink-rest-url", rest_url]
-    command += ["--flink-python-mode", python_mode]
+    command = [sys.executable, "-m", "tidegate.cli", "server", "--engines", "flink", "--flink-python-mode", python_mode]
+    command += ["--flink-rest-url", rest_url] if remote else []
     command += ["--flink-cold-submit"] if cold_submit else []
     command += ["--port", str(port), "--grpc-port", "0", "--job-port", "0", "--max-jobs", "0"]
     command += ["--data-dir", str(work / "tidegate"), "--staging-root", str(PROGRAM.parent)]
@@ -532,6 +535,9 @@ def main() -> None:
     parser.add_argument(
         "--python-mode", choices=("thread", "process"), default="thread", help="how both sides' jobs run their Python"
     )
+    parser.add_argument(
+        "--remote", action="store_true", help="tidegate is given the cluster by address (--flink-rest-url)"
+    )
     args = parser.parse_args()
     reps = 1 if args.quick else args.reps
     setup = subprocess.run(["bash", str(ROOT / "scripts" / "setup-flink")], check=True, capture_output=True, text=True)
@@ -544,12 +550,15 @@ def main() -> None:
     results: dict[str, dict[str, list[float]]] = {side: {m: [] for m in METRICS} for side in ("tidegate", "direct")}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
+        # Where tidegate's server (data directory work/tidegate) keeps its local cluster, with the
+        # settings its engine gives it: the server adopts it as its own (unless --remote).
         cluster = LocalFlinkCluster(
-            work / "flink-cluster",
+            work / ("flink-cluster" if args.remote else "tidegate/flink/flink-cluster"),
             python=flink_python(venv),
             rest_port=free_port(),
             rpc_port=free_port(),
             python_mode=args.python_mode,
+            settings={"env.java.opts.client": CLIENT_JVM_OPTIONS},
         )
         started = time.perf_counter()
         cluster.start(find_flink_home(venv))
@@ -557,12 +566,14 @@ def main() -> None:
         direct = Direct(cluster.rest_url, venv, work, args.poll, args.rate, args.python_mode)
         tidegate: Tidegate | None = None
         try:
-            with tidegate_server(work, cluster.rest_url, args.cold_submit, args.python_mode) as base:
+            with tidegate_server(work, cluster.rest_url, args.cold_submit, args.python_mode, args.remote) as base:
                 tidegate = Tidegate(base, args.poll, args.rate)
                 sides: list[Side] = [tidegate, direct]
                 for rep in range(reps):
                     for side in sides if rep % 2 == 0 else sides[::-1]:
-                        if cluster.revive_taskmanager():  # PyFlink's can end itself when a job is cancelled
+                        # PyFlink's can end itself when a job is cancelled (process mode); tidegate's engine
+                        # starts it again itself when the cluster is its own.
+                        if args.remote and cluster.revive_taskmanager():
                             print("  the TaskManager had exited; started it again", flush=True)
                             until(lambda: bool(direct.rest.get("/taskmanagers").json()["taskmanagers"]), 0.2, 120, "TM")
                         try:
