@@ -129,7 +129,7 @@ class FlinkEngine:
                 python_mode=python_mode or "thread",
                 settings=self._flink_conf,
             )
-        self._remote_python_mode = python_mode if rest_url is not None else ""
+        self._python_mode_asked = python_mode  # for a cluster given by address (the local one has its own)
         self.rest_url = rest_url or f"http://localhost:{rest_port or 8081}"
         if self._cluster is not None and self._cluster.adopt():
             self.rest_url = self._cluster.rest_url
@@ -225,7 +225,7 @@ class FlinkEngine:
         mode. On a cluster given by its address and no mode asked, PyFlink's default
         (process) decides, and "" is kept.
         """
-        default = self._cluster.python_mode if self._cluster is not None else self._remote_python_mode
+        default = self._cluster.python_mode if self._cluster is not None else self._python_mode_asked
         if request.restore_from and default:
             return python_mode_of(request.restore_from) or "process"
         return default
