@@ -213,7 +213,7 @@ class Tidegate:
 
     def _count(self, job: str, took: float) -> None:
         messages = self.client.get(f"{JOBS}/{job}/messages", params={"pageSize": 1000}).json().get("jobMessages", [])
-        warm = any(m.get("messageText") == WARM_NOTE for m in messages)
+        warm = any(str(m.get("messageText")).startswith(WARM_NOTE) for m in messages)
         self.submits["warm" if warm else "cold"].append(took)
 
     def _request(self, job: str, state: str) -> float:

@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -131,7 +132,7 @@ def _start_counting(engine: FlinkEngine, tmp_path: Path, out: Path, *args: str, 
 
 def _warm(engine: FlinkEngine, handle: Handle) -> bool:
     """Whether the warm submitter submitted the run (the engine notes it)."""
-    return any(m.text == WARM_NOTE for m in engine.messages(handle, 0)[0])
+    return any(m.text.startswith(WARM_NOTE) for m in engine.messages(handle, 0)[0])
 
 
 def _check_totals(rows: list[tuple[int, int, int, int, str]]) -> None:
@@ -248,6 +249,76 @@ def test_update_stops_with_a_savepoint_and_the_new_run_continues_the_totals(
         assert next(row for row in after if row[0] == key)[3] > [row for row in before if row[0] == key][-1][3]
     for handle in (first, second):
         engine.release(handle)
+
+
+def _request(tmp_path: Path, program: str, *args: str, job_id: str = "job") -> LaunchRequest:
+    workdir = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
+    return LaunchRequest(
+        job_id=job_id, job_name=job_id, streaming=True, workdir=workdir, program=str(JOBS / program), args=args
+    )
+
+
+def test_an_update_prepared_during_the_stop_is_submitted_from_its_savepoint(
+    engine: FlinkEngine, tmp_path: Path
+) -> None:
+    """The new job's program builds its graph while the old job stops; only then is it submitted, with the state."""
+    first_out, second_out = tmp_path / "first", tmp_path / "second"
+    first = _start_counting(engine, tmp_path, first_out, "--version", "v1")
+    wait_windows(first_out, 6)
+    assert engine.warm_submitter_ready(timeout=180)
+    new = _request(tmp_path, "windowed_counts.py", "--out", str(second_out), "--version", "v2", job_id="new")
+    engine.prepare_launch(new)
+    savepoint = engine.stop_with_savepoint(first, tmp_path / "savepoints")
+    _wait(engine, first, {EngineState.CANCELLED}, timeout=30)
+    before, seen_before = read_windows(first_out), read_seen(first_out)
+    prepared = engine._prepared._prepared["new"]
+    assert prepared.wait(120) is not None, "the program did not build its graph ahead"
+    assert not engine._flink_has(prepared.job_id), "submitted before its state was given"
+
+    second = engine.launch(replace(new, restore_from=savepoint))
+    assert second.ref == prepared.job_id
+    _wait(engine, second, {EngineState.RUNNING}, timeout=120)
+    notes = [m.text for m in engine.messages(second, 0)[0]]
+    assert f"{WARM_NOTE} (its graph built while the job it replaces stopped)" in notes
+    assert engine._rest.get(f"/jobs/{second.ref}/checkpoints")["latest"]["restored"]["external_path"] in savepoint
+    wait_windows(second_out, 6)
+    engine.cancel(second)
+    _wait(engine, second, {EngineState.CANCELLED}, timeout=60)
+    after = read_windows(second_out)
+    assert {row[4] for row in after} == {"v2"}
+    assert min(read_seen(second_out)) == max(seen_before) + 1
+    _check_totals(before + after)
+    for handle in (first, second):
+        engine.release(handle)
+
+
+def test_a_prepared_job_that_is_forgotten_submits_nothing(engine: FlinkEngine, tmp_path: Path) -> None:
+    assert engine.warm_submitter_ready(timeout=180)
+    request = _request(tmp_path, "windowed_counts.py", "--out", str(tmp_path / "out"), job_id="forgotten")
+    engine.prepare_launch(request)
+    prepared = engine._prepared._prepared["forgotten"]
+    submitter = prepared.wait(120)
+    assert submitter is not None
+    engine.forget_launch("forgotten")
+    submitter.process.wait(10)
+    assert not engine._flink_has(prepared.job_id)
+    assert engine._prepared.take(replace(request, restore_from="somewhere")) is None
+
+
+def test_a_program_that_submits_through_the_table_api_is_launched_as_any_job(
+    engine: FlinkEngine, tmp_path: Path
+) -> None:
+    """Its submission cannot wait for a savepoint: nothing reaches Flink ahead, and its launch runs it as usual."""
+    assert engine.warm_submitter_ready(timeout=180)
+    request = _request(tmp_path, "table_insert.py", job_id="table")
+    engine.prepare_launch(request)
+    prepared = engine._prepared._prepared["table"]
+    assert prepared.wait(120) is None
+    assert not engine._flink_has(prepared.job_id)
+    assert engine.warm_submitter_ready(timeout=180)  # the next one is there
+    handle = engine.launch(request)
+    _wait(engine, handle, {EngineState.SUCCEEDED}, timeout=120)
+    engine.release(handle)
 
 
 def test_a_new_run_from_a_snapshot_resumes_its_state(engine: FlinkEngine, tmp_path: Path) -> None:

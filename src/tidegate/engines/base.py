@@ -24,6 +24,7 @@ __all__ = [
     "Engine",
     "EngineState",
     "Handle",
+    "LaunchPreparer",
     "LaunchRequest",
     "LogReader",
     "Planning",
@@ -185,6 +186,23 @@ class SavepointStopper(Protocol):
 
         The run then ends CANCELLED; the savepoint holds its state for the replacement.
         """
+
+
+@runtime_checkable
+class LaunchPreparer(Protocol):
+    """An engine that can make an update's new job ready while the old job is stopped with a savepoint.
+
+    Optional: the update procedure checks for it. ``prepare_launch`` gets the new job's
+    request without its ``restore_from`` and returns at once; nothing may start before
+    ``launch`` brings the same request with the savepoint. ``forget_launch`` drops what was
+    prepared for a job that is not launched after all (the stop failed, or it was cancelled).
+    """
+
+    def prepare_launch(self, request: LaunchRequest) -> None:
+        """Begin what can be done of ``request``'s launch before its state is there (in the background)."""
+
+    def forget_launch(self, job_id: str) -> None:
+        """Drop what ``prepare_launch`` made ready for the job ``job_id``."""
 
 
 @runtime_checkable

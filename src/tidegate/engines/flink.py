@@ -6,7 +6,8 @@ environment kept ready (``flink_warm``), else with its ``flink`` CLI (``flink ru
 --detached --python ...``), and controls jobs over REST: drain = stop with a
 drain savepoint (FINISHED → DRAINED); cancel = ``PATCH ?mode=cancel``; snapshot = a
 savepoint; update = ``stop_with_savepoint`` then a launch with ``restore_from`` (keyed
-state carries over for operators with stable uids).
+state carries over for operators with stable uids), the new job's program run up to its
+graph during the stop (``prepare_launch``, ``flink_prepared``).
 
 A handle's ``ref`` is the Flink job id, chosen before submitting (Flink's
 ``$internal.pipeline.job-id``), so ``launch`` returns at once while the submission (seconds)
@@ -40,6 +41,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,6 +59,7 @@ from tidegate.engines.flink_cluster import (
     write_config,
 )
 from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
+from tidegate.engines.flink_prepared import Prepared, PreparedLaunches
 from tidegate.engines.flink_runs import (
     PERSISTED,
     SQL_DRIVER,
@@ -87,6 +90,7 @@ _DRAIN_CHECK_SECONDS = 1.0
 _LATE_ACCEPT_WAITS = (0.0, 1.0, 2.0, 4.0)
 """After a submission that timed out, the pauses before asking again whether Flink has its job (7 s in all)."""
 CLIENT_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # the CLI lives seconds: skip the optimizing JIT
+_PREPARED_NOTE = "Submitted by the warm PyFlink submitter (its graph built while the job it replaces stopped)"
 _BASIC, _DETAILED = MessageImportance.JOB_MESSAGE_BASIC, MessageImportance.JOB_MESSAGE_DETAILED
 
 
@@ -141,6 +145,7 @@ class FlinkEngine:
         self._cluster_lock = threading.Lock()
         submitters = self.state_dir / "flink-submitter"
         self._warm = WarmSubmitter(flink_python(self.flink_venv), self._submitter_env, submitters)
+        self._prepared = PreparedLaunches(self._warm, submit_timeout, keep_for=2 * savepoint_timeout)
         if not warm_submit:
             self._warm.close()
         elif rest_url is not None or (self._cluster is not None and self._cluster.running()):
@@ -174,6 +179,7 @@ class FlinkEngine:
 
     def close(self) -> None:
         """Let go of the cluster: it runs on, with its jobs, for the next server (submissions in flight end alone)."""
+        self._prepared.close()
         self._warm.close()
         self._rest.close()
 
@@ -209,14 +215,46 @@ class FlinkEngine:
             raise InvalidArgument(f"not a PyFlink program (.py) or Flink SQL script (.sql): {program}")
         tmp = request.workdir.absolute() / "flink"
         tmp.mkdir(parents=True, exist_ok=True)
-        run = FlinkRun(job_id=os.urandom(16).hex(), tmp=str(tmp), request=request_record(request), in_flight=True)
+        prepared = self._prepared.take(request) if request.restore_from else None
+        job_id = prepared.job_id if prepared is not None else os.urandom(16).hex()
+        run = FlinkRun(job_id=job_id, tmp=str(tmp), request=request_record(request), in_flight=True)
         run.python_mode = self._python_mode(request)
+        if prepared is not None and prepared.python_mode != run.python_mode:  # built in a mode its state is not in
+            prepared.drop()
+            prepared = None
         self._save(run)  # before it is submitted: a server that restarts meanwhile finds the submission
         with self._lock:
             self._runs[run.job_id] = run
         self._note(run, _BASIC, f"Submitting {program.name} to Flink as job {run.job_id}")
-        threading.Thread(target=self._submit, args=(run, request), name=f"flink-{run.job_id}", daemon=True).start()
+        args = (run, request, prepared)
+        threading.Thread(target=self._submit, args=args, name=f"flink-{run.job_id}", daemon=True).start()
         return Handle(engine=self.name, ref=run.job_id)
+
+    def prepare_launch(self, request: LaunchRequest) -> None:
+        """Run the program of an update's new job up to its graph now, while the old job stops (``flink_prepared``).
+
+        ``launch`` of the same request with the old job's savepoint as ``restore_from``
+        then only submits it. A ``.sql`` script submits through the Table API, which
+        cannot wait for the savepoint: it is launched as any job.
+        """
+        program = Path(request.program)
+        if program.suffix != ".py" or not program.is_file():
+            return
+        fresh = replace(request, restore_from="")
+        self._prepared.prepare(fresh, os.urandom(16).hex(), self._python_mode(fresh), self._deferred_job)
+
+    def forget_launch(self, job_id: str) -> None:
+        """What ``prepare_launch`` made ready for the tidegate job ``job_id`` is not to be launched: dropped."""
+        self._prepared.drop(job_id)
+
+    def _deferred_job(self, request: LaunchRequest, job_id: str, python_mode: str) -> dict[str, object]:
+        tmp = request.workdir.absolute() / "flink"
+        tmp.mkdir(parents=True, exist_ok=True)
+        home = find_flink_home(self.flink_venv)
+        return warm_job(tmp, job_id, request, home, python_mode, ship_python_jar=self._ships_python_jar(), defer=True)
+
+    def _ships_python_jar(self) -> bool:
+        return self._cluster is None or not self._cluster.has_python_jar  # else the cluster has flink-python
 
     def _python_mode(self, request: LaunchRequest) -> str:
         """The mode a job's Python runs in: its state's when restored, else the local cluster's or the one asked.
@@ -498,17 +536,18 @@ class FlinkEngine:
         self._asked_while_submitted(run)
         return waiting
 
-    def _submit(self, run: FlinkRun, request: LaunchRequest) -> None:
+    def _submit(self, run: FlinkRun, request: LaunchRequest, prepared: Prepared | None = None) -> None:
         try:
-            self._submit_once(run, request)
+            self._submit_once(run, request, prepared)
         finally:
             run.in_flight = False
 
-    def _submit_once(self, run: FlinkRun, request: LaunchRequest) -> None:
+    def _submit_once(self, run: FlinkRun, request: LaunchRequest, prepared: Prepared | None = None) -> None:
         try:
             try:
                 self.start_cluster()
-                warm = self._submit_warm(run, request)
+                warm = self._submit_prepared(run, request, prepared) if prepared is not None else None
+                warm = warm if warm is not None else self._submit_warm(run, request)
                 output, code = warm if warm is not None else self._run_cli(run, request)
             except Unavailable as exc:  # e.g. the CLI timed out: Flink may have the job all the same
                 warm, output, code = None, f"Flink submission failed: {exc}", 1
@@ -611,19 +650,39 @@ class FlinkEngine:
         submitter = self._warm.take()
         if submitter is None:
             return None
-        shipped = self._cluster is None or not self._cluster.has_python_jar  # else the cluster has flink-python
         home = find_flink_home(self.flink_venv)
-        job = warm_job(Path(run.tmp), run.job_id, request, home, run.python_mode, ship_python_jar=shipped)
+        job = warm_job(
+            Path(run.tmp), run.job_id, request, home, run.python_mode, ship_python_jar=self._ships_python_jar()
+        )
         self._note_submitter(run, submitter.process.pid)
         try:
             error = submitter.submit(job, self._submit_timeout)
         except NotStarted as why:
             log.warning("the warm PyFlink submitter did not take job %s (%s): submitting it cold", run.job_id, why)
             return None
-        output = Path(job["log"]).read_text(encoding="utf-8", errors="replace")
+        return self._warm_result(run, error, "Submitted by the warm PyFlink submitter")
+
+    def _submit_prepared(self, run: FlinkRun, request: LaunchRequest, prepared: Prepared) -> tuple[str, int] | None:
+        """Submit the graph ``prepare_launch`` built, from ``request.restore_from``; None: submit it as any job."""
+        submitter = prepared.wait(self._submit_timeout)
+        if submitter is None or not request.restore_from:
+            prepared.drop()
+            return None
+        self._note_submitter(run, submitter.process.pid)
+        allow = bool(request.options.get("allowNonRestoredState"))
+        try:
+            error = submitter.finish(request.restore_from, allow, self._submit_timeout)
+        except NotStarted as why:
+            log.warning("the prepared PyFlink submitter of job %s had ended (%s): submitting it anew", run.job_id, why)
+            return None
+        return self._warm_result(run, error, _PREPARED_NOTE)
+
+    def _warm_result(self, run: FlinkRun, error: str, note: str) -> tuple[str, int]:
+        """A warm submission's output and 0 once Flink has the job, else 1 (its error)."""
+        output = (Path(run.tmp) / "submit.log").read_text(encoding="utf-8", errors="replace")
         submitted = self._flink_has(run.job_id)
         if submitted:  # even if the program failed afterwards: the job is Flink's (see _accepted_all_the_same)
-            self._note(run, _DETAILED, "Submitted by the warm PyFlink submitter")
+            self._note(run, _DETAILED, note)
         elif not error:
             error = f"the program ended without submitting job {run.job_id} (did it call execute()?)"
         if error:

@@ -16,6 +16,16 @@ prints going to ``FILE``, says ``{"ok": true}`` (or ``{"ok": false, "error": ...
 exits: one job per process, so nothing of a program stays for the next. What
 ``flink run --python`` does, without a JVM and a Python interpreter to start per job.
 
+A job line with ``"defer": true`` is an update's new job, given while the old job is
+still being stopped with a savepoint: the program runs until it calls ``execute`` (or
+``execute_async``), which builds its stream graph, says ``{"built": true}`` and waits on
+stdin for the state to start from, ``{"restore_from": PATH, "allow_non_restored": BOOL}``;
+only then is the job submitted, from that savepoint. The end of stdin instead ends the
+process with nothing submitted (the update failed, or the engine is gone). Until then the
+context's target is one no executor has, so a program that submits by another way (the
+Table API's ``execute_sql``, a statement set) fails before anything reaches Flink: the
+engine then runs it again, once the savepoint is there, as any job.
+
 The end of its stdin before a job ends it (the engine is gone); PyFlink's gateway ends
 with it. Only the standard library and PyFlink here: it runs in Flink's environment,
 where tidegate is not installed.
@@ -32,6 +42,8 @@ import traceback
 from typing import Any
 
 _MAX_JOBS = 2147483647  # the CLI's own bound for a detached program: no limit
+_DEFERRED_TARGET = "tidegate-deferred"
+"""The context's ``execution.target`` while a deferred job waits for its state: no executor has it."""
 
 
 def _say(channel: Any, **what: object) -> None:
@@ -87,6 +99,42 @@ def _warm_up(gateway: Any) -> None:
     env._generate_stream_graph(clear_transformations=True)  # PyFlink's operators, no planner node: submits nothing
 
 
+def _defer(replies: Any, target: str) -> None:
+    """Make ``execute`` and ``execute_async`` build the graph, then wait for the savepoint to submit it from."""
+    from pyflink.common.job_client import JobClient
+    from pyflink.common.job_execution_result import JobExecutionResult
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.java_gateway import get_gateway
+    from pyflink.util.java_utils import get_j_env_configuration
+
+    def restored(env: Any, job_name: Any) -> Any:
+        graph = env._generate_stream_graph(clear_transformations=True, job_name=job_name)
+        _say(replies, built=True)
+        line = sys.stdin.readline()
+        if not line.strip():
+            os._exit(0)  # not to be submitted: the update failed, or the engine is gone
+        given = json.loads(line)
+        path, allow = str(given["restore_from"]), bool(given.get("allow_non_restored"))
+        configuration = get_j_env_configuration(env._j_stream_execution_environment)
+        configuration.setString("execution.target", target)
+        configuration.setString("execution.state-recovery.path", path)
+        configuration.setString("execution.state-recovery.ignore-unclaimed-state", str(allow).lower())
+        settings = get_gateway().jvm.org.apache.flink.runtime.jobgraph.SavepointRestoreSettings
+        graph.setSavepointRestoreSettings(settings.forPath(path, allow))
+        return graph
+
+    def execute(self: Any, job_name: Any = None) -> Any:
+        graph = restored(self, job_name)
+        return JobExecutionResult(self._j_stream_execution_environment.execute(graph))
+
+    def execute_async(self: Any, job_name: str = "Flink Streaming Job") -> Any:
+        graph = restored(self, job_name)
+        return JobClient(j_job_client=self._j_stream_execution_environment.executeAsync(graph))
+
+    StreamExecutionEnvironment.execute = execute
+    StreamExecutionEnvironment.execute_async = execute_async
+
+
 def _run(job: dict[str, Any]) -> str:
     """Run the job's program as ``__main__``; "" when it ended well, else what went wrong."""
     program = str(job["python"])
@@ -125,7 +173,11 @@ def main() -> None:
         os.dup2(log.fileno(), 2)
     sys.stdout = os.fdopen(1, "w", buffering=1)
     sys.stderr = os.fdopen(2, "w", buffering=1)
-    _set_context(gateway, {str(key): str(value) for key, value in job.get("conf", {}).items()})
+    conf = {str(key): str(value) for key, value in job.get("conf", {}).items()}
+    if job.get("defer"):
+        _defer(replies, conf.get("execution.target", "remote"))
+        conf["execution.target"] = _DEFERRED_TARGET
+    _set_context(gateway, conf)
     error = _run(job)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -108,15 +108,38 @@ class Submitter:
         Raises NotStarted when the submitter ended before taking the job (nothing submitted),
         Unavailable when it did not answer within ``timeout`` (it is stopped then).
         """
+        self._send(job, last=True)
+        return str(self._answer(timeout))
+
+    def prepare(self, job: Mapping[str, Any], timeout: float) -> str | None:
+        """Run a deferred job's program until its graph is built: None then (``finish`` submits it), else its end.
+
+        What the program's end says ("" or its error) when it ended without building a graph
+        the deferred way (it submitted by another: see ``flink_submitter``; nothing reached
+        Flink then). NotStarted and Unavailable as for ``submit``.
+        """
+        self._send(job, last=False)
+        return self._answer(timeout, built=True)
+
+    def finish(self, restore_from: str, allow_non_restored: bool, timeout: float) -> str:
+        """Submit the job ``prepare`` built, from ``restore_from``: as ``submit`` answers (NotStarted: it had ended)."""
+        self._send({"restore_from": restore_from, "allow_non_restored": allow_non_restored}, last=True)
+        return str(self._answer(timeout, took=True))
+
+    def _send(self, line: Mapping[str, Any], *, last: bool) -> None:
         assert self.process.stdin is not None
         try:
-            self.process.stdin.write((json.dumps(dict(job)) + "\n").encode())
-            self.process.stdin.close()
+            self.process.stdin.write((json.dumps(dict(line)) + "\n").encode())
+            self.process.stdin.flush()
+            if last:
+                self.process.stdin.close()
         except OSError as error:
             self.stop()
             raise NotStarted(f"the submitter had ended: {error}") from None
+
+    def _answer(self, timeout: float, *, built: bool = False, took: bool = False) -> str | None:
+        """What the submitter says next that ends the wait: its end ("" or the error), None once built (``built``)."""
         deadline = time.monotonic() + timeout
-        took = False
         while True:
             try:
                 said = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -130,6 +153,8 @@ class Submitter:
                 return "the PyFlink submitter ended while it ran the program (see the driver's log)"
             if said.get("started"):
                 took = True
+            elif said.get("built") and built:
+                return None
             elif "ok" in said:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(5.0)
@@ -287,18 +312,25 @@ def warm_job(
     python_mode: str = "",
     *,
     ship_python_jar: bool = True,
+    defer: bool = False,
 ) -> dict[str, Any]:
-    """The job line a submitter runs for ``request``; what the program prints goes to ``tmp/submit.log`` (emptied)."""
+    """The job line a submitter runs for ``request``; what the program prints goes to ``tmp/submit.log`` (emptied).
+
+    ``defer``: the state to start from is given later (``Submitter.prepare``, then ``finish``).
+    """
     python, *args = warm_program(tmp, request)
     log_file = tmp / "submit.log"
     log_file.write_bytes(b"")
-    return {
+    job: dict[str, Any] = {
         "python": python,
         "args": args,
         "cwd": str(Path(request.program).absolute().parent),
         "log": str(log_file),
         "conf": warm_conf(job_id, request, flink_home, python_mode, ship_python_jar=ship_python_jar),
     }
+    if defer:
+        job["defer"] = True
+    return job
 
 
 def submitter_env(venv: Path, conf_dir: Path, folder: Path, jvm_options: str) -> dict[str, str]:

@@ -432,7 +432,7 @@ class Scheduler:
             return  # the old job is being stopped with a savepoint; the stopping thread wakes the loop
         request = self.launch_request(job)
         if job.replace_job_id and not request.restore_from:  # an update: the old job's state first
-            location = self._updates.stop_old(job)
+            location = self._updates.stop_old(job, engine, request)
             if location is None:
                 return  # the old job is being stopped with a savepoint: a later tick launches
             request = replace(request, restore_from=location)

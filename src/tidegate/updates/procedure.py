@@ -8,10 +8,14 @@ every lifecycle edge and store write stays on the scheduler's thread. Once the n
 runs, the old one becomes UPDATED with ``replacedByJobId``. If the new job fails to
 start (or is cancelled first), the old job's run is launched again from the same
 savepoint and the old job simply stays RUNNING; both jobs get a message saying so.
+An engine that can (``LaunchPreparer``) gets the new job's request as the stop begins, to
+make the new job ready meanwhile (its program run up to its graph), and is told to drop
+it when the update fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from tidegate.engines.base import Engine, Handle, LaunchRequest, SavepointStopper
+from tidegate.engines.base import Engine, Handle, LaunchPreparer, LaunchRequest, SavepointStopper
 from tidegate.errors import FailedPrecondition, TidegateError
 from tidegate.lifecycle import JobState
 from tidegate.model import Job, MessageImportance
@@ -92,12 +96,14 @@ class Updates:
         """Per new job: the stop of the job it replaces, while under way."""
         self._lock = threading.Lock()
 
-    def stop_old(self, new: Job) -> str | None:
+    def stop_old(self, new: Job, engine: Engine | None = None, request: LaunchRequest | None = None) -> str | None:
         """The savepoint of the job ``new`` replaces, once it is stopped with one; None while that is under way.
 
         The stop (a savepoint, which takes seconds) runs in a thread of its own, so the
         scheduler's other jobs go on meanwhile; the scheduler is woken when it is done.
         Every store write stays on the scheduler's thread: the thread only asks the engine.
+        ``request``, the new job's launch request, goes to its ``engine``'s ``prepare_launch``
+        as the stop begins, where that is a ``LaunchPreparer``.
         """
         kept = self.store.get_artifact(new.id, UPDATE_SAVEPOINT)
         if kept is not None:
@@ -105,7 +111,7 @@ class Updates:
         with self._lock:
             stopping = self._stopping.get(new.id)
         if stopping is None:
-            self._start_stop(new)
+            self._start_stop(new, engine, request)
             return None
         if not stopping.done.is_set():
             return None
@@ -113,6 +119,7 @@ class Updates:
             del self._stopping[new.id]
         old = self.store.get_job(new.replace_job_id)
         if stopping.error is not None:  # the old job goes on as it was; the update fails
+            self._forget_launch(new)
             error = stopping.error
             run = self.store.get_run(old.id)
             if run is not None:
@@ -142,7 +149,7 @@ class Updates:
             stopping = self._stopping.get(new.id)
         return stopping is not None and not stopping.done.is_set()
 
-    def _start_stop(self, new: Job) -> None:
+    def _start_stop(self, new: Job, preparer: Engine | None, request: LaunchRequest | None) -> None:
         old = self.store.get_job(new.replace_job_id)
         if old.current_state is not S.JOB_STATE_RUNNING:
             raise FailedPrecondition(f"the job to replace, {old.id}, is {old.current_state.name}, no longer RUNNING")
@@ -157,6 +164,11 @@ class Updates:
         with self._lock:
             self._stopping[new.id] = stopping
         handle, target = Handle(run.engine, run.ref), self._target(new)
+        if request is not None and isinstance(preparer, LaunchPreparer):
+            try:
+                call_engine(preparer.name, "prepare_launch", preparer.prepare_launch, request)
+            except Exception:  # only a head start lost: the launch goes the usual way
+                log.exception("could not prepare job %s's launch during the stop", new.id)
         threading.Thread(
             target=self._stop, args=(engine, handle, target, stopping), name=f"update-{new.id}", daemon=True
         ).start()
@@ -171,6 +183,12 @@ class Updates:
             stopping.error = error
         stopping.done.set()
         self._wake()
+
+    def _forget_launch(self, new: Job) -> None:
+        for engine in self.engines.values():
+            if isinstance(engine, LaunchPreparer):
+                with contextlib.suppress(Exception):  # what was prepared expires by itself
+                    engine.forget_launch(new.id)
 
     def _target(self, new: Job) -> Path:
         return self.snapshots / f"update-{new.id}"
@@ -206,6 +224,7 @@ class Updates:
         kept = self.store.get_artifact(new.id, UPDATE_SAVEPOINT)
         if run is None or UPDATE_ACTION not in run.actions or old.current_state is not S.JOB_STATE_RUNNING:
             return
+        self._forget_launch(new)
         if kept is None:  # never stopped: it kept running
             self.store.update_run(old.id, run.worker, actions=run.actions - {UPDATE_ACTION})
             return
