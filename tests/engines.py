@@ -128,3 +128,18 @@ class ScriptedEngine:
 
     def say(self, job_id: str, text: str, importance: MessageImportance = MessageImportance.JOB_MESSAGE_BASIC) -> None:
         self.runs[job_id].messages.append(WorkerMessage(datetime.now(UTC), importance, text))
+
+
+class PreparingEngine(ScriptedEngine):
+    """A scripted engine that can make an update's new job ready during the stop (``LaunchPreparer``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prepared: list[LaunchRequest] = []
+        self.forgotten: list[str] = []
+
+    def prepare_launch(self, request: LaunchRequest) -> None:
+        self.prepared.append(request)
+
+    def forget_launch(self, job_id: str) -> None:
+        self.forgotten.append(job_id)

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from google.cloud import dataflow_v1beta3 as dataflow
 
 from tests.conftest import Clock
-from tests.engines import ScriptedEngine
+from tests.engines import PreparingEngine, ScriptedEngine
 from tidegate.api.grpc_server import GrpcApi
 from tidegate.api.rest.app import create_app
 from tidegate.engines.base import EngineState
@@ -310,6 +311,53 @@ def test_a_cancel_during_the_savepoint_of_an_update_resumes_the_old_job(
     assert state(service, old) is S.JOB_STATE_RUNNING
     assert engine.launched[-1].job_id == old and engine.launched[-1].restore_from.endswith("_metadata")
     assert "resumed from its savepoint" in texts(service, old, MessageImportance.JOB_MESSAGE_WARNING)
+
+
+@pytest.fixture
+def preparing(service: JobService, tmp_path: Path) -> tuple[PreparingEngine, Scheduler]:
+    engine = PreparingEngine()
+    settings = SchedulerSettings(work_dir=tmp_path / "runs", capacity=Capacity(max_jobs=10))
+    return engine, Scheduler(service, {"beam": engine}, settings)
+
+
+def test_an_update_has_its_engine_prepare_the_new_job_while_the_old_one_stops(
+    service: JobService, preparing: tuple[PreparingEngine, Scheduler], new_job: Callable[..., NewJob]
+) -> None:
+    engine, scheduler = preparing
+    old = running(service, scheduler, engine, new_job, name="counts")
+    engine.savepoint_gate = threading.Event()
+    new = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
+    scheduler.tick()
+    # Asked as the stop begins, with the request the launch will bring, but for the state.
+    assert [r.job_id for r in engine.prepared] == [new.id] and engine.prepared[0].restore_from == ""
+    assert new.id not in engine.runs
+    engine.savepoint_gate.set()
+    tick_until(scheduler, lambda: new.id in engine.runs)
+    launched = engine.run_of(new.id).request
+    assert launched.restore_from.endswith("_metadata")
+    assert replace(launched, restore_from="") == engine.prepared[0]
+    assert len(engine.prepared) == 1 and engine.forgotten == []
+
+
+def test_what_was_prepared_is_forgotten_when_the_stop_fails_or_the_new_job_is_cancelled(
+    service: JobService, preparing: tuple[PreparingEngine, Scheduler], new_job: Callable[..., NewJob]
+) -> None:
+    engine, scheduler = preparing
+    old = running(service, scheduler, engine, new_job, name="counts")
+    engine.savepoints_fail = True
+    failed = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
+    tick_until(scheduler, lambda: state(service, failed.id).terminal)
+    assert engine.forgotten == [failed.id] and failed.id not in engine.runs
+
+    engine.savepoints_fail, engine.savepoint_gate = False, threading.Event()
+    cancelled = service.create_job(new_job(name="counts", type=STREAMING, replace_job_id=old))
+    scheduler.tick()
+    service.update_job("proj", None, cancelled.id, requested_state=S.JOB_STATE_CANCELLED)
+    engine.savepoint_gate.set()
+    tick_until(scheduler, lambda: state(service, cancelled.id).terminal)
+    assert state(service, cancelled.id) is S.JOB_STATE_CANCELLED and cancelled.id not in engine.runs
+    assert engine.forgotten == [failed.id, cancelled.id]
+    assert [r.job_id for r in engine.prepared] == [failed.id, cancelled.id]
 
 
 def test_an_update_of_an_updated_job_answers_the_job_that_replaced_it(
