@@ -304,6 +304,19 @@ def test_a_prepared_job_that_is_forgotten_submits_nothing(engine: FlinkEngine, t
     assert not engine._flink_has(prepared.job_id)
     assert engine._prepared.take(replace(request, restore_from="somewhere")) is None
 
+    # A server killed meanwhile: its end closes the submitter's stdin, which then ends with nothing sent.
+    assert engine.warm_submitter_ready(timeout=180)
+    orphan = replace(request, job_id="orphaned", workdir=tmp_path / "orphaned")
+    engine.prepare_launch(orphan)
+    prepared = engine._prepared._prepared["orphaned"]
+    submitter = prepared.wait(120)
+    assert submitter is not None and submitter.process.stdin is not None
+    submitter.process.stdin.close()
+    assert submitter.process.wait(30) == 0
+    time.sleep(1)
+    assert not engine._flink_has(prepared.job_id)
+    engine.forget_launch("orphaned")
+
 
 def test_a_program_that_submits_through_the_table_api_is_launched_as_any_job(
     engine: FlinkEngine, tmp_path: Path
