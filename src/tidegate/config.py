@@ -55,6 +55,8 @@ class Settings:
     on the local cluster, PyFlink's default (process) on one given by ``flink_rest_url``."""
     flink_warm_submit: bool = True
     """Submit PyFlink programs through a submitter kept ready (else every job through ``flink run``)."""
+    flink_warm_submitters: int = 2
+    """How many PyFlink submitters are kept ready (about 300 MB each): a job right after another finds one."""
     gcs_emulator_port: int = 0
     """Start a GCS emulator on this port beside the server (``STORAGE_EMULATOR_HOST`` for staging and jobs); 0: none."""
     gcs_buckets: tuple[str, ...] = ()

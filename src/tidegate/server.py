@@ -146,6 +146,7 @@ def build_engines(names: tuple[str, ...], settings: Settings | None = None) -> d
                 checkpoint_interval=settings.flink_checkpoint_interval_s if settings else 10.0,
                 python_mode=settings.flink_python_mode if settings else "",
                 warm_submit=settings.flink_warm_submit if settings else True,
+                warm_submitters=settings.flink_warm_submitters if settings else 2,
             )
         else:
             raise SystemExit(f"tidegate: unknown engine {name!r} (known: beam, flink)")

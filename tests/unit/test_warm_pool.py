@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,12 @@ sys.stdin.readline()
 """
 
 
-def _pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ready_after: float) -> WarmSubmitter:
+def _pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ready_after: float, size: int = 1) -> WarmSubmitter:
     script = tmp_path / "stand_in.py"
     script.write_text(STAND_IN)
     monkeypatch.setattr(flink_warm, "SCRIPT", script)
-    return WarmSubmitter(Path(sys.executable), lambda: {"READY_AFTER": str(ready_after)}, tmp_path / "submitters")
+    env = {"READY_AFTER": str(ready_after)}
+    return WarmSubmitter(Path(sys.executable), lambda: env, tmp_path / "submitters", size)
 
 
 def test_a_job_waits_for_the_submitter_getting_ready_instead_of_going_cold(
@@ -37,7 +39,7 @@ def test_a_job_waits_for_the_submitter_getting_ready_instead_of_going_cold(
     pool = _pool(tmp_path, monkeypatch, ready_after=1.5)
     try:
         pool.start()
-        assert pool._idle is not None and not pool._idle.ready.is_set()
+        assert len(pool.idle) == 1 and not pool.idle[0].ready.is_set()
         taken = pool.take()
         assert taken is not None and taken.ready.is_set() and taken.alive()
         taken.stop()
@@ -74,10 +76,64 @@ def test_a_submitter_not_ready_in_time_is_replaced_and_the_job_goes_cold(
         started = time.monotonic()
         assert pool.take() is None  # waited out its time to get ready
         assert time.monotonic() - started >= 0.9
-        stuck = pool._idle
-        assert stuck is not None and stuck.alive()
+        [stuck] = pool.idle
+        assert stuck.alive()
         assert pool.take() is None  # now replaced: the stuck one is stopped, a new one starts
         assert not stuck.alive()
-        assert pool._idle is not None and pool._idle is not stuck
+        assert len(pool.idle) == 1 and pool.idle[0] is not stuck
+    finally:
+        pool.close()
+
+
+def _until(check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.02)
+
+
+def test_a_pool_of_two_starts_them_one_after_the_other_and_two_jobs_at_once_both_go_warm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = _pool(tmp_path, monkeypatch, ready_after=0.5, size=2)
+    try:
+        pool.start()
+        assert len(pool.idle) == 1  # the second starts once the first is ready
+        _until(lambda: len(pool.idle) == 2)
+        first, second = pool.idle
+        assert first.ready.is_set() and second.started_at >= first.started_at + 0.4
+        _until(lambda: second.ready.is_set())
+        got: list[Submitter | None] = []
+        takers = [threading.Thread(target=lambda: got.append(pool.take())) for _ in range(2)]
+        for taker in takers:
+            taker.start()
+        for taker in takers:
+            taker.join(30)
+        assert len(got) == 2 and {id(s) for s in got} == {id(first), id(second)}
+        assert pool.idle == []  # replacements start when the engine says (once the jobs run)
+        pool.start()
+        assert len(pool.idle) == 1
+        _until(lambda: len(pool.idle) == 2 and all(s.ready.is_set() for s in pool.idle))
+        for taken in got:
+            assert taken is not None
+            taken.stop()
+    finally:
+        pool.close()
+    assert pool.idle == []
+
+
+def test_a_pool_of_two_keeps_the_ready_one_when_the_other_dies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = _pool(tmp_path, monkeypatch, ready_after=0.2, size=2)
+    try:
+        pool.start()
+        _until(lambda: len(pool.idle) == 2 and all(s.ready.is_set() for s in pool.idle))
+        dead, kept = pool.idle
+        dead.process.kill()
+        dead.process.wait()
+        assert pool.take() is kept
+        pool.start()  # the dead one is let go, a new one starts
+        _until(lambda: len(pool.idle) == 2)
+        assert dead not in pool.idle and kept not in pool.idle
+        kept.stop()
     finally:
         pool.close()

@@ -41,6 +41,8 @@ def cmd_server(args: argparse.Namespace) -> None:
     if args.flink_python_mode not in ("", *FLINK_PYTHON_MODES):  # from TIDEGATE_FLINK_PYTHON_MODE
         known = ", ".join(FLINK_PYTHON_MODES)
         fail(f"unknown Flink Python mode {args.flink_python_mode!r} (known: {known})", EXIT_USAGE)
+    if args.flink_warm_submitters < 1:
+        fail(f"--flink-warm-submitters must be at least 1, not {args.flink_warm_submitters}", EXIT_USAGE)
     settings = Settings(
         host=args.host,
         port=args.port,
@@ -59,6 +61,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         flink_checkpoint_interval_s=args.flink_checkpoint_interval,
         flink_python_mode=args.flink_python_mode,
         flink_warm_submit=not args.flink_cold_submit,
+        flink_warm_submitters=args.flink_warm_submitters,
         gcs_emulator_port=args.gcs_emulator or 0,
         gcs_buckets=tuple(args.gcs_bucket),
         launcher_python=args.launcher_python or "",
@@ -210,6 +213,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         default=os.environ.get("TIDEGATE_FLINK_COLD_SUBMIT", "") not in ("", "0"),
         help="submit every Flink job with `flink run` (default: through a PyFlink submitter kept ready)",
+    )
+    server.add_argument(
+        "--flink-warm-submitters",
+        type=int,
+        metavar="N",
+        default=int(os.environ.get("TIDEGATE_FLINK_WARM_SUBMITTERS", "2")),
+        help="how many PyFlink submitters are kept ready, about 300 MB each (default 2: a job right after"
+        " another, an update of a job just started, finds one ready)",
     )
     server.add_argument(
         "--gcs-emulator",

@@ -115,6 +115,7 @@ class FlinkEngine:
         submit_timeout: float = 300.0,
         savepoint_timeout: float = 120.0,
         warm_submit: bool = True,
+        warm_submitters: int = 2,
     ) -> None:
         self.state_dir = state_dir.absolute()
         self.flink_venv = (flink_venv or Path(os.environ.get("TIDEGATE_FLINK_VENV", ".flink-venv"))).absolute()
@@ -144,7 +145,7 @@ class FlinkEngine:
         self._lock = threading.Lock()
         self._cluster_lock = threading.Lock()
         submitters = self.state_dir / "flink-submitter"
-        self._warm = WarmSubmitter(flink_python(self.flink_venv), self._submitter_env, submitters)
+        self._warm = WarmSubmitter(flink_python(self.flink_venv), self._submitter_env, submitters, warm_submitters)
         self._prepared = PreparedLaunches(self._warm, submit_timeout, keep_for=2 * savepoint_timeout)
         if not warm_submit:
             self._warm.close()

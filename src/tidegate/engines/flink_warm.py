@@ -1,10 +1,10 @@
-"""Warm submission of PyFlink programs: one submitter process started ahead, waiting for the next job.
+"""Warm submission of PyFlink programs: submitter processes started ahead, waiting for the next jobs.
 
 ``flink run --python`` starts a JVM and a Python interpreter, imports PyFlink and starts
 its Java gateway for every job: seconds before the program even runs. ``WarmSubmitter``
-keeps one ``flink_submitter`` process ready instead (in the Flink environment, PyFlink
-imported, its gateway up and warmed), a session and a process group of its own.
-``take`` hands out the ready one (None while none is ready: the engine then submits
+keeps ``flink_submitter`` processes ready instead (in the Flink environment, PyFlink
+imported, its gateway up and warmed), each in a session and a process group of its own.
+``take`` hands out a ready one (None while none is ready: the engine then submits
 cold); ``Submitter.submit`` gives it one job and waits for its answer; the engine
 ``start``s the next once that job runs (or failed). Each process runs one job and
 exits, so no program leaves anything behind for the next one.
@@ -67,8 +67,16 @@ class NotStarted(Exception):
 class Submitter:
     """One submitter process and the lines it says (read by a thread of its own)."""
 
-    def __init__(self, command: list[str], env: Mapping[str, str], cwd: Path, console: Path) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        console: Path,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.started_at = time.monotonic()
+        self._on_ready = on_ready
         self.lines: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         with open(console, "ab") as out:
             self.process = subprocess.Popen(
@@ -94,6 +102,8 @@ class Submitter:
                     continue
                 if said.get("ready"):
                     self.ready.set()
+                    if self._on_ready is not None:
+                        self._on_ready()
                 else:
                     self.lines.put(said)
         self.ended.set()
@@ -173,75 +183,98 @@ class Submitter:
 
 
 class WarmSubmitter:
-    """One PyFlink submitter kept ready (a pool of one), replaced after each job and when it dies."""
+    """PyFlink submitters kept ready (``size`` of them), each used for one job, replaced after it and when it dies.
 
-    def __init__(self, python: Path, env: Callable[[], dict[str, str]], folder: Path) -> None:
+    They start one at a time: the next once the one before is ready, so that two JVMs do
+    not start at once on a small machine. With more than one, a job that comes right after
+    another (an update of a job just started, a burst of submissions) finds one ready
+    while the replacement of the last one used is still starting.
+    """
+
+    def __init__(self, python: Path, env: Callable[[], dict[str, str]], folder: Path, size: int = 1) -> None:
         self._python = python
         self._env = env
         self._folder = folder
-        self._idle: Submitter | None = None
+        self._size = max(1, size)
+        self._pool: list[Submitter] = []
+        """Started and not handed out: ready, or getting ready (at most one)."""
         self._lock = threading.Lock()
         self._failures = 0
         self._closed = False
         self._spawned = 0
 
+    @property
+    def idle(self) -> list[Submitter]:
+        """The submitters kept: ready, or getting ready."""
+        with self._lock:
+            return list(self._pool)
+
     def start(self) -> None:
-        """Start a submitter if none is idle (it gets ready in the background, a few seconds)."""
+        """Start a submitter if fewer than ``size`` are kept and none is getting ready (in the background: seconds)."""
         with self._lock:
             self._start_locked()
 
     def _start_locked(self) -> None:
-        if self._closed or self._failures >= _MAX_FAILURES:
+        if self._closed:
             return
-        if self._idle is not None:
-            if self._idle.alive():
-                return
-            if not self._idle.ready.is_set():
+        for gone in [s for s in self._pool if not s.alive()]:
+            self._pool.remove(gone)
+            if not gone.ready.is_set() and self._failures < _MAX_FAILURES:
                 self._failures += 1
                 log.warning("a PyFlink submitter ended before it was ready (see %s)", self._folder)
                 if self._failures >= _MAX_FAILURES:
                     log.warning("warm Flink submission is off: submitters keep dying; jobs are submitted cold")
-                    return
-            self._idle.stop()
+            gone.stop()
+        if self._failures >= _MAX_FAILURES or len(self._pool) >= self._size:
+            return
+        if any(not s.ready.is_set() for s in self._pool):
+            return  # one gets ready: the next starts when it is (on_ready)
         self._folder.mkdir(parents=True, exist_ok=True)
         self._spawned += 1
         console = self._folder / f"submitter-{self._spawned % 10}.log"
         console.write_bytes(b"")
         try:
-            self._idle = Submitter([str(self._python), str(SCRIPT)], self._env(), self._folder, console)
+            command = [str(self._python), str(SCRIPT)]
+            self._pool.append(Submitter(command, self._env(), self._folder, console, on_ready=self.start))
         except (OSError, TidegateError) as error:
             log.warning("cannot start a PyFlink submitter: %s", error)
-            self._idle, self._failures = None, self._failures + 1
+            self._failures += 1
 
     def take(self) -> Submitter | None:
-        """The ready submitter; None: submit cold (and one starts, if none is on its way).
+        """A ready submitter; None: submit cold (and one starts, if none is on its way).
 
-        One still getting ready is waited for: what it has left to do (its JVM, PyFlink's
-        import, the warm-up) is what a cold ``flink run`` would do from the start, so
-        it is never slower; an update's new job, launched seconds after the old job ran,
-        goes warm so. One that is not ready ``_READY_WITHIN`` seconds after its start is
-        stuck: it is replaced, and the job goes cold. The next one is not started here:
-        ``start`` it once the job runs, so that its start (seconds of CPU) does not compete
-        with the job's own.
+        When none is ready, the one getting ready is waited for: what it has left to do
+        (its JVM, PyFlink's import, the warm-up) is what a cold ``flink run`` would do from
+        the start, so it is never slower. One that is not ready ``_READY_WITHIN`` seconds
+        after its start is stuck: it is replaced, and the job goes cold. The replacement of
+        the one handed out is not started here: ``start`` it once the job runs, so that its
+        start (seconds of CPU) does not compete with the job's own.
         """
         with self._lock:
-            idle = self._idle
-            stuck = idle is not None and not idle.ready.is_set() and time.monotonic() - idle.started_at > _READY_WITHIN
-            if idle is not None and idle.alive() and stuck:
-                log.warning("a PyFlink submitter was not ready %.0f s after its start: replaced", _READY_WITHIN)
-                idle.stop()
-                self._failures += 1
-                self._idle = idle = None
-            if idle is None or not idle.alive():
+            for stuck in [s for s in self._pool if not s.ready.is_set() and s.alive()]:
+                if time.monotonic() - stuck.started_at > _READY_WITHIN:
+                    log.warning("a PyFlink submitter was not ready %.0f s after its start: replaced", _READY_WITHIN)
+                    stuck.stop()
+                    self._pool.remove(stuck)
+                    self._failures += 1
+            ready = [s for s in self._pool if s.ready.is_set() and s.alive()]
+            if ready:
+                self._pool.remove(ready[0])
+                self._failures = 0
+                return ready[0]
+            coming = [s for s in self._pool if s.alive()]
+            if not coming:
                 self._start_locked()
                 return None
+            idle = coming[0]
         if not idle.ready.wait(max(0.0, idle.started_at + _READY_WITHIN - time.monotonic())):
             return None
         with self._lock:
-            if self._idle is not idle or not idle.alive():  # another job took it, or it died meanwhile
+            if idle not in self._pool or not idle.alive():  # another job took it, or it died meanwhile
                 self._start_locked()
                 return None
-            self._idle, self._failures = None, 0
+            self._pool.remove(idle)
+            self._failures = 0
             return idle
 
     def wait_ready(self, timeout: float) -> bool:
@@ -250,21 +283,23 @@ class WarmSubmitter:
         while True:
             with self._lock:
                 self._start_locked()
-                idle = self._idle
-            if idle is None:
+                pool = list(self._pool)
+            if not pool:
                 return False
-            if idle.ready.wait(min(0.5, max(0.0, deadline - time.monotonic()))) and idle.alive():
+            if any(s.ready.is_set() and s.alive() for s in pool):
                 return True
+            coming = next((s for s in pool if not s.ready.is_set()), pool[0])
+            coming.ready.wait(min(0.5, max(0.0, deadline - time.monotonic())))
             if time.monotonic() >= deadline:
-                return False
+                return any(s.ready.is_set() and s.alive() for s in pool)
 
     def close(self) -> None:
-        """Stop the idle submitter; none starts again."""
+        """Stop the kept submitters; none starts again."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, None
-        if idle is not None:
-            idle.stop()
+            pool, self._pool = self._pool, []
+        for each in pool:
+            each.stop()
 
 
 def warm_program(tmp: Path, request: LaunchRequest) -> list[str]:
