@@ -1,6 +1,7 @@
 """Flink streaming jobs through tidegate, against Flink driven directly, on one Flink cluster in one run.
 
     .venv/bin/python benchmarks/bench_flink.py [--reps 4] [--poll 0.05] [--rate 20] [--quick] [--cold-submit]
+        [--update-after 2] [--timelines]
         [--python-mode thread|process] [--remote]
 
 One local Flink cluster (from the Flink environment of ``scripts/setup-flink``) serves
@@ -161,9 +162,9 @@ class Tidegate:
 
     name = "tidegate"
 
-    def __init__(self, base: str, poll: float, rate: int) -> None:
+    def __init__(self, base: str, poll: float, rate: int, timelines: bool = False) -> None:
         self.client = httpx.Client(base_url=base, timeout=120)
-        self.poll, self.rate = poll, rate
+        self.poll, self.rate, self.timelines = poll, rate, timelines
         self.submits: dict[str, list[float]] = {"warm": [], "cold": [], "prepared": []}
         """Seconds from create to RUNNING of every job (updates' new jobs too), by how it was submitted."""
 
@@ -219,6 +220,18 @@ class Tidegate:
         path = "prepared" if PREPARED_NOTE in said else "warm" if any(t.startswith(WARM_NOTE) for t in said) else "cold"
         self.submits[path].append(took)
 
+    def _timeline(self, asked: datetime, old: str, new: str) -> None:
+        """Both jobs' messages since the update was asked, by seconds since then (``--timelines``)."""
+        said = []
+        for job, who in ((old, "old"), (new, "new")):
+            params = {"pageSize": 1000, "minimumImportance": "JOB_MESSAGE_DEBUG"}
+            for m in self.client.get(f"{JOBS}/{job}/messages", params=params).json().get("jobMessages", []):
+                when = datetime.fromisoformat(str(m["time"]).replace("Z", "+00:00"))
+                if when >= asked:
+                    said.append(((when - asked).total_seconds(), who, str(m.get("messageText", ""))[:110]))
+        for seconds, who, text in sorted(said):
+            print(f"{'':22}{seconds:6.2f} s  {who}  {text}", flush=True)
+
     def _request(self, job: str, state: str) -> float:
         start = time.perf_counter()
         self.client.put(f"{JOBS}/{job}", json={"requestedState": state}).raise_for_status()
@@ -233,10 +246,13 @@ class Tidegate:
 
     def update(self, job: str, out: Path, version: str) -> tuple[str, float]:
         start = time.perf_counter()
+        asked = datetime.now(UTC)
         new = self._create(self._body(out, version, replaceJobId=job))
         created = time.perf_counter()
         self._wait(new, "JOB_STATE_RUNNING")
         self._count(new, time.perf_counter() - created)
+        if self.timelines:
+            self._timeline(asked, job, new)
         return new, time.perf_counter() - start
 
     def flink_job(self, job: str) -> str:
@@ -367,7 +383,13 @@ class Direct:
 
 
 def scenario(
-    side: Side, flink: httpx.Client, work: Path, rep: int, rate: int, results: dict[str, dict[str, list[float]]]
+    side: Side,
+    flink: httpx.Client,
+    work: Path,
+    rep: int,
+    rate: int,
+    results: dict[str, dict[str, list[float]]],
+    update_after: float = 2.0,
 ) -> None:
     """One repetition on one side: submit and drain; submit, update and cancel; submit and cancel."""
     mine = results[side.name]
@@ -383,7 +405,7 @@ def scenario(
     tail = Tail(second / "seen.txt")
     job, took = side.submit(second, "v1")
     mine["submit -> RUNNING"].append(took)
-    until(lambda: tail.count() >= 2 * rate, 0.05, 120, "output of the job to update")
+    until(lambda: tail.count() >= update_after * rate, 0.05, 120, "output of the job to update")
     asked = time.perf_counter()
     new, new_running = side.update(job, second, "v2")
     resumed = time.perf_counter()
@@ -533,7 +555,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=4, help="repetitions per side (each: 4 Flink submissions)")
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between state polls, on both sides")
     parser.add_argument("--rate", type=int, default=20, help="records a second the job's source emits")
+    parser.add_argument(
+        "--update-after",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds of the job's output before it is updated (2: right after its start; a job updated after"
+        " minutes finds tidegate's submitters ready, as with --update-after 15)",
+    )
     parser.add_argument("--quick", action="store_true", help="one repetition per side")
+    parser.add_argument("--timelines", action="store_true", help="print each tidegate update's job messages in time")
     parser.add_argument("--cold-submit", action="store_true", help="tidegate submits every job with flink run")
     parser.add_argument(
         "--python-mode", choices=("thread", "process"), default="thread", help="how both sides' jobs run their Python"
@@ -570,7 +601,7 @@ def main() -> None:
         tidegate: Tidegate | None = None
         try:
             with tidegate_server(work, cluster.rest_url, args.cold_submit, args.python_mode, args.remote) as base:
-                tidegate = Tidegate(base, args.poll, args.rate)
+                tidegate = Tidegate(base, args.poll, args.rate, args.timelines)
                 sides: list[Side] = [tidegate, direct]
                 for rep in range(reps):
                     for side in sides if rep % 2 == 0 else sides[::-1]:
@@ -580,7 +611,7 @@ def main() -> None:
                             print("  the TaskManager had exited; started it again", flush=True)
                             until(lambda: bool(direct.rest.get("/taskmanagers").json()["taskmanagers"]), 0.2, 120, "TM")
                         try:
-                            scenario(side, direct.rest, work, rep, args.rate, results)
+                            scenario(side, direct.rest, work, rep, args.rate, results, args.update_after)
                         except (RuntimeError, TimeoutError) as error:  # a shared machine's trouble: say so, go on
                             print(f"  rep {rep + 1} {side.name:<8}  FAILED: {str(error).splitlines()[0][:300]}")
         finally:
