@@ -219,12 +219,12 @@ class Updates:
         """The new job did not start: the old one resumes from the savepoint and stays RUNNING."""
         if not new.replace_job_id:
             return
+        self._forget_launch(new)
         old = self.store.get_job(new.replace_job_id)
         run = self.store.get_run(old.id)
         kept = self.store.get_artifact(new.id, UPDATE_SAVEPOINT)
         if run is None or UPDATE_ACTION not in run.actions or old.current_state is not S.JOB_STATE_RUNNING:
             return
-        self._forget_launch(new)
         if kept is None:  # never stopped: it kept running
             self.store.update_run(old.id, run.worker, actions=run.actions - {UPDATE_ACTION})
             return
