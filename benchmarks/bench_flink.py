@@ -35,8 +35,9 @@ savepoint, until its last task acknowledged it, until the job was FINISHED, and 
 side saw it.
 
 Prints, per metric, median and worst for both sides and the ratio tidegate/direct of the
-medians (target: at most 1.2). The sides take turns, tidegate first in odd repetitions
-and Flink first in even ones, so a shared machine's noise falls on both.
+medians against its target (``TARGETS``: submit 0.4, update gap 0.5, drain and cancel
+1.0). The sides take turns, tidegate first in odd repetitions and Flink first in even ones,
+so a shared machine's noise falls on both.
 
 Both sides' jobs run their Python in ``--python-mode`` (``thread``, the local cluster's
 default, or ``process``), on a cluster started in that mode. The cluster is where tidegate's
@@ -82,7 +83,13 @@ from tidegate.engines.flink_local import LocalFlinkCluster, stop_group
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "tests" / "integration" / "flink_jobs" / "windowed_counts.py"
 UIDS = ["count-per-window", "running-total"]
-TARGET = 1.2
+TARGETS = {
+    "submit -> RUNNING": 0.4,
+    "drain -> DRAINED": 1.0,
+    "cancel -> CANCELLED": 1.0,
+    "update: longest output gap": 0.5,
+}
+"""The issue's targets: each metric's median ratio tidegate/direct at most this."""
 WARM_TARGET = 0.4
 WARM_NOTE = "Submitted by the warm PyFlink submitter"
 PREPARED_NOTE = f"{WARM_NOTE} (its graph built while the job it replaces stopped)"
@@ -525,13 +532,14 @@ def report(results: dict[str, dict[str, list[float]]]) -> bool:
             continue
         ratio = statistics.median(tg) / statistics.median(direct)
         worst = max(tg) / max(direct)
-        ok = ratio <= TARGET
+        ok = ratio <= TARGETS[metric]
         passed = passed and ok
         print(
             f"{metric:<28}{statistics.median(tg):8.2f} {max(tg):7.2f} s{statistics.median(direct):8.2f} "
-            f"{max(direct):7.2f} s{ratio:10.2f}{worst:9.2f}   {'pass' if ok else 'FAIL'}  ({len(tg)} runs each)"
+            f"{max(direct):7.2f} s{ratio:10.2f}{worst:9.2f}   {'pass' if ok else 'FAIL'} <= {TARGETS[metric]}"
+            f"  ({len(tg)} runs each)"
         )
-    print(f"target: median ratio <= {TARGET} for every metric: {'PASS' if passed else 'FAIL'}")
+    print(f"targets (median ratio): {'all met' if passed else 'NOT all met'}")
     return passed
 
 
