@@ -484,11 +484,18 @@ def test_an_unknown_flink_python_mode_is_a_usage_error(flag: list[str], env: dic
 
 
 @pytest.mark.parametrize(
-    ("flag", "env"), [(["--flink-warm-submitters", "0"], {}), ([], {"TIDEGATE_FLINK_WARM_SUBMITTERS": "0"})]
+    ("flag", "env", "said"),
+    [
+        (["--flink-warm-submitters", "0"], {}, "--flink-warm-submitters must be at least 1, not 0"),
+        ([], {"TIDEGATE_FLINK_WARM_SUBMITTERS": "0"}, "--flink-warm-submitters must be at least 1, not 0"),
+        ([], {"TIDEGATE_FLINK_WARM_SUBMITTERS": "two"}, "--flink-warm-submitters: invalid int value: 'two'"),
+    ],
 )
-def test_no_warm_flink_submitter_at_all_is_a_usage_error(flag: list[str], env: dict[str, str], tmp_path: Any) -> None:
+def test_no_warm_flink_submitter_at_all_is_a_usage_error(
+    flag: list[str], env: dict[str, str], said: str, tmp_path: Any
+) -> None:
     command = [str(TIDEGATE), "server", "--engines", "none", "--port", "0", "--data-dir", str(tmp_path), *flag]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**clean_env(), **env})
     assert done.returncode == 2
-    assert "--flink-warm-submitters must be at least 1, not 0" in done.stderr
+    assert said in done.stderr
     assert not (tmp_path / "tidegate.db").exists()

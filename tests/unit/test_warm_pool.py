@@ -33,6 +33,17 @@ def _pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ready_after: float, s
     return WarmSubmitter(Path(sys.executable), lambda: env, tmp_path / "submitters", size)
 
 
+def _taken_at_once(pool: WarmSubmitter, jobs: int) -> list[Submitter | None]:
+    """What ``take`` gives ``jobs`` jobs asking at the same time."""
+    got: list[Submitter | None] = []
+    takers = [threading.Thread(target=lambda: got.append(pool.take())) for _ in range(jobs)]
+    for taker in takers:
+        taker.start()
+    for taker in takers:
+        taker.join(30)
+    return got
+
+
 def test_a_job_waits_for_the_submitter_getting_ready_instead_of_going_cold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -53,12 +64,7 @@ def test_of_two_jobs_at_once_one_gets_the_submitter_and_the_other_goes_cold(
     pool = _pool(tmp_path, monkeypatch, ready_after=1.0)
     try:
         pool.start()
-        got: list[Submitter | None] = []
-        takers = [threading.Thread(target=lambda: got.append(pool.take())) for _ in range(2)]
-        for taker in takers:
-            taker.start()
-        for taker in takers:
-            taker.join(30)
+        got = _taken_at_once(pool, 2)
         handed = [s for s in got if s is not None]
         assert len(got) == 2 and len(handed) == 1, got
         handed[0].stop()
@@ -103,12 +109,7 @@ def test_a_pool_of_two_starts_them_one_after_the_other_and_two_jobs_at_once_both
         first, second = pool.idle
         assert first.ready.is_set() and second.started_at >= first.started_at + 0.4
         _until(lambda: second.ready.is_set())
-        got: list[Submitter | None] = []
-        takers = [threading.Thread(target=lambda: got.append(pool.take())) for _ in range(2)]
-        for taker in takers:
-            taker.start()
-        for taker in takers:
-            taker.join(30)
+        got = _taken_at_once(pool, 2)
         assert len(got) == 2 and {id(s) for s in got} == {id(first), id(second)}
         assert pool.idle == []  # replacements start when the engine says (once the jobs run)
         pool.start()

@@ -218,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
         "--flink-warm-submitters",
         type=int,
         metavar="N",
-        default=int(os.environ.get("TIDEGATE_FLINK_WARM_SUBMITTERS", "2")),
+        default=os.environ.get("TIDEGATE_FLINK_WARM_SUBMITTERS", "2"),  # a string: argparse checks it as --flink-...
         help="how many PyFlink submitters are kept ready, about 300 MB each (default 2: a job right after"
         " another, an update of a job just started, finds one ready)",
     )

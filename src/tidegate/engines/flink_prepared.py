@@ -57,6 +57,10 @@ class Prepared:
         if dropped and submitter is not None:
             submitter.stop()
 
+    def settled(self) -> bool:
+        """Whether the preparation has ended (``settle``)."""
+        return self._settled.is_set()
+
     def wait(self, timeout: float) -> Submitter | None:
         """The submitter holding the built graph, once the preparation ended; None: launch the job as any."""
         self._settled.wait(timeout)
@@ -125,7 +129,7 @@ class PreparedLaunches:
         except Exception:  # a thread has nobody to raise to: the launch goes the usual way
             log.exception("could not prepare job %s ahead of its launch", request.job_id)
         finally:
-            if not prepared._settled.is_set():
+            if not prepared.settled():
                 if submitter is not None:
                     submitter.stop()
                     self._warm.start()
