@@ -34,7 +34,7 @@ class Settings:
     data_dir: Path = Path()
     database_url: str = ""
     """``postgresql://…`` for PostgreSQL; empty means SQLite in ``data_dir``."""
-    database_pool_size: int = 8
+    database_pool_size: int = 4
     """PostgreSQL connections for the API's writes (group-committed), and as many for its reads."""
     default_location: str = "us-central1"
     engines: tuple[str, ...] = ("beam",)

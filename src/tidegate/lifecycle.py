@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ACTIVE_STATES",
+    "BEFORE_RUNNING",
     "EDGES",
     "END_REQUESTS",
     "REQUESTABLE",
@@ -112,6 +113,26 @@ EDGES: frozenset[tuple[JobState, JobState, Actor]] = frozenset(
     }
 )
 """Every legal edge ``(from, to, who)``. No other edge exists."""
+
+
+def _reachable(start: JobState) -> frozenset[JobState]:
+    """Every state a job in ``start`` can come to along the edges."""
+    seen: set[JobState] = set()
+    frontier = [start]
+    while frontier:
+        state = frontier.pop()
+        for source, target, _ in EDGES:
+            if source is state and target not in seen:
+                seen.add(target)
+                frontier.append(target)
+    return frozenset(seen)
+
+
+BEFORE_RUNNING: frozenset[JobState] = frozenset(s for s in S if S.JOB_STATE_RUNNING in _reachable(s)) - _reachable(
+    S.JOB_STATE_RUNNING
+)
+"""The states a job is in only before it has ever run (no edge leads back to them): STOPPED, QUEUED,
+PENDING. Nothing can have been done to such a job that needs a running one, such as an update."""
 
 
 def is_legal(source: JobState, target: JobState, actor: Actor) -> bool:

@@ -56,6 +56,22 @@ def test_get_in_another_project_or_location_is_not_found(service: JobService, ne
         service.get_job("proj", "europe-west1", job.id)
 
 
+def test_an_update_in_another_project_or_location_is_not_found_and_changes_nothing(
+    service: JobService, new_job: Callable[..., NewJob]
+) -> None:
+    job = service.create_job(new_job(requested_state=S.JOB_STATE_STOPPED))
+    for project, location in (("other", "us-central1"), ("proj", "europe-west1"), ("other", None)):
+        with pytest.raises(NotFound) as caught:
+            service.update_job(project, location, job.id, requested_state=S.JOB_STATE_CANCELLED)
+        assert caught.value.message.startswith(f"No job with id {job.id} in project {project}")
+        with pytest.raises(NotFound):
+            service.update_job(project, location, job.id, labels={"a": "b"}, update_mask=["labels"])
+    with pytest.raises(NotFound):
+        service.update_job("proj", None, "no-such-job", requested_state=S.JOB_STATE_CANCELLED)
+    assert service.store.get_job(job.id) == job
+    assert len(service.history("proj", None, job.id)) == 1
+
+
 def test_create_is_idempotent_per_request_id(service: JobService, new_job: Callable[..., NewJob]) -> None:
     first = service.create_job(new_job(name="a", client_request_id="req-1"))
     again = service.create_job(new_job(name="a", client_request_id="req-1"))
@@ -109,6 +125,44 @@ def test_a_name_is_free_again_once_its_job_ended(service: JobService, new_job: C
     assert second.id != first.id
     other_location = service.create_job(new_job(name="a", location="europe-west1"))
     assert other_location.id != second.id
+
+
+def test_an_active_replacement_holds_its_name_against_other_creates(
+    service: JobService, new_job: Callable[..., NewJob], clock: Clock
+) -> None:
+    # An update's replacement shares the name of the job it replaces, so the unique index leaves it
+    # out: the create's own check is what keeps a third job from taking the name.
+    old = service.create_job(new_job(name="a"))
+    run_to(service, old.id, S.JOB_STATE_PENDING, S.JOB_STATE_RUNNING)
+    replacement, outcome = service.store.create_job(new_job(name="a", replace_job_id=old.id), "r-1", clock())
+    assert outcome is CreateOutcome.CREATED
+    assert service.submit_job(new_job(name="a")) == (service.store.get_job(old.id), CreateOutcome.NAME_TAKEN)
+    run_to(service, old.id, S.JOB_STATE_UPDATED)
+    assert service.submit_job(new_job(name="a")) == (replacement, CreateOutcome.NAME_TAKEN)
+    assert service.store.count_jobs() == 2
+
+
+def test_a_create_is_one_statement_and_a_cancel_two(
+    service: JobService, new_job: Callable[..., NewJob], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control plane's hot writes: their round trips to the database, counted (BEGIN and COMMIT aside)."""
+    statements: list[str] = []
+    execute = Store._execute
+
+    def counted(self: Store, sql: str, params: Any = ()) -> Any:
+        statements.append(sql.split()[0])
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(Store, "_execute", counted)
+    job = service.create_job(new_job(name="a", requested_state=S.JOB_STATE_STOPPED))
+    # On SQLite the job's history and message rows are statements of their own; on PostgreSQL they
+    # ride in the insert's (and the update's) data-modifying WITH.
+    records = 2 if service.store.dialect == "sqlite" else 0
+    assert len(statements) == 1 + records
+    statements.clear()
+    service.update_job("proj", None, job.id, requested_state=S.JOB_STATE_CANCELLED)
+    assert statements[:2] == ["SELECT", "UPDATE" if records else "WITH"] and len(statements) == 2 + records
+    assert service.store.get_job(job.id).current_state is S.JOB_STATE_CANCELLED
 
 
 def test_racing_creates_of_one_name_make_one_job(service: JobService, new_job: Callable[..., NewJob]) -> None:

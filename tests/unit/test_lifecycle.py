@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from tidegate.lifecycle import (
+    BEFORE_RUNNING,
     EDGES,
     END_REQUESTS,
     REQUESTABLE,
@@ -198,3 +199,16 @@ def test_a_request_toward_an_end_is_never_replaced_but_a_draining_job_may_be_can
     else:
         assert plan.kind is PlanKind.REJECT
         assert carried.name in plan.reason
+
+
+def test_the_states_before_running_are_the_ones_no_edge_returns_to() -> None:
+    assert {S.JOB_STATE_STOPPED, S.JOB_STATE_QUEUED, S.JOB_STATE_PENDING} == BEFORE_RUNNING
+    # No job that has run (RUNNING or anything after it) can come back to one of them.
+    after_running = {S.JOB_STATE_RUNNING}
+    while True:
+        grown = after_running | {target for source, target, _ in EDGES if source in after_running}
+        if grown == after_running:
+            break
+        after_running = grown
+    assert not BEFORE_RUNNING & after_running
+    assert all(source in BEFORE_RUNNING for source, target, _ in EDGES if target in BEFORE_RUNNING)

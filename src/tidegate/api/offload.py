@@ -79,8 +79,10 @@ async def submit(service: JobService, new: NewJob) -> Job:
     """CreateJob (``JobService.create_job``): staged files read on a thread, the job stored in a batch."""
     if service.reads_files(new):
         prepared = await run_in_threadpool(service.prepare_job, new)
-    else:
-        prepared = await read(service, lambda: service.prepare_job(new))
+    elif service.calls.reads_inline:
+        prepared = service.prepare_job(new)
+    else:  # PostgreSQL: its checks and the insert in one call of a committer's batch, one trip to a thread
+        return (await write(service, lambda: service.submit_job(new)))[0]
     if isinstance(prepared, tuple):
         return prepared[0]
     job, _ = await write(service, lambda: service.store_job(prepared))

@@ -170,8 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--database-pool-size",
         type=int,
-        default=int(os.environ.get("TIDEGATE_DATABASE_POOL_SIZE", "8")),
-        help="PostgreSQL connections for the API's writes, and as many for its reads (default 8)",
+        default=int(os.environ.get("TIDEGATE_DATABASE_POOL_SIZE", "4")),
+        help="PostgreSQL connections for the API's writes, and as many for its reads (default 4)",
     )
     server.add_argument(
         "--location",

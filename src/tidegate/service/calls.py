@@ -20,7 +20,7 @@ __all__ = ["DEFAULT_POOL_SIZE", "Calls"]
 
 T = TypeVar("T")
 
-DEFAULT_POOL_SIZE = 8
+DEFAULT_POOL_SIZE = 4
 """PostgreSQL connections for the API's writes, and as many for its reads (``--database-pool-size``)."""
 
 

@@ -19,7 +19,7 @@ from tidegate import telemetry
 from tidegate.engines.flink_scaling import is_runtime_mask
 from tidegate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tidegate.jobspec import PIPELINE_ARTIFACT, check_tidegate_section, parse_spec
-from tidegate.lifecycle import ACTIVE_STATES, Actor, JobState, JobType, PlanKind, plan_request
+from tidegate.lifecycle import ACTIVE_STATES, BEFORE_RUNNING, Actor, JobState, JobType, PlanKind, plan_request
 from tidegate.model import (
     Job,
     JobGraph,
@@ -97,6 +97,19 @@ class RunObserver(Protocol):
     def plan(self, job: Job) -> JobGraph | None: ...
 
 
+def _unchanged_by(named: Mapping[str, str] | None, job: Job) -> Job:
+    """The job, if an UpdateJob body's ``named`` fields (id, projectId, location, name) are its own."""
+    own = {"id": job.id, "projectId": job.project_id, "location": job.location, "name": job.name}
+    for field, value in (named or {}).items():
+        if value != own[field]:
+            raise InvalidArgument(
+                f"UpdateJob cannot change a job's {field}: the body says {value[:200]!r}, job {job.id}"
+                f" has {own[field]!r}",
+                reason="IMMUTABLE_FIELD",
+            )
+    return job
+
+
 class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
     """Create, read, list and update jobs; take service-side edges for the scheduler."""
 
@@ -124,7 +137,9 @@ class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
         """Call ``listener(job)`` after every create and every change (the scheduler wakes on it)."""
         self._listeners.append(listener)
 
-    def _change(self, job_id: str, decide: Callable[[Job], Change | None]) -> tuple[Job, bool]:
+    def _change(
+        self, job_id: str, decide: Callable[[Job], Change | None], project_id: str | None = None
+    ) -> tuple[Job, bool]:
         """``store.change_job``, with the state change it made counted (``tidegate_job_transitions_total``)."""
         seen: list[JobState] = []
 
@@ -132,7 +147,7 @@ class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
             seen.append(job.current_state)
             return decide(job)
 
-        job, changed = self.store.change_job(job_id, watched, self.clock())
+        job, changed = self.store.change_job(job_id, watched, self.clock(), project_id)
         if changed and seen and job.current_state is not seen[-1]:
             telemetry.job_transition(seen[-1].name, job.current_state.name)
         return job, changed
@@ -301,11 +316,14 @@ class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
     def get_job(self, project_id: str, location: str | None, job_id: str) -> Job:
         """The job, if it lives in this project and location (the default one when None)."""
         check_scope(project_id, location)
-        job = self.store.get_job(job_id, project_id)
+        return self._in_location(self.store.get_job(job_id, project_id), location)
+
+    def _in_location(self, job: Job, location: str | None) -> Job:
+        """The job, if it lives in ``location`` (the default one when None); ``NotFound`` otherwise."""
         wanted = location or self.default_location
         if job.location != wanted:
             raise NotFound(
-                f"No job with id {job_id} in project {project_id}, location {wanted}", reason="JOB_NOT_FOUND"
+                f"No job with id {job.id} in project {job.project_id}, location {wanted}", reason="JOB_NOT_FOUND"
             )
         return job
 
@@ -430,7 +448,7 @@ class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
         ``name``; none can be changed, so each must be the job's own (a client may send
         back the job it read). The body's other fields are ignored.
         """
-        current = self.get_job(project_id, location, job_id)
+        check_scope(project_id, location)
         mask = {snake(path.strip()) for path in update_mask if path.strip()}
         runtime_mask = sorted(path for path in mask if is_runtime_mask(path))
         unknown = mask - {"labels", "requested_state", *runtime_mask}
@@ -440,20 +458,13 @@ class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
                 " requested_state or runtime_updatable_params.max_num_workers|min_num_workers|worker_utilization_hint",
                 reason="INVALID_UPDATE_MASK",
             )
-        own = {"id": current.id, "projectId": current.project_id, "location": current.location, "name": current.name}
-        for field, value in (named or {}).items():
-            if value != own[field]:
-                raise InvalidArgument(
-                    f"UpdateJob cannot change a job's {field}: the body says {value[:200]!r}, job {current.id}"
-                    f" has {own[field]!r}",
-                    reason="IMMUTABLE_FIELD",
-                )
         if runtime_mask:
             if mask != set(runtime_mask):
                 raise InvalidArgument(
                     "runtime_updatable_params are updated alone: send labels or a requestedState in another UpdateJob",
                     reason="INVALID_UPDATE_MASK",
                 )
+            current = _unchanged_by(named, self.get_job(project_id, location, job_id))
             return self.update_runtime_params(current, runtime_mask, runtime_params, caller)
         if "labels" in mask:
             new_labels = dict(labels or {})
@@ -469,14 +480,17 @@ class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
                 )
         wants_state = requested_state is not JobState.JOB_STATE_UNKNOWN and (not mask or "requested_state" in mask)
 
-        def decide(job: Job) -> Change | None:
+        def decide(job: Job) -> Change | None:  # on the job's row as the transaction holds it
+            _unchanged_by(named, self._in_location(job, location))
             change = Change(labels=new_labels)
             if not wants_state:
                 return change if new_labels is not None and new_labels != dict(job.labels) else None
             plan = plan_request(job.current_state, job.requested_state, requested_state, job.type)
             if plan.kind is PlanKind.INVALID:
                 raise InvalidArgument(plan.reason, reason="INVALID_REQUESTED_STATE")
-            replacing = self.store.active_replacement(job.id) if plan.kind is PlanKind.ACCEPT else None
+            # Only a RUNNING job can be updated: one that has never run has no replacement to look for.
+            ran = job.current_state not in BEFORE_RUNNING
+            replacing = self.store.active_replacement(job.id) if plan.kind is PlanKind.ACCEPT and ran else None
             if replacing:  # its replacement decides: it ends UPDATED, or runs on when the update fails
                 raise FailedPrecondition(
                     f"Job {job.id} is being updated: job {replacing} replaces it; cancel job {replacing} to stop"
@@ -513,7 +527,7 @@ class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
                 ),
             )
 
-        job, changed = self._change(job_id, decide)
+        job, changed = self._change(job_id, decide, project_id)
         return self._notify(job) if changed else job
 
     # -- the service's own edges ---------------------------------------------------------

@@ -45,6 +45,10 @@ __all__ = ["Change", "CreateOutcome", "Store"]
 
 _TERMINAL = ", ".join(str(int(s)) for s in sorted(TERMINAL_STATES))
 _IS_ACTIVE = f"current_state NOT IN ({_TERMINAL})"
+_NAMED_ACTIVE = f"project_id = %s AND location = %s AND name = %s AND {_IS_ACTIVE}"
+"""The active jobs of one name in a project and location: the name's owners."""
+_NAME_RACES = 3
+"""How many times a create tries again when the active job that held its name ends meanwhile."""
 _IS_TERMINATED = f"current_state IN ({_TERMINAL})"
 _JOB_COLUMNS = (
     "id, project_id, location, name, job_type, current_state, current_state_time, requested_state,"
@@ -162,6 +166,14 @@ def _runtime_params(text: str) -> RuntimeParams:
     return RuntimeParams.from_json(json.loads(text)) if text != "{}" else NO_RUNTIME_PARAMS
 
 
+def _found(row: Sequence[Any] | None, job_id: str, project_id: str | None) -> Sequence[Any]:
+    """The job's row, or ``NotFound`` when there is none (in ``project_id``, when one is named)."""
+    if row is None or (project_id is not None and row[1] != project_id):
+        where = f" in project {project_id}" if project_id is not None else ""
+        raise NotFound(f"No job with id {job_id}{where}", reason="JOB_NOT_FOUND")
+    return row
+
+
 def _job(row: Sequence[Any]) -> Job:
     return Job(
         id=row[0],
@@ -221,47 +233,58 @@ class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
             repeated = self.repeated_job(new)
             if repeated is not None:
                 return repeated, CreateOutcome.REPEATED
-            rows = self._execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = %s AND location = %s AND name = %s"
-                f" AND {_IS_ACTIVE} ORDER BY seq",
-                (new.project_id, new.location, new.name),
-            ).fetchall()
-            # An update's replacement takes the name of the job it replaces (and only of that one).
-            row = next((r for r in rows if r[0] != new.replace_job_id), None)
-            if row is not None:
-                return _job(row), CreateOutcome.NAME_TAKEN
             t = micros(now)
             by = f" by {new.caller}" if new.caller else ""
             text = f"Job {job_id} created{by}" + (f"; {hold_reason}" if hold_reason else "")
-            inserted = self._write_with_records(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES"
-                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                f" RETURNING {_JOB_COLUMNS}",
-                (
+            named = (new.project_id, new.location, new.name, new.replace_job_id)
+            for _ in range(_NAME_RACES):
+                # One statement: the row goes in only while no other active job has the name (an update's
+                # replacement takes the name of the job it replaces, and only of that one). The unique index
+                # still decides two creates that race; this covers the active replacements it leaves out.
+                inserted = self._write_with_records(
+                    f"INSERT INTO jobs ({_JOB_COLUMNS}) SELECT"
+                    " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+                    f" WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE {_NAMED_ACTIVE} AND id != %s)"
+                    f" RETURNING {_JOB_COLUMNS}",
+                    (
+                        job_id,
+                        new.project_id,
+                        new.location,
+                        new.name,
+                        int(new.type),
+                        int(JobState.JOB_STATE_STOPPED),
+                        t,
+                        int(new.requested_state),
+                        t,
+                        t,
+                        new.spec,
+                        json.dumps(dict(new.labels), sort_keys=True),
+                        new.client_request_id,
+                        new.replace_job_id,
+                        "",
+                        new.created_from_snapshot_id,
+                        1,
+                        "{}",
+                        *named,
+                    ),
                     job_id,
-                    new.project_id,
-                    new.location,
-                    new.name,
-                    int(new.type),
-                    int(JobState.JOB_STATE_STOPPED),
                     t,
-                    int(new.requested_state),
-                    t,
-                    t,
-                    new.spec,
-                    json.dumps(dict(new.labels), sort_keys=True),
-                    new.client_request_id,
-                    new.replace_job_id,
-                    "",
-                    new.created_from_snapshot_id,
-                    1,
-                    "{}",
-                ),
-                job_id,
-                t,
-                (None, JobState.JOB_STATE_STOPPED, Actor.SERVICE, "created", new.caller),
-                (MessageImportance.JOB_MESSAGE_BASIC, text),
-            )
+                    (None, JobState.JOB_STATE_STOPPED, Actor.SERVICE, "created", new.caller),
+                    (MessageImportance.JOB_MESSAGE_BASIC, text),
+                )
+                if inserted:
+                    break
+                row = self._execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {_NAMED_ACTIVE} AND id != %s ORDER BY seq LIMIT 1", named
+                ).fetchone()
+                if row is not None:  # the name is an active job's: answer it
+                    return _job(row), CreateOutcome.NAME_TAKEN
+                # The job that had the name ended between the two statements: try again.
+            else:
+                raise FailedPrecondition(
+                    f"The active jobs named {new.name} kept changing while job {job_id} was created; try again",
+                    reason="CONCURRENT_CHANGE",
+                )
             for name, data in new.artifacts.items():
                 self._execute(
                     "INSERT INTO job_artifacts (job_id, name, data) VALUES (%s, %s, %s)", (job_id, name, data)
@@ -302,23 +325,22 @@ class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
     def get_job(self, job_id: str, project_id: str | None = None) -> Job:
         """The job with this id (in this project, when one is named), or ``NotFound``."""
         row = self._execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
-        if row is None or (project_id is not None and row[1] != project_id):
-            raise NotFound(f"No job with id {job_id} in project {project_id or '-'}", reason="JOB_NOT_FOUND")
-        return _job(row)
+        return _job(_found(row, job_id, project_id))
 
-    def change_job(self, job_id: str, decide: Callable[[Job], Change | None], now: datetime) -> tuple[Job, bool]:
+    def change_job(
+        self, job_id: str, decide: Callable[[Job], Change | None], now: datetime, project_id: str | None = None
+    ) -> tuple[Job, bool]:
         """Apply ``decide(job)`` to the job atomically; answer the job as it is after, and whether it changed.
 
         ``decide`` sees the row as it is inside the transaction and returns the change
         to make (``None``: nothing). A state change along an edge the lifecycle does
-        not have raises ``FailedPrecondition`` and writes nothing.
+        not have raises ``FailedPrecondition`` and writes nothing. ``project_id``: the
+        job must be in that project (``NotFound`` as ``get_job`` says it, otherwise).
         """
         lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
         with self._transaction():
             row = self._execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s{lock}", (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"No job with id {job_id}", reason="JOB_NOT_FOUND")
-            job = _job(row)
+            job = _job(_found(row, job_id, project_id))
             change = decide(job)
             if change is None:
                 return job, False
