@@ -142,29 +142,6 @@ def test_an_active_replacement_holds_its_name_against_other_creates(
     assert service.store.count_jobs() == 2
 
 
-def test_a_create_is_one_statement_and_a_cancel_two(
-    service: JobService, new_job: Callable[..., NewJob], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The control plane's hot writes: their round trips to the database, counted (BEGIN and COMMIT aside)."""
-    statements: list[str] = []
-    execute = Store._execute
-
-    def counted(self: Store, sql: str, params: Any = ()) -> Any:
-        statements.append(sql.split()[0])
-        return execute(self, sql, params)
-
-    monkeypatch.setattr(Store, "_execute", counted)
-    job = service.create_job(new_job(name="a", requested_state=S.JOB_STATE_STOPPED))
-    # On SQLite the job's history and message rows are statements of their own; on PostgreSQL they
-    # ride in the insert's (and the update's) data-modifying WITH.
-    records = 2 if service.store.dialect == "sqlite" else 0
-    assert len(statements) == 1 + records
-    statements.clear()
-    service.update_job("proj", None, job.id, requested_state=S.JOB_STATE_CANCELLED)
-    assert statements[:2] == ["SELECT", "UPDATE" if records else "WITH"] and len(statements) == 2 + records
-    assert service.store.get_job(job.id).current_state is S.JOB_STATE_CANCELLED
-
-
 def test_racing_creates_of_one_name_make_one_job(service: JobService, new_job: Callable[..., NewJob]) -> None:
     outcomes: list[tuple[Job, CreateOutcome]] = []
     barrier = threading.Barrier(4)

@@ -20,7 +20,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound
+from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound, TidegateError
 from tidegate.lifecycle import TERMINAL_STATES, Actor, JobState, JobType, is_legal
 from tidegate.model import (
     NO_RUNTIME_PARAMS,
@@ -39,6 +39,7 @@ from tidegate.store.credentials import Credentials
 from tidegate.store.db import from_micros, micros, time_range
 from tidegate.store.logs import Logs
 from tidegate.store.runs import Runs
+from tidegate.store.seen import SeenRows
 from tidegate.store.snapshots import Snapshots
 
 __all__ = ["Change", "CreateOutcome", "Store"]
@@ -57,6 +58,7 @@ _JOB_COLUMNS = (
 )
 _SELECT = _JOB_COLUMNS + ", seq"
 _SEQ = 18  # where _SELECT has the seq
+_SPEC, _VERSION = 10, 16  # where _JOB_COLUMNS has the spec and the version
 
 
 _HISTORY_INSERT = "INSERT INTO job_state_history (job_id, source_state, target_state, actor, time, reason, caller)"
@@ -200,6 +202,11 @@ def _job(row: Sequence[Any]) -> Job:
 class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
     """Jobs, their histories, messages, logs, engine runs, snapshots and credentials in SQLite or PostgreSQL."""
 
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._seen = SeenRows(version_at=_VERSION, spec_at=_SPEC)
+        """The job rows last seen committed, which a change first decides on (``store.seen``)."""
+
     # -- jobs --------------------------------------------------------------------
 
     def create_job(self, new: NewJob, job_id: str, now: datetime, hold_reason: str = "") -> tuple[Job, CreateOutcome]:
@@ -289,6 +296,7 @@ class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
                 self._execute(
                     "INSERT INTO job_artifacts (job_id, name, data) VALUES (%s, %s, %s)", (job_id, name, data)
                 )
+            self._saw(inserted[0])
         return _job(inserted[0]), CreateOutcome.CREATED
 
     def repeated_job(self, new: NewJob) -> Job | None:
@@ -325,72 +333,101 @@ class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
     def get_job(self, job_id: str, project_id: str | None = None) -> Job:
         """The job with this id (in this project, when one is named), or ``NotFound``."""
         row = self._execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
-        return _job(_found(row, job_id, project_id))
+        self._saw(_found(row, job_id, project_id))
+        return _job(row)
 
     def change_job(
         self, job_id: str, decide: Callable[[Job], Change | None], now: datetime, project_id: str | None = None
     ) -> tuple[Job, bool]:
         """Apply ``decide(job)`` to the job atomically; answer the job as it is after, and whether it changed.
 
-        ``decide`` sees the row as it is inside the transaction and returns the change
-        to make (``None``: nothing). A state change along an edge the lifecycle does
-        not have raises ``FailedPrecondition`` and writes nothing. ``project_id``: the
-        job must be in that project (``NotFound`` as ``get_job`` says it, otherwise).
+        ``decide`` returns the change to make (``None``: nothing) and may be called more
+        than once: first on the row as this process last saw it committed, which the
+        write's compare-and-set on its version then confirms (``store.seen``); when that
+        row is out of date, or ``decide`` raises or declines on it, again on the row read
+        under its lock in the transaction. Only the second call's answer, or a write the
+        first one's confirmed, is ever the outcome. A state change along an edge the
+        lifecycle does not have raises ``FailedPrecondition`` and writes nothing.
+        ``project_id``: the job must be in that project (``NotFound`` as ``get_job`` says it).
         """
-        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
         with self._transaction():
+            seen = self._seen.get(job_id)
+            if seen is not None and (project_id is None or seen[1] == project_id):
+                job = _job(seen)
+                try:
+                    change = decide(job)
+                    written = self._apply(job, change, now) if change is not None else None
+                except TidegateError:  # decided on a row that may be out of date: decide on the row itself
+                    written = None
+                if written is not None and written[1]:
+                    return written
+            lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
             row = self._execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s{lock}", (job_id,)).fetchone()
             job = _job(_found(row, job_id, project_id))
             change = decide(job)
             if change is None:
                 return job, False
-            t = micros(now)
-            sets: dict[str, Any] = {}
-            if change.target is not None:
-                if not is_legal(job.current_state, change.target, change.actor):
-                    raise FailedPrecondition(
-                        f"Job {job_id} cannot move from {job.current_state.name} to {change.target.name}"
-                        f" (by the {change.actor.value})",
-                        reason="ILLEGAL_TRANSITION",
-                        metadata={"currentState": job.current_state.name, "targetState": change.target.name},
-                    )
-                sets["current_state"] = int(change.target)
-                sets["current_state_time"] = t
-                if change.target is JobState.JOB_STATE_RUNNING:
-                    sets["start_time"] = t
-            if change.requested is not None:
-                sets["requested_state"] = int(change.requested)
-            if change.labels is not None:
-                sets["labels"] = json.dumps(dict(change.labels), sort_keys=True)
-            if change.replaced_by_job_id is not None:
-                sets["replaced_by_job_id"] = change.replaced_by_job_id
-            if change.runtime_params is not None:
-                sets["runtime_params"] = json.dumps(change.runtime_params.to_json(), sort_keys=True)
-            if not sets:
-                return job, False
-            assignments = ", ".join(f"{column} = %s" for column in sets)
-            message = change.message
-            if message is None and change.target is not None:
-                text = f"Job {job_id} is now {change.target.name}" + (f": {change.reason}" if change.reason else "")
-                message = (MessageImportance.JOB_MESSAGE_BASIC, text)
-            history = None
-            if change.target is not None:
-                history = (job.current_state, change.target, change.actor, change.reason, change.caller)
-            # The compare-and-set answers the row as it is after (RETURNING): no second read.
-            rows = self._write_with_records(
-                f"UPDATE jobs SET {assignments}, version = version + 1 WHERE id = %s AND version = %s"
-                f" RETURNING {_JOB_COLUMNS}",
-                (*sets.values(), job_id, job.version),
-                job_id,
-                t,
-                history,
-                message,
-            )
-            if len(rows) != 1:  # cannot happen under the row lock; never write a torn change
+            written = self._apply(job, change, now)
+            if written is None:  # cannot happen under the row lock; never write a torn change
                 raise FailedPrecondition(f"Job {job_id} changed concurrently; try again", reason="CONCURRENT_CHANGE")
-            if change.autoscaling is not None:
-                self._autoscaling(job_id, t, change.autoscaling)
+            return written
+
+    def _apply(self, job: Job, change: Change, now: datetime) -> tuple[Job, bool] | None:
+        """Write ``change`` to ``job`` if its row is still at ``job.version`` (None: it is not); unchanged, nothing
+        to write."""
+        job_id = job.id
+        t = micros(now)
+        sets: dict[str, Any] = {}
+        if change.target is not None:
+            if not is_legal(job.current_state, change.target, change.actor):
+                raise FailedPrecondition(
+                    f"Job {job_id} cannot move from {job.current_state.name} to {change.target.name}"
+                    f" (by the {change.actor.value})",
+                    reason="ILLEGAL_TRANSITION",
+                    metadata={"currentState": job.current_state.name, "targetState": change.target.name},
+                )
+            sets["current_state"] = int(change.target)
+            sets["current_state_time"] = t
+            if change.target is JobState.JOB_STATE_RUNNING:
+                sets["start_time"] = t
+        if change.requested is not None:
+            sets["requested_state"] = int(change.requested)
+        if change.labels is not None:
+            sets["labels"] = json.dumps(dict(change.labels), sort_keys=True)
+        if change.replaced_by_job_id is not None:
+            sets["replaced_by_job_id"] = change.replaced_by_job_id
+        if change.runtime_params is not None:
+            sets["runtime_params"] = json.dumps(change.runtime_params.to_json(), sort_keys=True)
+        if not sets:
+            return job, False
+        assignments = ", ".join(f"{column} = %s" for column in sets)
+        message = change.message
+        if message is None and change.target is not None:
+            text = f"Job {job_id} is now {change.target.name}" + (f": {change.reason}" if change.reason else "")
+            message = (MessageImportance.JOB_MESSAGE_BASIC, text)
+        history = None
+        if change.target is not None:
+            history = (job.current_state, change.target, change.actor, change.reason, change.caller)
+        # The compare-and-set answers the row as it is after (RETURNING): no second read.
+        rows = self._write_with_records(
+            f"UPDATE jobs SET {assignments}, version = version + 1 WHERE id = %s AND version = %s"
+            f" RETURNING {_JOB_COLUMNS}",
+            (*sets.values(), job_id, job.version),
+            job_id,
+            t,
+            history,
+            message,
+        )
+        if len(rows) != 1:
+            return None
+        if change.autoscaling is not None:
+            self._autoscaling(job_id, t, change.autoscaling)
+        self._saw(rows[0])
         return _job(rows[0]), True
+
+    def _saw(self, row: Sequence[Any]) -> None:
+        """Remember a job's row once this transaction has committed (a read outside one: now)."""
+        self.after_commit(functools.partial(self._seen.put, tuple(row)))
 
     def list_jobs(
         self,
