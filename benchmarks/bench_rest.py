@@ -5,7 +5,8 @@
 Prints, from one run:
 - GetJob and CreateJob requests/s with 32 concurrent clients, next to the same server
   framework's rate for an endpoint doing no work (GET and POST), and their ratios
-  (target: GetJob at least 0.5 of the empty endpoint);
+  (targets, issue "The control plane at full speed": GetJob at least 0.7 of the empty
+  endpoint, CreateJob at least 0.3 of the empty POST);
 - the latency of a ListJobs page (first page and a deep page, per filter) with 1,000
   and with 100,000 jobs stored, and their ratio (target: at most 1.5).
 """
@@ -180,10 +181,10 @@ def main() -> None:
     print("\nthroughput (requests/s)")
     for name, value in rates.items():
         print(f"  {name:<11} {value:9.0f}")
-    get_ratio = rates["GetJob"] / rates["empty GET"]
-    create_ratio = rates["CreateJob"] / rates["empty POST"]
-    print(f"  GetJob / empty GET     = {get_ratio:.2f}  (target >= 0.50: {'met' if get_ratio >= 0.5 else 'MISSED'})")
-    print(f"  CreateJob / empty POST = {create_ratio:.2f}")
+    for call, empty, target in (("GetJob", "empty GET", 0.7), ("CreateJob", "empty POST", 0.3)):
+        ratio = rates[call] / rates[empty]
+        verdict = "met" if ratio >= target else "MISSED"
+        print(f"  {call + ' / ' + empty:<22} = {ratio:.2f}  (target >= {target:.2f}: {verdict})")
 
     print(f"\nListJobs page of 50, median ms: 1,000 vs {args.jobs:,} jobs stored")
     worst = 0.0

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tidegate.errors import FailedPrecondition
+from tidegate.errors import FailedPrecondition, NotFound
 from tidegate.lifecycle import JobState, JobType
 from tidegate.model import NewJob
 from tidegate.service.jobs import JobService
@@ -135,3 +135,25 @@ def test_a_batch_that_ran_again_call_by_call_keeps_each_write_once(
     assert stored.labels == {"kept": "yes"} and stored.version == 2
     cancelled = service.update_job("proj", None, job.id, requested_state=S.JOB_STATE_CANCELLED)
     assert cancelled.version == 3 and cancelled.labels == {"kept": "yes"}
+
+
+def test_a_read_of_a_job_seen_asks_only_its_version_and_sees_another_servers_change(
+    service: JobService, other: JobService, new_job: Callable[..., NewJob], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = service.create_job(new_job(requested_state=S.JOB_STATE_STOPPED))
+    asked: list[str] = []
+    execute = Store._execute
+
+    def recorded(self: Store, sql: str, params: Any = ()) -> Any:
+        asked.append(sql)
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(Store, "_execute", recorded)
+    assert service.get_job("proj", None, job.id) == job
+    assert asked == ["SELECT version FROM jobs WHERE id = %s"]
+    other.update_job("proj", None, job.id, labels={"by": "other"}, update_mask=["labels"])
+    asked.clear()
+    assert service.get_job("proj", None, job.id).labels == {"by": "other"}
+    assert len(asked) == 2  # the version differs: the row itself
+    with pytest.raises(NotFound):
+        service.get_job("elsewhere", None, job.id)

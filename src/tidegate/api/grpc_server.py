@@ -26,6 +26,7 @@ import asyncio
 import functools
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -109,6 +110,9 @@ _BLOCKING = frozenset(
     }
 )
 """Methods that wait on an engine, files or a launcher (REST runs them in its thread pool too)."""
+_ENCODED = 1024
+"""How many GetJob answers are kept serialized."""
+
 _READS = frozenset(
     {"GetJob", "ListJobs", "AggregatedListJobs", "CheckActiveJobs", "ListJobMessages", "GetSnapshot", "ListSnapshots"}
 )
@@ -243,6 +247,8 @@ class GrpcApi:
 
     def __init__(self, service: JobService) -> None:
         self.service = service
+        self._encoded: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+        """GetJob's answers, serialized, by (job id, version, view): a version names one content."""
 
     def methods(self) -> list[Method]:
         """Every method this API answers, by service."""
@@ -339,7 +345,13 @@ class GrpcApi:
     def get_job(self, request: Any, caller: Caller = OPEN) -> Any:
         """GetJob, in the requested view (JOB_VIEW_UNKNOWN means the summary)."""
         job = self.service.get_job(request.project_id, _location(request), request.job_id)
-        return wire.job_to_pb(job, request.view)
+        key = (job.id, job.version, int(request.view))
+        encoded = self._encoded.get(key)
+        if encoded is None:
+            encoded = self._encoded[key] = wire.job_to_pb(job, request.view).SerializeToString()
+            if len(self._encoded) > _ENCODED:
+                self._encoded.popitem(last=False)
+        return encoded  # sent as it is (``_serializer``)
 
     async def update_job(self, request: Any, caller: Caller = OPEN) -> Any:
         """UpdateJob: a ``requested_state``, new labels under ``update_mask`` ``labels``, or new
@@ -474,6 +486,15 @@ class GrpcApi:
         return response
 
 
+def _serializer(kind: Any) -> Callable[[Any], bytes]:
+    """The response's serializer: a message of ``kind``, or the bytes of one a handler kept serialized."""
+
+    def encode(message: Any) -> bytes:
+        return message if type(message) is bytes else kind.SerializeToString(message)
+
+    return encode
+
+
 def _handlers(
     methods: Iterable[Method], pool: ThreadPoolExecutor, gate: Gate, service: JobService
 ) -> list[grpc.GenericRpcHandler]:
@@ -482,7 +503,7 @@ def _handlers(
         by_service.setdefault(method.full_service, {})[method.name] = grpc.unary_unary_rpc_method_handler(
             _guard(method, pool, gate, service),
             request_deserializer=_decoder(method.request),
-            response_serializer=method.response.SerializeToString,
+            response_serializer=_serializer(method.response),
         )
     return [grpc.method_handlers_generic_handler(name, table) for name, table in by_service.items()]
 

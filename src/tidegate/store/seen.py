@@ -1,15 +1,18 @@
-"""The job rows this process last saw committed: what a change decides on before it reads the row again.
+"""The jobs this process last saw committed: what a change decides on, and what a read confirms, first.
 
 A change (``Store.change_job``) needs the job's row to decide on. Reading it under a lock
 is a statement, and a round trip to PostgreSQL, of its own. Instead, the change first
-decides on the row as this process last saw it committed, and writes with a
-compare-and-set on that row's version (``UPDATE … WHERE version = …``): when nobody has
-changed the job since, that one statement is the whole change, exactly as atomic. When
-someone has (another server, a supervisor, a batch that rolled back), the write matches
-no row and the change reads the row under its lock and decides again, as it always did.
+decides on the job as this process last saw it committed, and writes with a
+compare-and-set on that version (``UPDATE … WHERE version = …``): when nobody has changed
+the job since, that one statement is the whole change, exactly as atomic. When someone
+has (another server, a supervisor, a batch that rolled back), the write matches no row,
+and the change reads the row under its lock and decides again, as it always did.
 
-A committed row and its version name one content, so a row is kept only once its
-transaction has committed, and never replaces a newer version. The rows kept are bounded
+A read (``Store.get_job``) of a job kept here asks the database for its version alone, and
+answers the job kept when the version is the same.
+
+A committed row and its version name one content, so a job is kept only once its
+transaction has committed, and never replaces a newer version. The jobs kept are bounded
 in number and in the bytes of their specs.
 """
 
@@ -17,43 +20,42 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any
 
-__all__ = ["SeenRows"]
+from tidegate.model import Job
 
-_MAX_ROWS = 4096
+__all__ = ["SeenJobs"]
+
+_MAX_JOBS = 4096
 _MAX_SPEC_BYTES = 16 << 20
+_LARGE_SPEC = _MAX_SPEC_BYTES // 64
+"""A spec this large (a big pipeline's) is not kept: such a job is read again each time."""
 
 
-class SeenRows:
-    """Job rows by id (``id`` first, ``version`` at ``version_at``, the spec at ``spec_at``), newest version kept."""
+class SeenJobs:
+    """Jobs by id, the newest version of each."""
 
-    def __init__(self, version_at: int, spec_at: int, max_rows: int = _MAX_ROWS) -> None:
-        self._rows: OrderedDict[str, Sequence[Any]] = OrderedDict()
-        self._version_at = version_at
-        self._spec_at = spec_at
-        self._max_rows = max_rows
+    def __init__(self, max_jobs: int = _MAX_JOBS) -> None:
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._max_jobs = max_jobs
         self._spec_bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, job_id: str) -> Sequence[Any] | None:
-        return self._rows.get(job_id)
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
 
-    def put(self, row: Sequence[Any]) -> None:
-        """Keep a committed row, unless a newer version of the job is kept already."""
-        size = len(row[self._spec_at])
+    def put(self, job: Job) -> None:
+        """Keep a committed job, unless a newer version of it is kept already."""
         with self._lock:
-            old = self._rows.get(row[0])
+            old = self._jobs.get(job.id)
             if old is not None:
-                if old[self._version_at] > row[self._version_at]:
+                if old.version > job.version:
                     return
-                self._spec_bytes -= len(old[self._spec_at])
-                del self._rows[row[0]]
-            if size > _MAX_SPEC_BYTES // 64:  # a large pipeline's spec: read again when it changes
+                self._spec_bytes -= len(old.spec)
+                del self._jobs[job.id]
+            if len(job.spec) > _LARGE_SPEC:
                 return
-            self._rows[row[0]] = row
-            self._spec_bytes += size
-            while len(self._rows) > self._max_rows or self._spec_bytes > _MAX_SPEC_BYTES:
-                _, dropped = self._rows.popitem(last=False)
-                self._spec_bytes -= len(dropped[self._spec_at])
+            self._jobs[job.id] = job
+            self._spec_bytes += len(job.spec)
+            while len(self._jobs) > self._max_jobs or self._spec_bytes > _MAX_SPEC_BYTES:
+                _, dropped = self._jobs.popitem(last=False)
+                self._spec_bytes -= len(dropped.spec)

@@ -39,7 +39,7 @@ from tidegate.store.credentials import Credentials
 from tidegate.store.db import from_micros, micros, time_range
 from tidegate.store.logs import Logs
 from tidegate.store.runs import Runs
-from tidegate.store.seen import SeenRows
+from tidegate.store.seen import SeenJobs
 from tidegate.store.snapshots import Snapshots
 
 __all__ = ["Change", "CreateOutcome", "Store"]
@@ -58,7 +58,6 @@ _JOB_COLUMNS = (
 )
 _SELECT = _JOB_COLUMNS + ", seq"
 _SEQ = 18  # where _SELECT has the seq
-_SPEC, _VERSION = 10, 16  # where _JOB_COLUMNS has the spec and the version
 
 
 _HISTORY_INSERT = "INSERT INTO job_state_history (job_id, source_state, target_state, actor, time, reason, caller)"
@@ -204,8 +203,8 @@ class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self._seen = SeenRows(version_at=_VERSION, spec_at=_SPEC)
-        """The job rows last seen committed, which a change first decides on (``store.seen``)."""
+        self._seen = SeenJobs()
+        """The jobs last seen committed, which a change first decides on and a read confirms (``store.seen``)."""
 
     # -- jobs --------------------------------------------------------------------
 
@@ -296,8 +295,8 @@ class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
                 self._execute(
                     "INSERT INTO job_artifacts (job_id, name, data) VALUES (%s, %s, %s)", (job_id, name, data)
                 )
-            self._saw(inserted[0])
-        return _job(inserted[0]), CreateOutcome.CREATED
+            job = self._saw(_job(inserted[0]))
+        return job, CreateOutcome.CREATED
 
     def repeated_job(self, new: NewJob) -> Job | None:
         """The job an earlier create with this one's name and (non-empty) ``client_request_id`` made, if any."""
@@ -332,9 +331,13 @@ class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
 
     def get_job(self, job_id: str, project_id: str | None = None) -> Job:
         """The job with this id (in this project, when one is named), or ``NotFound``."""
+        seen = self._seen.get(job_id)
+        if seen is not None and (project_id is None or seen.project_id == project_id):
+            row = self._execute("SELECT version FROM jobs WHERE id = %s", (job_id,)).fetchone()
+            if row is not None and row[0] == seen.version:
+                return seen
         row = self._execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
-        self._saw(_found(row, job_id, project_id))
-        return _job(row)
+        return self._saw(_job(_found(row, job_id, project_id)))
 
     def change_job(
         self, job_id: str, decide: Callable[[Job], Change | None], now: datetime, project_id: str | None = None
@@ -352,11 +355,10 @@ class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
         """
         with self._transaction():
             seen = self._seen.get(job_id)
-            if seen is not None and (project_id is None or seen[1] == project_id):
-                job = _job(seen)
+            if seen is not None and (project_id is None or seen.project_id == project_id):
                 try:
-                    change = decide(job)
-                    written = self._apply(job, change, now) if change is not None else None
+                    change = decide(seen)
+                    written = self._apply(seen, change, now) if change is not None else None
                 except TidegateError:  # decided on a row that may be out of date: decide on the row itself
                     written = None
                 if written is not None and written[1]:
@@ -422,12 +424,12 @@ class Store(Runs, Snapshots, Logs, Credentials, Autoscaling):
             return None
         if change.autoscaling is not None:
             self._autoscaling(job_id, t, change.autoscaling)
-        self._saw(rows[0])
-        return _job(rows[0]), True
+        return self._saw(_job(rows[0])), True
 
-    def _saw(self, row: Sequence[Any]) -> None:
-        """Remember a job's row once this transaction has committed (a read outside one: now)."""
-        self.after_commit(functools.partial(self._seen.put, tuple(row)))
+    def _saw(self, job: Job) -> Job:
+        """Remember the job once this transaction has committed (read outside one: now)."""
+        self.after_commit(functools.partial(self._seen.put, job))
+        return job
 
     def list_jobs(
         self,

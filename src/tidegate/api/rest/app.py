@@ -20,11 +20,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from tidegate import telemetry
 from tidegate.api.console import console_routes
 from tidegate.api.instrumentation import RestMetrics
 from tidegate.api.rest.credentials import CredentialRoutes
+from tidegate.api.rest.hot import HotRoutes
 from tidegate.api.rest.http import Handler, JsonResponse, google_error, guard, internal_response
 from tidegate.api.rest.jobs import RestApi
 from tidegate.api.rest.own import OwnRoutes
@@ -61,7 +63,7 @@ def _routes(api: RestApi, gate: Gate) -> list[BaseRoute]:
         for prefix in ("/v1b3/projects/{project_id}/locations/{location}", "/v1b3/projects/{project_id}"):
             paths.setdefault(prefix + path, {})[method] = (handler, permission)
 
-    both("/jobs/{job_id}", "GET", api.get_job, p.JOBS_GET)  # the most frequent call first
+    both("/jobs/{job_id}", "GET", api.get_job, p.JOBS_GET)  # the most frequent call first (and ``HotRoutes``')
     both("/jobs/{job_id}", "PUT", api.update_job, p.JOBS_UPDATE)
     paths["/v1b3/projects/{project_id}/jobs:aggregated"] = {"GET": (api.aggregated_list_jobs, p.JOBS_LIST)}
     both("/jobs", "POST", api.create_job, p.JOBS_CREATE)
@@ -128,11 +130,13 @@ async def _internal(request: Request, exc: Exception) -> Response:
     return internal_response(request, exc)
 
 
-def create_app(service: JobService, gate: Gate | None = None) -> Starlette:
+def create_app(service: JobService, gate: Gate | None = None) -> ASGIApp:
     """The REST application over ``service``; every call passes ``gate`` (by default, one over the service's store)."""
     api = RestApi(service)
-    return Starlette(
-        routes=_routes(api, gate or Gate(service.store)),
+    gate = gate or Gate(service.store)
+    app = Starlette(
+        routes=_routes(api, gate),
         middleware=[Middleware(RestMetrics)],
         exception_handlers={HTTPException: _http_error, Exception: _internal},
     )
+    return HotRoutes(app, guard(api.get_job, gate, Permission.JOBS_GET))

@@ -29,6 +29,7 @@ __all__ = [
     "guard",
     "int_param",
     "internal_response",
+    "json_bytes",
     "read_body",
     "time_param",
     "view_param",
@@ -41,14 +42,18 @@ log = logging.getLogger("tidegate.api.rest")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def json_bytes(content: Any) -> bytes:
+    try:
+        return orjson.dumps(content)
+    except TypeError:  # an error message that quotes bad input (an unpaired surrogate) is still answered
+        return json.dumps(content, ensure_ascii=False).encode("utf-8", "replace")
+
+
 class JsonResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        try:
-            return orjson.dumps(content)
-        except TypeError:  # an error message that quotes bad input (an unpaired surrogate) is still answered
-            return json.dumps(content, ensure_ascii=False).encode("utf-8", "replace")
+        return json_bytes(content)
 
 
 def error_body(error: TidegateError) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from tidegate.api.rest.http import (
     JsonResponse,
     caller_of,
     int_param,
+    json_bytes,
     read_body,
     time_param,
     view_param,
@@ -29,6 +31,7 @@ from tidegate.service.jobs import JobService
 __all__ = ["RestApi"]
 
 _SnapshotJobRequestPb: Any = dataflow.SnapshotJobRequest.pb()
+_RENDERED = 1024
 
 
 class RestApi:
@@ -36,9 +39,18 @@ class RestApi:
 
     def __init__(self, service: JobService) -> None:
         self.service = service
+        self._rendered: OrderedDict[tuple[str, int, int, bool], bytes] = OrderedDict()
+        """Jobs as JSON by (id, version, view, ints): a version names one content, and clients poll."""
 
-    def _job(self, request: Request, job: Any, view: int) -> Response:
-        return JsonResponse(wire.job_to_json_dict(job, view, ints=wants_ints(request)))
+    def _job(self, request: Request, job: Job, view: int) -> Response:
+        key = (job.id, job.version, view, wants_ints(request))
+        body = self._rendered.get(key)
+        if body is None:
+            body = json_bytes(wire.job_to_json_dict(job, view, ints=key[3]))
+            self._rendered[key] = body
+            if len(self._rendered) > _RENDERED:
+                self._rendered.popitem(last=False)
+        return Response(body, media_type="application/json")
 
     async def create_job(self, request: Request) -> Response:
         """CreateJob: 200 with the new job, or with the job that is there (a repeat's, a taken name's)."""
