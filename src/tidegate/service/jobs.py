@@ -480,7 +480,7 @@ class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
                 )
         wants_state = requested_state is not JobState.JOB_STATE_UNKNOWN and (not mask or "requested_state" in mask)
 
-        def decide(job: Job) -> Change | None:  # on the job's row as the transaction holds it
+        def decide(job: Job) -> Change | None:  # on the job as last seen, or on its locked row (Store.change_job)
             _unchanged_by(named, self._in_location(job, location))
             change = Change(labels=new_labels)
             if not wants_state:
