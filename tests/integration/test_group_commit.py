@@ -11,7 +11,7 @@ from concurrent.futures import Future
 import pytest
 
 from tidegate.api import offload
-from tidegate.errors import FailedPrecondition, NotFound
+from tidegate.errors import FailedPrecondition, InvalidArgument, NotFound
 from tidegate.lifecycle import JobState, JobType
 from tidegate.model import MessageImportance, NewJob
 from tidegate.service.jobs import JobService
@@ -172,3 +172,31 @@ def test_the_wal_is_checkpointed_by_a_thread_of_its_own(make_store: Callable[[st
     assert frames > 0 and frames == copied
     store.close()  # stops the thread
     assert store._checkpointer is None
+
+
+def test_a_create_with_bad_input_is_refused_before_it_reaches_a_batch(
+    service: JobService, new_job: Callable[..., NewJob], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused create never joins a batch (where its failure would send the others back to run one by one)."""
+    batched: list[object] = []
+    run_batch = service.store.run_batch
+
+    def recorded(calls: list[Callable[[], object]]) -> list[tuple[bool, object]]:
+        outcomes = run_batch(calls)
+        batched.extend(ok for ok, _ in outcomes)
+        return outcomes
+
+    monkeypatch.setattr(service.store, "run_batch", recorded)
+    monkeypatch.setattr(service.calls, "run_batch", recorded)
+
+    async def create(new: NewJob) -> object:
+        return await offload.submit(service, new)
+
+    with pytest.raises(InvalidArgument) as caught:
+        asyncio.run(create(new_job(name="Not A Name")))
+    assert caught.value.reason == "INVALID_JOB_NAME"
+    with pytest.raises(InvalidArgument):
+        asyncio.run(create(new_job(labels={"Bad": "label"})))
+    assert batched == [] and service.store.count_jobs() == 0
+    asyncio.run(create(new_job()))
+    assert batched == [True] and service.store.count_jobs() == 1

@@ -82,7 +82,8 @@ async def submit(service: JobService, new: NewJob) -> Job:
     elif service.calls.reads_inline:
         prepared = service.prepare_job(new)
     else:  # PostgreSQL: its checks and the insert in one call of a committer's batch, one trip to a thread
-        return (await write(service, lambda: service.submit_job(new)))[0]
+        checked = service.checked_request(new)  # bad input here, not as a failed call that reruns a batch
+        return (await write(service, lambda: service.submit_job(checked)))[0]
     if isinstance(prepared, tuple):
         return prepared[0]
     job, _ = await write(service, lambda: service.store_job(prepared))

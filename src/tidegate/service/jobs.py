@@ -205,7 +205,7 @@ class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
     def prepare_job(self, new: NewJob) -> NewJob | tuple[Job, CreateOutcome]:
         """The first half of ``submit_job``, which writes nothing: the request checked and its staged
         files read (the job as it will be stored), or the answer when the create makes nothing."""
-        new = self._checked_request(new)
+        new = self.checked_request(new)
         answered = self._answered(new)
         if answered is not None:
             return answered
@@ -230,7 +230,7 @@ class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
 
     def check_new_job(self, new: NewJob) -> None:
         """Every check ``create_job`` makes (its staged files read), without creating the job."""
-        self._checked_job(self._checked_request(new))
+        self._checked_job(self.checked_request(new))
 
     def _answered(self, new: NewJob) -> tuple[Job, CreateOutcome] | None:
         """The job a create answers without checking the job it describes: its own earlier one, or an update's."""
@@ -243,7 +243,7 @@ class JobService(SnapshotCases, TemplateCases, GraphCases, RescaleCases):
                 return self.store.get_job(old.replaced_by_job_id), CreateOutcome.ALREADY_UPDATED
         return None
 
-    def _checked_request(self, new: NewJob) -> NewJob:
+    def checked_request(self, new: NewJob) -> NewJob:
         """The request's own fields checked, defaults set; raises INVALID_ARGUMENT on bad input."""
         check_scope(new.project_id, new.location)
         if not _JOB_NAME.fullmatch(new.name):
