@@ -128,8 +128,9 @@ def _reachable(start: JobState) -> frozenset[JobState]:
     return frozenset(seen)
 
 
-BEFORE_RUNNING: frozenset[JobState] = frozenset(s for s in S if S.JOB_STATE_RUNNING in _reachable(s)) - _reachable(
-    S.JOB_STATE_RUNNING
+_AFTER_RUNNING = _reachable(S.JOB_STATE_RUNNING)
+BEFORE_RUNNING: frozenset[JobState] = frozenset(
+    s for s in S if S.JOB_STATE_RUNNING in _reachable(s) and s not in _AFTER_RUNNING
 )
 """The states a job is in only before it has ever run (no edge leads back to them): STOPPED, QUEUED,
 PENDING. Nothing can have been done to such a job that needs a running one, such as an update."""

@@ -26,7 +26,6 @@ import asyncio
 import functools
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -110,9 +109,6 @@ _BLOCKING = frozenset(
     }
 )
 """Methods that wait on an engine, files or a launcher (REST runs them in its thread pool too)."""
-_ENCODED = 1024
-"""How many GetJob answers are kept serialized."""
-
 _READS = frozenset(
     {"GetJob", "ListJobs", "AggregatedListJobs", "CheckActiveJobs", "ListJobMessages", "GetSnapshot", "ListSnapshots"}
 )
@@ -247,8 +243,8 @@ class GrpcApi:
 
     def __init__(self, service: JobService) -> None:
         self.service = service
-        self._encoded: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
-        """GetJob's answers, serialized, by (job id, version, view): a version names one content."""
+        self._encoded = wire.Encodings()
+        """GetJob's answers, serialized, by view."""
 
     def methods(self) -> list[Method]:
         """Every method this API answers, by service."""
@@ -345,13 +341,9 @@ class GrpcApi:
     def get_job(self, request: Any, caller: Caller = OPEN) -> Any:
         """GetJob, in the requested view (JOB_VIEW_UNKNOWN means the summary)."""
         job = self.service.get_job(request.project_id, _location(request), request.job_id)
-        key = (job.id, job.version, int(request.view))
-        encoded = self._encoded.get(key)
-        if encoded is None:
-            encoded = self._encoded[key] = wire.job_to_pb(job, request.view).SerializeToString()
-            if len(self._encoded) > _ENCODED:
-                self._encoded.popitem(last=False)
-        return encoded  # sent as it is (``_serializer``)
+        view = int(request.view)
+        # Bytes, which ``_serializer`` sends as they are.
+        return self._encoded.get(job, (view,), lambda: wire.job_to_pb(job, view).SerializeToString())
 
     async def update_job(self, request: Any, caller: Caller = OPEN) -> Any:
         """UpdateJob: a ``requested_state``, new labels under ``update_mask`` ``labels``, or new

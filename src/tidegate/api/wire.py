@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from tidegate.model import AutoscalingEvent, Job, JobMessage, MetricValue, Snaps
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "Encodings",
     "JobPb",
     "JobView",
     "SnapshotPb",
@@ -282,6 +284,27 @@ def summary_dict(job: Job, *, ints: bool) -> dict[str, Any]:
     if job.runtime_params.to_json():
         out["runtimeUpdatableParams"] = job.runtime_params.to_json()
     return out
+
+
+class Encodings:
+    """A job version's answers as bytes, each encoded once: a version names one content, and clients poll.
+
+    Keyed by the job's id and version and what else shapes the answer (the view, the enum
+    encoding); the oldest go past ``size``.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._kept: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._size = size
+
+    def get(self, job: Job, shape: tuple[Any, ...], encode: Callable[[], bytes]) -> bytes:
+        key = (job.id, job.version, *shape)
+        kept = self._kept.get(key)
+        if kept is None:
+            kept = self._kept[key] = encode()
+            if len(self._kept) > self._size:
+                self._kept.popitem(last=False)
+        return kept
 
 
 def job_to_json_dict(job: Job, view: int, *, ints: bool) -> dict[str, Any]:

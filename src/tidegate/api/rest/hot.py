@@ -19,19 +19,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tidegate import telemetry
 from tidegate.api.rest.http import Handler
 
-__all__ = ["GET_JOB", "GET_JOB_LOCATED", "HotRoutes"]
+__all__ = ["HotRoutes"]
 
-GET_JOB_LOCATED = "/v1b3/projects/{project_id}/locations/{location}/jobs/{job_id}"
-GET_JOB = "/v1b3/projects/{project_id}/jobs/{job_id}"
+_GET_JOB_LOCATED = "/v1b3/projects/{project_id}/locations/{location}/jobs/{job_id}"
+_GET_JOB = "/v1b3/projects/{project_id}/jobs/{job_id}"
 
 
 def _job_path(path: str) -> tuple[str, dict[str, str]] | None:
     """The GetJob route a path names and its parameters, as Starlette's ``[^/]+`` segments match it."""
     parts = path.split("/")
     if len(parts) == 8 and parts[4] == "locations" and parts[6] == "jobs":
-        template, params = GET_JOB_LOCATED, {"project_id": parts[3], "location": parts[5], "job_id": parts[7]}
+        template, params = _GET_JOB_LOCATED, {"project_id": parts[3], "location": parts[5], "job_id": parts[7]}
     elif len(parts) == 6 and parts[4] == "jobs":
-        template, params = GET_JOB, {"project_id": parts[3], "job_id": parts[5]}
+        template, params = _GET_JOB, {"project_id": parts[3], "job_id": parts[5]}
     else:
         return None
     if parts[0] or parts[1] != "v1b3" or parts[2] != "projects" or not all(params.values()):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +30,6 @@ from tidegate.service.jobs import JobService
 __all__ = ["RestApi"]
 
 _SnapshotJobRequestPb: Any = dataflow.SnapshotJobRequest.pb()
-_RENDERED = 1024
 
 
 class RestApi:
@@ -39,17 +37,12 @@ class RestApi:
 
     def __init__(self, service: JobService) -> None:
         self.service = service
-        self._rendered: OrderedDict[tuple[str, int, int, bool], bytes] = OrderedDict()
-        """Jobs as JSON by (id, version, view, ints): a version names one content, and clients poll."""
+        self._rendered = wire.Encodings()
+        """Jobs as JSON, by view and enum encoding."""
 
     def _job(self, request: Request, job: Job, view: int) -> Response:
-        key = (job.id, job.version, view, wants_ints(request))
-        body = self._rendered.get(key)
-        if body is None:
-            body = json_bytes(wire.job_to_json_dict(job, view, ints=key[3]))
-            self._rendered[key] = body
-            if len(self._rendered) > _RENDERED:
-                self._rendered.popitem(last=False)
+        ints = wants_ints(request)
+        body = self._rendered.get(job, (view, ints), lambda: json_bytes(wire.job_to_json_dict(job, view, ints=ints)))
         return Response(body, media_type="application/json")
 
     async def create_job(self, request: Request) -> Response:
