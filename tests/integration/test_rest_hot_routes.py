@@ -1,12 +1,16 @@
-"""GetJob ahead of Starlette's stack (``api.rest.hot``) answers exactly as the router does, on SQLite and PostgreSQL.
+"""GetJob, CreateJob and UpdateJob ahead of Starlette's stack (``api.rest.hot``) answer exactly as the router does.
 
-Every request below goes once through the app as served and once through the Starlette
-app behind it alone; status, headers that matter and body must be the same.
+On SQLite and PostgreSQL, every request below goes once through the app as served and
+once through the Starlette app behind it alone; status, headers that matter and body must
+be the same (a write goes to a job of its own on each side: the answers must then be the
+same but for the job's id, name and times).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -23,11 +27,13 @@ from tidegate.model import NewJob, Role
 from tidegate.service.jobs import JobService
 
 
-def answers(app: Any, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+def answers(
+    app: Any, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, str, bytes]:
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            return await client.request(method, path, headers=headers)
+            return await client.request(method, path, headers=headers, content=body)
 
     response = asyncio.run(call())
     return response.status_code, response.headers.get("content-type", ""), response.content
@@ -115,7 +121,7 @@ def test_getjob_is_counted_under_its_route_template(service: JobService, held: s
     assert (counted("200"), counted("404")) == (ok + 1, missing + 1)
 
 
-def test_only_getjob_skips_the_router(service: JobService, held: str) -> None:
+def test_only_the_hot_calls_skip_the_router(service: JobService, held: str) -> None:
     app = create_app(service)
     assert isinstance(app, HotRoutes)
     inner, passed = app.app, []
@@ -128,8 +134,106 @@ def test_only_getjob_skips_the_router(service: JobService, held: str) -> None:
     located = f"/v1b3/projects/proj/locations/us-central1/jobs/{held}"
     assert answers(app, "GET", located)[0] == 200
     assert answers(app, "GET", f"/v1b3/projects/proj/jobs/{held}")[0] == 200
+    labels = json.dumps({"labels": {"team": "c"}}).encode()
+    assert answers(app, "PUT", f"{located}?updateMask=labels", body=labels)[0] == 200
+    create = json.dumps({"name": "skips", "type": "JOB_TYPE_BATCH", "requestedState": "JOB_STATE_STOPPED"})
+    assert answers(app, "POST", "/v1b3/projects/proj/jobs", body=create.encode())[0] == 200
     assert passed == []
     answers(app, "HEAD", located)
     answers(app, "GET", f"{located}/messages")
     answers(app, "GET", "/healthz")
-    assert [method for method, _ in passed] == ["HEAD", "GET", "GET"]
+    answers(app, "GET", "/v1b3/projects/proj/jobs")  # ListJobs: the router's
+    answers(app, "POST", f"{located}:snapshot")
+    answers(app, "DELETE", located)
+    assert [method for method, _ in passed] == ["HEAD", "GET", "GET", "GET", "POST", "DELETE"]
+
+
+_TIMES = re.compile(rb'"\d{4}-\d{2}-\d{2}T[0-9:.]+Z"')
+
+
+def _alike(answer: tuple[int, str, bytes], *names: str) -> tuple[int, str, bytes]:
+    """An answer with the given ids and names, and every time, written out of it."""
+    status, kind, body = answer
+    for name in names:
+        body = body.replace(name.encode(), b"<name>")
+    return status, kind, _TIMES.sub(b'"<time>"', body)
+
+
+def test_createjob_answers_as_the_router_does(service: JobService, new_job: Callable[..., NewJob]) -> None:
+    app = create_app(service)
+    assert isinstance(app, HotRoutes)
+    located, legacy = "/v1b3/projects/proj/locations/us-central1/jobs", "/v1b3/projects/proj/jobs"
+    taken = service.create_job(new_job(name="taken", requested_state=JobState.JOB_STATE_STOPPED)).id
+    cases: list[tuple[str, dict[str, Any] | bytes]] = [
+        (located, {"type": "JOB_TYPE_BATCH", "requestedState": "JOB_STATE_STOPPED", "labels": {"a": "b"}}),
+        (f"{located}?view=JOB_VIEW_ALL", {"type": "JOB_TYPE_BATCH", "requestedState": "JOB_STATE_STOPPED"}),
+        (f"{located}?%24alt=json%3Benum-encoding%3Dint", {"type": 1, "requestedState": 1}),
+        (legacy, {"type": "JOB_TYPE_BATCH", "requestedState": "JOB_STATE_STOPPED"}),
+        (f"{located}?view=JOB_VIEW_NOPE", {"type": "JOB_TYPE_BATCH"}),
+        (located, {"type": "JOB_TYPE_NOPE"}),
+        (located, {"type": "JOB_TYPE_BATCH", "unknownField": 1}),
+        (located, b"{not json"),
+        (located, {"type": "JOB_TYPE_BATCH", "labels": {"Bad": "x"}}),
+        ("/v1b3/projects/bad project/jobs", {"type": "JOB_TYPE_BATCH"}),
+    ]
+    for n, (path, request) in enumerate(cases):
+        names = (f"hot-{n}", f"router-{n}")
+        sides = []
+        for side, name in zip((app, app.app), names, strict=True):
+            body = request if isinstance(request, bytes) else json.dumps({"name": name, **request}).encode()
+            sides.append(answers(app if side is app else app.app, "POST", path, body=body))
+        ids = [json.loads(body)["id"] for status, _, body in sides if status == 200]
+        assert _alike(sides[0], *names, *ids) == _alike(sides[1], *names, *ids), (path, request)
+    # A taken name answers the job that has it, on both sides.
+    body = json.dumps({"name": "taken", "type": "JOB_TYPE_BATCH"}).encode()
+    assert answers(app, "POST", located, body=body) == answers(app.app, "POST", located, body=body)
+    assert taken.encode() in answers(app, "POST", located, body=body)[2]
+
+
+def test_updatejob_answers_as_the_router_does(service: JobService, new_job: Callable[..., NewJob]) -> None:
+    app = create_app(service)
+    assert isinstance(app, HotRoutes)
+    cases: list[tuple[str, dict[str, Any] | bytes]] = [
+        ("", {"requestedState": "JOB_STATE_CANCELLED"}),
+        ("?updateMask=labels", {"labels": {"team": "b"}}),
+        ("?updateMask=labels", {"labels": {"Team": "b"}}),
+        ("?updateMask=nope", {"labels": {"team": "b"}}),
+        ("", {"requestedState": "JOB_STATE_NOPE"}),
+        ("", {"requestedState": "JOB_STATE_DONE"}),
+        ("", b"[1, 2"),
+    ]
+    for query, request in cases:
+        sides, ids = [], []
+        for side in (app, app.app):
+            job = service.create_job(new_job(requested_state=JobState.JOB_STATE_STOPPED))
+            job_id = job.id
+            ids += [job.id, job.name]
+            body = request if isinstance(request, bytes) else json.dumps(request).encode()
+            for path in (
+                f"/v1b3/projects/proj/locations/us-central1/jobs/{job_id}",
+                f"/v1b3/projects/proj/jobs/{job_id}",
+            ):
+                sides.append(answers(side, "PUT", path + query, body=body))
+        assert len({_alike(answer, *ids) for answer in sides}) == 1, (query, request, sides)
+    for path in ("/v1b3/projects/proj/jobs/no-such-job", "/v1b3/projects/other/jobs/" + job_id):
+        body = json.dumps({"requestedState": "JOB_STATE_CANCELLED"}).encode()
+        assert answers(app, "PUT", path, body=body) == answers(app.app, "PUT", path, body=body)
+        assert answers(app, "PUT", path, body=body)[0] == 404
+
+
+def test_writes_behind_the_gate_need_their_own_permissions(service: JobService, new_job: Callable[..., NewJob]) -> None:
+    app = create_app(service, Gate(service.store, cache_s=0, open_check_s=0))
+    accounts = Accounts(service.store)
+    _, viewer = accounts.create_token("watcher", "proj", Role.VIEWER)
+    _, developer = accounts.create_token("builder", "proj", Role.DEVELOPER)
+    job_id = service.create_job(new_job(requested_state=JobState.JOB_STATE_STOPPED)).id
+    put = f"/v1b3/projects/proj/jobs/{job_id}", json.dumps({"labels": {"x": "y"}}).encode()
+    post = "/v1b3/projects/proj/jobs", json.dumps({"name": "gated", "type": "JOB_TYPE_BATCH"}).encode()
+    for headers in ({}, {"Authorization": f"Bearer {viewer}"}):
+        for path, body in (put, post):
+            hot, routed = answers(app, "PUT" if path == put[0] else "POST", path, headers, body), None
+            routed = answers(app.app, "PUT" if path == put[0] else "POST", path, headers, body)
+            assert hot == routed and hot[0] in (401, 403), (headers, path, hot)
+    writer = {"Authorization": f"Bearer {developer}"}
+    assert answers(app, "PUT", put[0] + "?updateMask=labels", writer, put[1])[0] == 200
+    assert answers(app, "POST", post[0], writer, post[1])[0] == 200

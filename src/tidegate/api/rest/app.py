@@ -26,7 +26,7 @@ from tidegate import telemetry
 from tidegate.api.console import console_routes
 from tidegate.api.instrumentation import RestMetrics
 from tidegate.api.rest.credentials import CredentialRoutes
-from tidegate.api.rest.hot import HotRoutes
+from tidegate.api.rest.hot import JOB, JOBS, HotRoutes
 from tidegate.api.rest.http import Handler, JsonResponse, google_error, guard, internal_response
 from tidegate.api.rest.jobs import RestApi
 from tidegate.api.rest.own import OwnRoutes
@@ -55,7 +55,12 @@ def _one_route(path: str, handlers: dict[str, Routed], gate: Gate) -> Route:
     return Route(path, dispatch, methods=list(guarded))
 
 
-def _routes(api: RestApi, gate: Gate) -> list[BaseRoute]:
+_HOT = {("GET", JOB), ("PUT", JOB), ("POST", JOBS)}
+"""The calls ``HotRoutes`` answers ahead of the router (the handlers of their location-less paths serve both)."""
+
+
+def _routes(api: RestApi, gate: Gate) -> tuple[list[BaseRoute], dict[tuple[str, str], Handler]]:
+    """The router's routes, and the guarded handlers of the hot calls (``_HOT``), taken from the same table."""
     paths: dict[str, dict[str, Routed]] = {}
     p = Permission
 
@@ -63,7 +68,7 @@ def _routes(api: RestApi, gate: Gate) -> list[BaseRoute]:
         for prefix in ("/v1b3/projects/{project_id}/locations/{location}", "/v1b3/projects/{project_id}"):
             paths.setdefault(prefix + path, {})[method] = (handler, permission)
 
-    both("/jobs/{job_id}", "GET", api.get_job, p.JOBS_GET)  # the most frequent call first (and ``HotRoutes``')
+    both("/jobs/{job_id}", "GET", api.get_job, p.JOBS_GET)  # the most frequent call first (``HotRoutes`` has it too)
     both("/jobs/{job_id}", "PUT", api.update_job, p.JOBS_UPDATE)
     paths["/v1b3/projects/{project_id}/jobs:aggregated"] = {"GET": (api.aggregated_list_jobs, p.JOBS_LIST)}
     both("/jobs", "POST", api.create_job, p.JOBS_CREATE)
@@ -97,7 +102,11 @@ def _routes(api: RestApi, gate: Gate) -> list[BaseRoute]:
     routes.append(Route(TOKEN_PATH, credentials.token, methods=["POST"]))
     routes.append(Route("/healthz", api.healthz, methods=["GET"]))
     routes.append(Route("/metrics", _metrics, methods=["GET"]))
-    return [*routes, *console_routes()]
+    hot = {}
+    for method, kind in _HOT:
+        handler, permission = paths["/v1b3/projects/{project_id}" + kind][method]
+        hot[method, kind] = guard(handler, gate, permission)
+    return [*routes, *console_routes()], hot
 
 
 _HTTP_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "UNIMPLEMENTED"}
@@ -134,9 +143,10 @@ def create_app(service: JobService, gate: Gate | None = None) -> ASGIApp:
     """The REST application over ``service``; every call passes ``gate`` (by default, one over the service's store)."""
     api = RestApi(service)
     gate = gate or Gate(service.store)
+    routes, hot = _routes(api, gate)
     app = Starlette(
-        routes=_routes(api, gate),
+        routes=routes,
         middleware=[Middleware(RestMetrics)],
         exception_handlers={HTTPException: _http_error, Exception: _internal},
     )
-    return HotRoutes(app, guard(api.get_job, gate, Permission.JOBS_GET))
+    return HotRoutes(app, hot)
