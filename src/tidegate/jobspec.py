@@ -10,6 +10,7 @@ which an update checks (see ``tidegate.service_updates``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,8 +147,18 @@ def read_spec(job: Job, default_engine: str = "beam") -> JobSpec:
     return parse_spec(job.spec, job.type, default_engine)
 
 
+_REMEMBERED_SPEC = 64 * 1024
+"""Specs up to this size are parsed once: a create reads its spec three times, the scheduler a job's at each turn."""
+
+
 def parse_spec(spec: bytes, job_type: JobType, default_engine: str = "beam") -> JobSpec:
     """``read_spec`` for a job not stored yet."""
+    if len(spec) <= _REMEMBERED_SPEC:
+        return _remembered(spec, job_type, default_engine)
+    return _parse_spec(spec, job_type, default_engine)
+
+
+def _parse_spec(spec: bytes, job_type: JobType, default_engine: str) -> JobSpec:
     pb = decode_spec(spec)
     environment = pb.environment
     pipeline_options: dict[str, Any] = {}
@@ -175,6 +186,10 @@ def parse_spec(spec: bytes, job_type: JobType, default_engine: str = "beam") -> 
     )
 
 
+_remembered = functools.lru_cache(maxsize=256)(_parse_spec)
+"""The last specs parsed (256 of at most ``_REMEMBERED_SPEC``, 16 MB): a JobSpec is immutable, its mappings read only."""
+
+
 # Fields the store keeps in columns; everything else of a submitted job is its spec.
 COLUMN_FIELDS = (
     "id",
@@ -195,8 +210,8 @@ COLUMN_FIELDS = (
 )
 
 
-def job_from_pb(pb: Any, project_id: str, location: str) -> NewJob:
-    """A create request's job as a ``NewJob``: the columns, and the rest as its spec."""
+def job_from_pb(pb: Any, project_id: str, location: str, caller: str = "") -> NewJob:
+    """A create request's job as a ``NewJob``: the columns, and the rest as its spec; ``caller`` made it."""
     if pb.project_id and pb.project_id != project_id:
         raise InvalidArgument(
             f"the job's projectId {pb.project_id!r} differs from the project in the path ({project_id!r})",
@@ -212,20 +227,20 @@ def job_from_pb(pb: Any, project_id: str, location: str) -> NewJob:
         requested = JobState(pb.requested_state)
     except ValueError as exc:
         raise InvalidArgument(f"invalid enum value in the job: {exc}", reason="INVALID_ENUM_VALUE") from exc
-    new = NewJob(
+    spec = JobPb()
+    spec.CopyFrom(pb)
+    for name in COLUMN_FIELDS:
+        spec.ClearField(name)
+    return NewJob(
         project_id=project_id,
         location=location,
         name=pb.name,
         type=job_type,
-        spec=b"",
+        spec=spec.SerializeToString(deterministic=True),
         labels=dict(pb.labels),
         client_request_id=pb.client_request_id,
         requested_state=requested,
         replace_job_id=pb.replace_job_id,
         created_from_snapshot_id=pb.created_from_snapshot_id,
+        caller=caller,
     )
-    spec = JobPb()
-    spec.CopyFrom(pb)
-    for name in COLUMN_FIELDS:
-        spec.ClearField(name)
-    return NewJob(**{**new.__dict__, "spec": spec.SerializeToString(deterministic=True)})

@@ -28,7 +28,7 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -334,8 +334,8 @@ class GrpcApi:
         if request.replace_job_id and not job.replace_job_id:
             job.replace_job_id = request.replace_job_id
         location = _location(request) or self.service.default_location
-        new = wire.job_from_pb(job, request.project_id, location)
-        created = await offload.submit(self.service, replace(new, caller=caller.name))
+        new = wire.job_from_pb(job, request.project_id, location, caller.name)
+        created = await offload.submit(self.service, new)
         return wire.job_to_pb(created, request.view)
 
     def get_job(self, request: Any, caller: Caller = OPEN) -> Any:

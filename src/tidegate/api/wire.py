@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -76,7 +77,9 @@ def parse_json(payload: bytes | str, message: M, what: str) -> M:
     if not isinstance(data, dict):
         raise _invalid_json(what, f"expected a JSON object, not {_json_kind(data)}")
     try:  # a \ud800 escape is JSON, but no text: no store, no protobuf message and no answer can hold it
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
+        text = payload if isinstance(payload, str) else payload.decode(json.detect_encoding(payload), "surrogatepass")
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise _invalid_json(
             what, "a string holds an unpaired surrogate (\\ud800-\\udfff): it is not Unicode text"
@@ -90,6 +93,12 @@ def parse_json(payload: bytes | str, message: M, what: str) -> M:
         raise _invalid_json(what, f"a value is out of range ({exc})") from exc
     _strict_enums(data, message.DESCRIPTOR, message.DESCRIPTOR.name, what)
     return message
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+"""Where a lone surrogate can come from: an escape of one, or one in the text (``json.loads`` decodes bytes with
+``surrogatepass``). A match (a pair, or an escaped backslash before ``ud8…``, too) sends the parsed payload to
+the full check; no match, no surrogate."""
 
 
 def _invalid_json(what: str, detail: str) -> InvalidArgument:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from google.cloud import dataflow_v1beta3 as dataflow
@@ -54,8 +53,8 @@ class RestApi:
         replace_id = request.query_params.get("replaceJobId", "")
         if replace_id and not pb.replace_job_id:
             pb.replace_job_id = replace_id
-        new = wire.job_from_pb(pb, project_id, location or self.service.default_location)
-        job = await offload.submit(self.service, replace(new, caller=caller_of(request).name))
+        new = wire.job_from_pb(pb, project_id, location or self.service.default_location, caller_of(request).name)
+        job = await offload.submit(self.service, new)
         return self._job(request, job, view)
 
     async def get_job(self, request: Request) -> Response:
