@@ -187,7 +187,7 @@ def _parse_spec(spec: bytes, job_type: JobType, default_engine: str) -> JobSpec:
 
 
 _remembered = functools.lru_cache(maxsize=256)(_parse_spec)
-"""The last specs parsed (256 of at most ``_REMEMBERED_SPEC``, 16 MB): a JobSpec is immutable, its mappings read only."""
+"""The last specs parsed (256 of at most ``_REMEMBERED_SPEC``, 16 MB); a JobSpec is immutable, read only."""
 
 
 # Fields the store keeps in columns; everything else of a submitted job is its spec.
