@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -200,3 +201,31 @@ def test_a_create_with_bad_input_is_refused_before_it_reaches_a_batch(
     assert batched == [] and service.store.count_jobs() == 0
     asyncio.run(create(new_job()))
     assert batched == [True] and service.store.count_jobs() == 1
+
+
+def test_sqlite_runs_a_batch_whose_commit_fails_call_by_call(
+    make_store: Callable[[str], Store], new_job: Callable[..., NewJob]
+) -> None:
+    """A COMMIT that fails (here a deferred foreign key) keeps nothing; each call then runs alone and answers alone."""
+    store = make_store("sqlite")
+    service = JobService(store)
+    jobs = [service.create_job(new_job(requested_state=S.JOB_STATE_STOPPED)) for _ in range(3)]
+
+    def cancel(job_id: str) -> Callable[[], JobState]:
+        return lambda: service.update_job("proj", None, job_id, requested_state=S.JOB_STATE_CANCELLED).current_state
+
+    def orphan() -> None:  # checked only at the commit
+        store._execute("PRAGMA defer_foreign_keys=ON")
+        store._execute("INSERT INTO job_messages (job_id, time, importance, text) VALUES ('nope', 0, 1, 'lost')")
+
+    async def run() -> list[object]:
+        writes = [offload.write(service, cancel(job.id)) for job in jobs]
+        writes.insert(1, offload.write(service, orphan))
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    outcomes = asyncio.run(run())
+    assert isinstance(outcomes.pop(1), sqlite3.IntegrityError)
+    assert outcomes == [S.JOB_STATE_CANCELLED] * 3
+    assert store._execute("SELECT count(*) FROM job_messages WHERE job_id = 'nope'").fetchone()[0] == 0
+    assert all(store.get_job(job.id).current_state is S.JOB_STATE_CANCELLED for job in jobs)
+    assert service.create_job(new_job()).current_state is S.JOB_STATE_STOPPED  # the writer is free again

@@ -247,7 +247,12 @@ class Database:
                     except BaseException:
                         conn.execute("ROLLBACK")
                         raise
-                    conn.execute("COMMIT")
+                    try:
+                        conn.execute("COMMIT")
+                    except BaseException:  # a deferred constraint, a full disk: the transaction may still be open
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                        raise
                 else:
                     with conn.transaction():
                         yield
