@@ -262,6 +262,11 @@ class Tidegate:
             self._timeline(asked, job, new)
         return new, time.perf_counter() - start
 
+    def recorded(self, job: str) -> float:
+        """When the job entered its current state, by tidegate's clock (seconds since the epoch)."""
+        when = str(self.client.get(f"{JOBS}/{job}").json()["currentStateTime"])
+        return datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+
     def flink_job(self, job: str) -> str:
         """From the job's messages ("Flink accepted job ...")."""
         messages = self.client.get(f"{JOBS}/{job}/messages", params={"pageSize": 1000}).json().get("jobMessages", [])
@@ -484,9 +489,13 @@ def cancel(side: Side, flink: httpx.Client, job: str, mine: dict[str, list[float
     except (TimeoutError, httpx.HTTPError, ValueError):
         return f"cancel {took:5.2f} s"
     cancelling, cancelled = stamps["CANCELLING"] / 1000, stamps["CANCELED"] / 1000
+    recorded = side.recorded(job) if isinstance(side, Tidegate) else None
+    until_seen = f"until seen {seen - cancelled:5.3f} s"
+    if recorded is not None:  # split: until tidegate's CANCELLED (its currentStateTime), then until the client saw it
+        until_seen = f"to tidegate's CANCELLED {recorded - cancelled:5.3f} s, until seen {seen - recorded:5.3f} s"
     return (
         f"cancel {took:5.2f} s: to Flink's CANCELLING {cancelling - asked:5.3f} s, "
-        f"to its CANCELED {cancelled - cancelling:5.3f} s, until seen {seen - cancelled:5.3f} s"
+        f"to its CANCELED {cancelled - cancelling:5.3f} s, {until_seen}"
     )
 
 
