@@ -75,10 +75,13 @@ class HotRoutes:
                 kind, template, params = route
                 handler = self._handlers.get((scope["method"], kind))
                 if handler is not None:
-                    start = time.perf_counter()
+                    start, status = time.perf_counter(), 500  # counted as the router's middleware counts it
                     scope["path_params"] = params
-                    response = await handler(Request(scope, receive))
-                    await response(scope, receive, send)
-                    telemetry.timed_http(scope["method"], template, response.status_code, time.perf_counter() - start)
+                    try:
+                        response = await handler(Request(scope, receive))
+                        status = response.status_code
+                        await response(scope, receive, send)
+                    finally:
+                        telemetry.timed_http(scope["method"], template, status, time.perf_counter() - start)
                     return
         await self.app(scope, receive, send)
