@@ -237,3 +237,38 @@ def test_writes_behind_the_gate_need_their_own_permissions(service: JobService, 
     writer = {"Authorization": f"Bearer {developer}"}
     assert answers(app, "PUT", put[0] + "?updateMask=labels", writer, put[1])[0] == 200
     assert answers(app, "POST", post[0], writer, post[1])[0] == 200
+
+
+def test_a_hot_call_whose_answer_cannot_be_sent_is_still_counted(service: JobService, held: str) -> None:
+    """A client gone before the answer: the call is counted with its status, as the router's middleware counts it."""
+    app = create_app(service)
+    template = "/v1b3/projects/{project_id}/jobs/{job_id}"
+
+    def counted() -> float:
+        wanted = {"method": "GET", "route": template, "status": "200"}
+        for metric in telemetry.REGISTRY.collect():
+            for sample in metric.samples:
+                if sample.name == "tidegate_http_requests_total" and sample.labels == wanted:
+                    return float(sample.value)
+        return 0.0
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": f"/v1b3/projects/proj/jobs/{held}",
+        "raw_path": f"/v1b3/projects/proj/jobs/{held}".encode(),
+        "query_string": b"",
+        "headers": [],
+        "root_path": "",
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def gone(message: Any) -> None:
+        raise OSError("the client went away")
+
+    before = counted()
+    with pytest.raises(OSError):
+        asyncio.run(app(scope, receive, gone))
+    assert counted() == before + 1
