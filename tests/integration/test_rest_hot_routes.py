@@ -103,17 +103,22 @@ def test_a_changed_job_is_answered_as_it_is_now(service: JobService, held: str) 
     assert b'"team":"a"' in before[2] and b'"team":"b"' in after[2]
 
 
+def _counted(template: str, status: str) -> float:
+    """How many GETs of ``template`` answered ``status`` the server has counted."""
+    wanted = {"method": "GET", "route": template, "status": status}
+    for metric in telemetry.REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == "tidegate_http_requests_total" and sample.labels == wanted:
+                return float(sample.value)
+    return 0.0
+
+
 def test_getjob_is_counted_under_its_route_template(service: JobService, held: str) -> None:
     app = create_app(service)
     template = "/v1b3/projects/{project_id}/locations/{location}/jobs/{job_id}"
 
     def counted(status: str) -> float:
-        wanted = {"method": "GET", "route": template, "status": status}
-        for metric in telemetry.REGISTRY.collect():
-            for sample in metric.samples:
-                if sample.name == "tidegate_http_requests_total" and sample.labels == wanted:
-                    return float(sample.value)
-        return 0.0
+        return _counted(template, status)
 
     ok, missing = counted("200"), counted("404")
     answers(app, "GET", f"/v1b3/projects/proj/locations/us-central1/jobs/{held}")
@@ -181,7 +186,7 @@ def test_createjob_answers_as_the_router_does(service: JobService, new_job: Call
         sides = []
         for side, name in zip((app, app.app), names, strict=True):
             body = request if isinstance(request, bytes) else json.dumps({"name": name, **request}).encode()
-            sides.append(answers(app if side is app else app.app, "POST", path, body=body))
+            sides.append(answers(side, "POST", path, body=body))
         ids = [json.loads(body)["id"] for status, _, body in sides if status == 200]
         assert _alike(sides[0], *names, *ids) == _alike(sides[1], *names, *ids), (path, request)
     # A taken name answers the job that has it, on both sides.
@@ -227,31 +232,21 @@ def test_writes_behind_the_gate_need_their_own_permissions(service: JobService, 
     _, viewer = accounts.create_token("watcher", "proj", Role.VIEWER)
     _, developer = accounts.create_token("builder", "proj", Role.DEVELOPER)
     job_id = service.create_job(new_job(requested_state=JobState.JOB_STATE_STOPPED)).id
-    put = f"/v1b3/projects/proj/jobs/{job_id}", json.dumps({"labels": {"x": "y"}}).encode()
-    post = "/v1b3/projects/proj/jobs", json.dumps({"name": "gated", "type": "JOB_TYPE_BATCH"}).encode()
+    put = "PUT", f"/v1b3/projects/proj/jobs/{job_id}", json.dumps({"labels": {"x": "y"}}).encode()
+    post = "POST", "/v1b3/projects/proj/jobs", json.dumps({"name": "gated", "type": "JOB_TYPE_BATCH"}).encode()
     for headers in ({}, {"Authorization": f"Bearer {viewer}"}):
-        for path, body in (put, post):
-            hot, routed = answers(app, "PUT" if path == put[0] else "POST", path, headers, body), None
-            routed = answers(app.app, "PUT" if path == put[0] else "POST", path, headers, body)
-            assert hot == routed and hot[0] in (401, 403), (headers, path, hot)
+        for method, path, body in (put, post):
+            hot = answers(app, method, path, headers, body)
+            assert hot == answers(app.app, method, path, headers, body) and hot[0] in (401, 403), (headers, path, hot)
     writer = {"Authorization": f"Bearer {developer}"}
-    assert answers(app, "PUT", put[0] + "?updateMask=labels", writer, put[1])[0] == 200
-    assert answers(app, "POST", post[0], writer, post[1])[0] == 200
+    assert answers(app, "PUT", put[1] + "?updateMask=labels", writer, put[2])[0] == 200
+    assert answers(app, "POST", post[1], writer, post[2])[0] == 200
 
 
 def test_a_hot_call_whose_answer_cannot_be_sent_is_still_counted(service: JobService, held: str) -> None:
     """A client gone before the answer: the call is counted with its status, as the router's middleware counts it."""
     app = create_app(service)
     template = "/v1b3/projects/{project_id}/jobs/{job_id}"
-
-    def counted() -> float:
-        wanted = {"method": "GET", "route": template, "status": "200"}
-        for metric in telemetry.REGISTRY.collect():
-            for sample in metric.samples:
-                if sample.name == "tidegate_http_requests_total" and sample.labels == wanted:
-                    return float(sample.value)
-        return 0.0
-
     scope = {
         "type": "http",
         "method": "GET",
@@ -268,7 +263,7 @@ def test_a_hot_call_whose_answer_cannot_be_sent_is_still_counted(service: JobSer
     async def gone(message: Any) -> None:
         raise OSError("the client went away")
 
-    before = counted()
+    before = _counted(template, "200")
     with pytest.raises(OSError):
         asyncio.run(app(scope, receive, gone))
-    assert counted() == before + 1
+    assert _counted(template, "200") == before + 1

@@ -69,15 +69,16 @@ def parse_json(payload: bytes | str, message: M, what: str) -> M:
     never ``true`` or ``5.7`` (protobuf's parser truncates that to 5).
     """
     try:
+        # Decoded as json.loads decodes bytes, once: the surrogate check below reads the same text.
+        text = payload if isinstance(payload, str) else payload.decode(json.detect_encoding(payload), "surrogatepass")
         data = json.loads(
-            payload, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float
+            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float
         )
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise _invalid_json(what, f"not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise _invalid_json(what, f"expected a JSON object, not {_json_kind(data)}")
     try:  # a \ud800 escape is JSON, but no text: no store, no protobuf message and no answer can hold it
-        text = payload if isinstance(payload, str) else payload.decode(json.detect_encoding(payload), "surrogatepass")
         if _SURROGATE_ESCAPE.search(text):
             json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
